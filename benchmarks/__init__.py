@@ -1,0 +1,1 @@
+"""Speed benchmarks: commands (``python -m benchmarks.<name>``), never timed unit tests."""

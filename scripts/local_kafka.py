@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Provision and run a real single-node Apache Kafka broker (KRaft) from Maven Central jars.
+
+No Docker needed: Maven fetches ``org.apache.kafka:kafka_2.13`` and its runtime
+dependencies into a cache, ``kafka.tools.StorageTool format`` prepares a KRaft log
+directory, and ``kafka.Kafka`` runs the combined broker/controller on loopback.
+
+    python scripts/local_kafka.py fetch              # download jars (cached)
+    python scripts/local_kafka.py start [--port N]   # prints the bootstrap address
+    python scripts/local_kafka.py stop
+
+The cache lives in ``$STREAMDET_CACHE`` (default ``~/.cache/streamdet``). Standard library
+only, so the test fixture and the Makefile can call it before anything is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+KAFKA_VERSION = os.environ.get("STREAMDET_KAFKA_VERSION", "3.9.1")
+SLF4J_VERSION = "1.7.36"
+
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.streamdet</groupId><artifactId>local-kafka</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
+      <version>{slf4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+LOG4J = """log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaServer=INFO
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+"""
+
+SERVER = """process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs={log_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.retention.hours=24
+"""
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("STREAMDET_CACHE", Path.home() / ".cache" / "streamdet"))
+    return base / f"kafka-{KAFKA_VERSION}"
+
+
+def say(message: str) -> None:
+    print(f"[local-kafka] {message}", file=sys.stderr, flush=True)
+
+
+def fetch() -> Path:
+    """Download the broker's jars once; later calls reuse the cache."""
+    libs = cache_dir() / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise SystemExit("local-kafka: needs 'java' (17+) and 'mvn' on PATH to fetch the broker")
+    work = cache_dir() / "maven"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pom.xml").write_text(POM.format(kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION))
+    say(f"downloading Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...")
+    started = time.time()
+    tmp = cache_dir() / "libs.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        check=True,
+    )
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    marker.write_text(KAFKA_VERSION)
+    jars = len(list(libs.glob("*.jar")))
+    say(f"fetched {jars} jars in {time.time() - started:.0f}s")
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Kafka broker exited early with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the Kafka broker did not open port {port} within {timeout:.0f}s")
+
+
+def start(run_dir: Path, port: int | None = None, timeout: float = 90.0) -> tuple[str, int]:
+    """Format a fresh KRaft log dir in ``run_dir`` and start the broker in the background.
+
+    Returns the bootstrap address and the broker's process id.
+    """
+    libs = fetch()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    controller_port = free_port()
+    log_dir = run_dir / "data"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    config = run_dir / "server.properties"
+    config.write_text(SERVER.format(port=port, controller_port=controller_port, log_dir=log_dir))
+    (run_dir / "log4j.properties").write_text(LOG4J.format(log=run_dir / "server.log"))
+    java = [
+        "java",
+        "-Xms256m",
+        "-Xmx1g",
+        f"-Dlog4j.configuration=file:{run_dir / 'log4j.properties'}",
+        "-cp",
+        f"{libs}/*",
+    ]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    subprocess.run(
+        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    out = (run_dir / "stdout.log").open("wb")
+    process = subprocess.Popen(
+        [*java, "kafka.Kafka", str(config)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (run_dir / "broker.pid").write_text(str(process.pid))
+    wait_for_port(port, timeout, process)
+    bootstrap = f"127.0.0.1:{port}"
+    (run_dir / "bootstrap").write_text(bootstrap)
+    say(f"broker up at {bootstrap} (pid {process.pid}, logs in {run_dir})")
+    return bootstrap, process.pid
+
+
+def stop(run_dir: Path, timeout: float = 20.0) -> None:
+    """Stop the broker started in ``run_dir`` (SIGTERM, then SIGKILL)."""
+    pid_file = run_dir / "broker.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["fetch", "start", "stop"])
+    parser.add_argument("--dir", default=str(cache_dir() / "run"), help="run directory")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args()
+    if args.command == "fetch":
+        print(fetch())
+    elif args.command == "start":
+        bootstrap, _ = start(Path(args.dir), args.port)
+        print(bootstrap)
+    else:
+        stop(Path(args.dir))
+
+
+if __name__ == "__main__":
+    main()

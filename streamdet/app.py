@@ -1,0 +1,308 @@
+"""The daemon: one :class:`Application` wires source -> windows -> detectors -> sinks/metrics.
+
+It holds no model math: detectors score, :class:`~streamdet.pipeline.models.TopicModel`
+trains and loads, threshold policies decide, sinks deliver. Offsets are committed only after
+the alerts of everything scored so far have been published.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamdet.config import StreamdetConfig, TopicConfig
+from streamdet.errors import ConfigError
+from streamdet.pipeline.batcher import MicroBatcher
+from streamdet.pipeline.decode import InvalidMessage, decode_timeseries
+from streamdet.pipeline.models import TopicModel
+from streamdet.pipeline.window_store import ReadyWindow, WindowStore
+from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.sinks.alerts import AlertSink, JsonLinesAlertSink, alert_id, iso_ms
+from streamdet.sources.base import Source
+from streamdet.sources.simulator import SensorSimulator, SimulatorSource
+from streamdet.thresholds import AnomalyLikelihood
+
+
+@dataclass
+class TopicRuntime:
+    """Everything the daemon keeps per topic."""
+
+    config: TopicConfig
+    windows: WindowStore
+    model: TopicModel
+    # Windows completed while the model trains, scored once it is ready (bounded: the oldest
+    # are dropped first, and counted, if training outlasts it).
+    backlog: deque[ReadyWindow] = field(default_factory=lambda: deque(maxlen=200_000))
+    likelihoods: dict[str, AnomalyLikelihood] = field(default_factory=dict)
+    exported_state: str = ""
+    last_alert_ms: dict[str, int] = field(default_factory=dict)
+
+
+class Application:
+    """The streamdet daemon.
+
+    >>> from streamdet.config import load_config_text
+    >>> app = Application(load_config_text("topics: [{name: s, detector: {name: seq2seq}}]",
+    ...                                    environ={}), serve_metrics=False)
+    >>> sorted(app.topics)
+    ['s']
+    """
+
+    def __init__(
+        self,
+        config: StreamdetConfig,
+        *,
+        source: Source | None = None,
+        alert_sink: AlertSink | None = None,
+        progress: ProgressFn = stderr_progress,
+        serve_metrics: bool = True,
+    ) -> None:
+        from streamdet.metrics import Metrics
+
+        if not config.topics:
+            raise ConfigError("config.yaml: topics: at least one topic is needed")
+        self.config = config
+        self.progress = progress
+        self.metrics = Metrics()
+        self._serve_metrics = serve_metrics
+        store = Path(config.models.store)
+        self.topics: dict[str, TopicRuntime] = {}
+        for topic in config.topics:
+            n_features = len(topic.format.value_fields)
+            model = TopicModel(topic, store, n_features, progress)
+            windows = WindowStore(
+                model.seq_len,
+                n_features,
+                topic.window.stride,
+                topic.window.out_of_order,
+                topic.window.lateness_ms,
+            )
+            self.topics[topic.name] = TopicRuntime(topic, windows, model)
+        self.source = source or self._default_source()
+        self.alert_sink = alert_sink or JsonLinesAlertSink(config.alerts.file)
+        self.batcher: MicroBatcher[ReadyWindow] = MicroBatcher(
+            config.batching.max_batch, config.batching.max_delay_ms
+        )
+        self._pending_offsets: dict[tuple[str, int], int] = {}
+        self._stop = False
+        self._last_report = time.monotonic()
+        self.alerts_published = 0
+
+    def _default_source(self) -> Source:
+        if self.config.kafka.bootstrap_servers:
+            raise ConfigError(
+                "kafka.bootstrap_servers is set, but this build of streamdet runs only the "
+                "embedded simulator; unset it (null) to run on simulated sensors"
+            )
+        sim = self.config.simulator
+        first = self.config.topics[0]
+        return SimulatorSource(
+            first.name,
+            SensorSimulator(
+                sim.sensors,
+                sim.period,
+                sim.noise,
+                sim.anomaly_every,
+                sim.seed,
+                first_anomaly=first.detector.warmup_events + sim.anomaly_every,
+            ),
+            sim.rate,
+            sim.max_events,
+        )
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        """Ask the loop to finish the current batch, publish, commit and return."""
+        self._stop = True
+
+    def run(self) -> int:
+        """Consume until stopped (SIGTERM/SIGINT) or the source is exhausted; exit code."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        if self._serve_metrics:
+            m = self.config.metrics
+            self.metrics.serve(m.host, m.port)
+            self.progress(f"metrics at http://{m.host}:{m.port}/metrics")
+        for name, runtime in self.topics.items():
+            self._export_model(name, runtime)
+        poll_ms = self.config.batching.poll_timeout_ms
+        try:
+            while not self._stop:
+                for message in self.source.poll(poll_ms):
+                    self._handle(message)
+                self._release_backlogs()
+                self._score_if_due(force=False)
+                self._commit_if_idle()
+                self._report()
+                if getattr(self.source, "exhausted", False) and not self._training():
+                    break
+            self._release_backlogs()
+            self._score_if_due(force=True)
+            self._commit_if_idle()
+        finally:
+            self.source.close()
+        self.progress(f"stopped: {self.alerts_published} alert(s) published")
+        return 0
+
+    def _training(self) -> bool:
+        return any(t.model.state == "training" for t in self.topics.values())
+
+    # ---- hot path ---------------------------------------------------------------------
+    def _handle(self, message: Any) -> None:
+        runtime = self.topics.get(message.topic)
+        if runtime is None:
+            return
+        key = (message.topic, message.partition)
+        self._pending_offsets[key] = max(self._pending_offsets.get(key, -1), message.offset + 1)
+        self.metrics.events.labels(message.topic).inc()
+        try:
+            event = decode_timeseries(message, runtime.config.format)
+        except InvalidMessage as exc:
+            self.metrics.invalid.labels(message.topic, exc.reason).inc()
+            self.progress(f"dead letter: {exc}")
+            return
+        if not runtime.model.ready:
+            runtime.model.offer(event.series, event.values)
+        dropped = runtime.windows.dropped_late
+        now = time.monotonic()
+        for window in runtime.windows.add_all(event, now):
+            if runtime.model.ready:
+                self.batcher.add(window, now)
+            else:
+                if len(runtime.backlog) == runtime.backlog.maxlen:
+                    self.metrics.skipped.labels(message.topic).inc()
+                runtime.backlog.append(window)
+        if runtime.windows.dropped_late > dropped:
+            self.metrics.late.labels(message.topic).inc()
+        self.metrics.series.labels(message.topic).set(len(runtime.windows))
+
+    def _release_backlogs(self) -> None:
+        now = time.monotonic()
+        for name, runtime in self.topics.items():
+            if runtime.model.state != runtime.exported_state:
+                self._export_model(name, runtime)
+            if runtime.model.ready and runtime.backlog:
+                self.progress(
+                    f"topic {runtime.config.name}: scoring {len(runtime.backlog)} windows "
+                    "that arrived during training"
+                )
+                while runtime.backlog:
+                    self.batcher.add(runtime.backlog.popleft(), now)
+                    if self.batcher.due(now):
+                        self._score_if_due(force=True)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < 10:
+            return
+        self._last_report = now
+        for name, runtime in self.topics.items():
+            scored = self.metrics.windows.labels(name, runtime.config.detector.name)._value.get()
+            self.progress(
+                f"topic {name}: model {runtime.model.state}, {len(runtime.windows)} series, "
+                f"{int(scored)} windows scored, {self.alerts_published} alert(s) so far"
+            )
+
+    def _score_if_due(self, force: bool) -> None:
+        now = time.monotonic()
+        if not (force and len(self.batcher)) and not self.batcher.due(now):
+            return
+        batch = self.batcher.drain()
+        self.metrics.batch_size.observe(len(batch))
+        alerts: list[tuple[dict[str, Any], float]] = []
+        by_topic: dict[str, list[ReadyWindow]] = {}
+        for window in batch:
+            by_topic.setdefault(window.topic, []).append(window)
+        for topic, windows in by_topic.items():
+            alerts.extend(self._score_topic(self.topics[topic], windows))
+        self.alert_sink.publish([alert for alert, _ in alerts])
+        published = time.monotonic()
+        for alert, received_at in alerts:
+            self.metrics.alerts.labels(alert["topic"], alert["detector"]).inc()
+            self.metrics.e2e_latency.observe(published - received_at)
+        self.alerts_published += len(alerts)
+
+    def _score_topic(
+        self, runtime: TopicRuntime, windows: list[ReadyWindow]
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Score one topic's windows; return (alert, receipt time) for each alert raised."""
+        detector = runtime.model.detector
+        assert detector is not None
+        started = time.perf_counter()
+        prediction = detector.predict(np.stack([w.values for w in windows]))
+        self.metrics.scoring_latency.observe(time.perf_counter() - started)
+        data = prediction["data"]
+        name = detector.name
+        topic = runtime.config.name
+        threshold = np.asarray(detector.threshold, dtype=np.float64)
+        self.metrics.windows.labels(topic, name).inc(len(windows))
+        self.metrics.threshold.labels(topic, name).set(float(threshold.mean()))
+        policy = runtime.config.threshold
+        cooldown_ms = int(self.config.alerts.cooldown_s * 1000)
+        alerts = []
+        for i, window in enumerate(windows):
+            score = float(data["instance_score"][i])
+            self.metrics.score.labels(topic, name).observe(score)
+            if policy.policy == "likelihood":
+                tracker = runtime.likelihoods.setdefault(
+                    window.series, AnomalyLikelihood(history=policy.history)
+                )
+                flagged = tracker.update(max(score, 0.0) if name == "seq2seq" else score) >= (
+                    policy.likelihood
+                )
+            else:
+                flagged = bool(data["is_outlier"][i])
+            if not flagged:
+                continue
+            last = runtime.last_alert_ms.get(window.series)
+            if last is not None and window.end_ts_ms - last < cooldown_ms:
+                continue
+            runtime.last_alert_ms[window.series] = window.end_ts_ms
+            feature = np.asarray(data["feature_score"][i])
+            alert = {
+                "alert_id": alert_id(topic, window.partition, window.end_offset, name),
+                "series": window.series,
+                "topic": topic,
+                "partition": window.partition,
+                "detector": name,
+                "model_version": detector.training.get("model_version"),
+                "score": score,
+                "threshold": threshold.tolist(),
+                "window_start": iso_ms(window.start_ts_ms),
+                "window_end": iso_ms(window.end_ts_ms),
+                "window_start_offset": window.start_offset,
+                "window_end_offset": window.end_offset,
+                "feature_scores": feature.reshape(-1, feature.shape[-1]).mean(axis=0).tolist(),
+                "detected_at": iso_ms(int(time.time() * 1000)),
+            }
+            alerts.append((alert, window.received_at))
+        return alerts
+
+    def _commit_if_idle(self) -> None:
+        """Commit consumed offsets once nothing read so far is still waiting to be scored."""
+        if len(self.batcher) or not self._pending_offsets:
+            return
+        if any(runtime.backlog for runtime in self.topics.values()):
+            return
+        self.source.commit(dict(self._pending_offsets))
+        self._pending_offsets.clear()
+
+    def _export_model(self, name: str, runtime: TopicRuntime) -> None:
+        model = runtime.model
+        runtime.exported_state = model.state
+        self.metrics.model_ready.labels(name).set(1.0 if model.ready else 0.0)
+        if model.ready and model.detector is not None:
+            info = model.detector.training
+            self.metrics.model_info.labels(
+                name,
+                model.detector.name,
+                str(info.get("model_version")),
+                str(info.get("trained_at")),
+            ).set(1)
+            self.metrics.training_events.labels(name).set(model.training_events)

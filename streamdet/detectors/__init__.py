@@ -1,0 +1,50 @@
+"""Detectors: one module each, all behind :class:`~streamdet.detectors.base.Detector`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from streamdet.detectors.base import Detector, KerasDetector, Scores, read_metadata
+from streamdet.detectors.seq2seq import Seq2SeqDetector
+from streamdet.detectors.vae_lstm import VAELSTMDetector
+from streamdet.errors import ConfigError, ModelLoadError
+
+DETECTORS: dict[str, type[KerasDetector]] = {
+    Seq2SeqDetector.name: Seq2SeqDetector,
+    VAELSTMDetector.name: VAELSTMDetector,
+}
+
+
+def create_detector(name: str, **params: Any) -> KerasDetector:
+    """A new, unfitted detector by registry name."""
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown detector {name!r}; allowed: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name](**params)
+
+
+def load_detector(
+    directory: str | Path,
+    expected_name: str | None = None,
+    expected_input_shape: tuple[int, ...] | None = None,
+) -> KerasDetector:
+    """Load whichever detector ``directory`` holds, optionally insisting on its kind/shape."""
+    meta = read_metadata(directory)
+    name = meta["detector"]
+    if expected_name is not None and name != expected_name:
+        raise ModelLoadError(f"{directory} holds a '{name}' model, not a '{expected_name}' model")
+    if name not in DETECTORS:
+        raise ModelLoadError(f"{directory} holds an unknown detector {name!r}")
+    return DETECTORS[name].load(directory, expected_input_shape=expected_input_shape)
+
+
+__all__ = [
+    "DETECTORS",
+    "Detector",
+    "KerasDetector",
+    "Scores",
+    "Seq2SeqDetector",
+    "VAELSTMDetector",
+    "create_detector",
+    "load_detector",
+]

@@ -1,0 +1,305 @@
+"""The detector protocol and the machinery every Keras detector shares.
+
+A detector follows alibi-detect's API shape (``fit`` / ``infer_threshold`` / ``score`` /
+``predict`` returning ``{"meta", "data"}``) and saves itself as ``.keras`` files plus one
+``metadata.json``. Loading checks the detector name, the format version, the input shape and
+a SHA-256 of every model file before Keras sees them, and always uses ``safe_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+from streamdet.errors import InvalidInputError, ModelLoadError, NotFittedError
+from streamdet.progress import ProgressFn, silent
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import tensorflow as tf
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What :meth:`Detector.score` returns: one score per instance, and per element."""
+
+    instance_score: np.ndarray
+    feature_score: np.ndarray
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """The small protocol every streamdet detector implements."""
+
+    name: ClassVar[str]
+
+    def fit(self, X: np.ndarray, **kwargs: Any) -> dict[str, Any]: ...
+
+    def infer_threshold(self, X: np.ndarray, **kwargs: Any) -> None: ...
+
+    def score(self, X: np.ndarray) -> Scores: ...
+
+    def predict(self, X: np.ndarray, **kwargs: Any) -> dict[str, dict[str, Any]]: ...
+
+    def save(self, directory: str | Path) -> Path: ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self: ...
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """Read and sanity-check ``metadata.json`` of a saved detector directory."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{directory} holds no {METADATA_FILE}: not a saved streamdet model")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or "detector" not in meta:
+        raise ModelLoadError(f"{path} does not describe a detector (no 'detector' field)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path} has format_version {meta.get('format_version')!r}; "
+            f"this streamdet reads format_version {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def set_seed(seed: int | None) -> None:
+    """Seed numpy, Python and TensorFlow so a fit can be repeated."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+
+def train_epochs(
+    step: Any,
+    arrays: tuple[np.ndarray, ...],
+    *,
+    epochs: int,
+    batch_size: int,
+    label: str,
+    progress: ProgressFn,
+    seed: int | None = None,
+) -> list[dict[str, float]]:
+    """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
+
+    Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
+    """
+    n = len(arrays[0])
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(arrays)
+        .shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    history: list[dict[str, float]] = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        batches = 0
+        for batch in dataset:
+            losses = step(*batch)
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            batches += 1
+        means = {key: value / max(batches, 1) for key, value in totals.items()}
+        history.append(means)
+        shown = " ".join(f"{k}={v:.5g}" for k, v in means.items())
+        progress(f"{label} epoch {epoch}/{epochs} {shown} ({time.perf_counter() - started:.1f}s)")
+    return history
+
+
+class KerasDetector(ABC):
+    """Shared state and persistence for detectors built from Keras models.
+
+    Subclasses set ``name``, implement ``_build`` (make the Keras models from ``params``),
+    ``_model_files`` (the models to save, by file name), ``_restore`` (take them back after
+    loading) and the math in ``fit`` / ``score``.
+    """
+
+    name: ClassVar[str] = "base"
+    data_type: ClassVar[str] = "time-series"
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+        self.input_shape: tuple[int, ...] | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.threshold: Any = None
+        self.training: dict[str, Any] = {}
+        self.progress: ProgressFn = silent
+
+    # ---- validation -------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return self.input_shape is not None
+
+    def _require_fitted(self, action: str) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"{self.name}: call fit() (or load a saved model) before {action}")
+
+    def _check_instances(self, X: np.ndarray, expected: tuple[int, ...]) -> np.ndarray:
+        """Check a batch of instances against ``expected`` (the shape after the batch axis)."""
+        array = np.asarray(X, dtype=np.float32)
+        if array.shape[1:] != tuple(expected):
+            raise InvalidInputError(
+                f"{self.name}: expected instances of shape {tuple(expected)} "
+                f"(batch, {', '.join(map(str, expected))}); got array of shape {array.shape}"
+            )
+        if len(array) == 0:
+            raise InvalidInputError(f"{self.name}: got an empty batch")
+        bad = ~np.isfinite(array)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidInputError(f"{self.name}: input contains NaN or inf (first at {where})")
+        return array
+
+    def _normalise(self, array: np.ndarray) -> np.ndarray:
+        assert self.mean is not None and self.std is not None
+        return ((array - self.mean) / self.std).astype(np.float32)
+
+    def _fit_normalisation(self, array: np.ndarray, normalise: bool) -> None:
+        n_features = array.shape[-1]
+        flat = array.reshape(-1, n_features)
+        if normalise:
+            self.mean = flat.mean(axis=0).astype(np.float32)
+            self.std = np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)
+        else:
+            self.mean = np.zeros(n_features, dtype=np.float32)
+            self.std = np.ones(n_features, dtype=np.float32)
+
+    # ---- predict ----------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "detector_type": "outlier",
+            "data_type": self.data_type,
+            "version": self.training.get("model_version"),
+            "threshold": _jsonable(self.threshold),
+        }
+
+    # ---- persistence ------------------------------------------------------------------
+    @abstractmethod
+    def _model_files(self) -> dict[str, keras.Model]:
+        """The Keras models to save, by file name (``*.keras``)."""
+
+    @abstractmethod
+    def _restore(self, models: dict[str, keras.Model]) -> None:
+        """Take back the models that :meth:`_model_files` named, after loading."""
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the models (``.keras``) and ``metadata.json`` into ``directory``."""
+        self._require_fitted("save()")
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        checksums = {}
+        for file_name, model in self._model_files().items():
+            path = target / file_name
+            model.save(path)
+            checksums[file_name] = _sha256(path)
+        meta = {
+            "detector": self.name,
+            "format_version": FORMAT_VERSION,
+            "streamdet_version": _package_version(),
+            "keras_version": keras.__version__,
+            "params": _jsonable(self.params),
+            "input_shape": list(self.input_shape or ()),
+            "normalisation": {"mean": _jsonable(self.mean), "std": _jsonable(self.std)},
+            "threshold": _jsonable(self.threshold),
+            "training": _jsonable(self.training),
+            "models": checksums,
+        }
+        # Write then rename, so a crash never leaves a half-written metadata file behind.
+        tmp = target / (METADATA_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        tmp.replace(target / METADATA_FILE)
+        return target
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, expected_input_shape: tuple[int, ...] | None = None
+    ) -> Self:
+        """Load a detector saved by :meth:`save`, checking it is one of this class.
+
+        ``expected_input_shape`` (the shape of one instance) makes loading fail early
+        when the model was trained for other data.
+        """
+        meta = read_metadata(directory)
+        if meta["detector"] != cls.name:
+            raise ModelLoadError(
+                f"{directory} holds a '{meta['detector']}' model, not a '{cls.name}' model"
+            )
+        shape = tuple(meta.get("input_shape") or ())
+        if expected_input_shape is not None and shape != tuple(expected_input_shape):
+            raise ModelLoadError(
+                f"{directory}: the model expects instances of shape {shape}, "
+                f"not {tuple(expected_input_shape)}"
+            )
+        models: dict[str, keras.Model] = {}
+        for file_name, checksum in dict(meta.get("models") or {}).items():
+            path = Path(directory) / file_name
+            if not path.is_file():
+                raise ModelLoadError(f"{path} is missing")
+            if _sha256(path) != checksum:
+                raise ModelLoadError(f"{path} is corrupt: its SHA-256 does not match metadata")
+            try:
+                models[file_name] = keras.saving.load_model(path, compile=False, safe_mode=True)
+            except Exception as exc:  # Keras raises many types for a bad archive
+                raise ModelLoadError(f"{path} could not be loaded by Keras: {exc}") from exc
+        detector = cls(**meta.get("params", {}))
+        detector.input_shape = shape
+        norm = meta.get("normalisation") or {}
+        detector.mean = np.asarray(norm.get("mean"), dtype=np.float32)
+        detector.std = np.asarray(norm.get("std"), dtype=np.float32)
+        threshold = meta.get("threshold")
+        detector.threshold = (
+            np.asarray(threshold, dtype=np.float64) if isinstance(threshold, list) else threshold
+        )
+        detector.training = meta.get("training") or {}
+        detector._restore(models)
+        return detector
+
+
+def _package_version() -> str:
+    from streamdet import __version__
+
+    return __version__
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert numpy values (and containers of them) into plain JSON types."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def model_version(name: str) -> str:
+    """A version string for a freshly trained model: detector name and UTC time."""
+    return f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"

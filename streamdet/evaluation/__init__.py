@@ -1,0 +1,1 @@
+"""Evaluation on public benchmarks: metrics, NAB scoring, plots and the ``evaluate`` runners."""

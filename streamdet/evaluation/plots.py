@@ -1,0 +1,70 @@
+"""Pictures written beside every evaluation's JSON: timelines, ROC and PR curves.
+
+Uses matplotlib's Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from streamdet.evaluation.metrics import (
+    label_segments,
+    precision_recall_curve,
+    roc_curve,
+)
+
+
+def score_timeline(
+    path: Path,
+    title: str,
+    values: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray | None = None,
+    detections: np.ndarray | None = None,
+    threshold: float | None = None,
+) -> Path:
+    """Series on top, score below; labelled spans shaded, detections marked."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 5), sharex=True)
+    x = np.arange(len(values))
+    top.plot(x, values, lw=0.7, color="tab:blue")
+    bottom.plot(x, scores, lw=0.7, color="tab:gray", label="score")
+    if labels is not None:
+        for start, end in label_segments(labels):
+            for axis in (top, bottom):
+                axis.axvspan(start, max(end - 1, start + 0.5), color="tab:red", alpha=0.15)
+    if detections is not None and np.any(detections):
+        hits = np.flatnonzero(detections)
+        top.scatter(hits, np.asarray(values)[hits], s=12, color="tab:red", zorder=3, label="alert")
+        top.legend(loc="upper right")
+    if threshold is not None:
+        bottom.axhline(threshold, color="tab:red", ls="--", lw=0.8, label="threshold")
+    bottom.legend(loc="upper right")
+    top.set_title(title)
+    bottom.set_xlabel("time step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def roc_pr_curves(path: Path, title: str, labels: np.ndarray, scores: np.ndarray) -> Path:
+    """ROC curve and precision-recall curve side by side."""
+    fpr, tpr = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    left.plot(fpr, tpr, color="tab:blue")
+    left.plot([0, 1], [0, 1], ls=":", color="gray")
+    left.set(xlabel="false-positive rate", ylabel="true-positive rate", title=f"{title}: ROC")
+    right.step(recall, precision, where="post", color="tab:green")
+    right.set(xlabel="recall", ylabel="precision", title=f"{title}: PR", ylim=(0, 1.02))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

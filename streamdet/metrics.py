@@ -1,0 +1,98 @@
+"""Prometheus metrics (prometheus_client), named after prometheus.io's conventions."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SCORE_BUCKETS = (-1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 100)
+
+
+class Metrics:
+    """Every metric the daemon exports, on its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "streamdet_events_consumed", "Messages consumed.", ["topic"], registry=r
+        )
+        self.invalid = Counter(
+            "streamdet_invalid_events",
+            "Messages sent to the dead-letter sink, by reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.late = Counter(
+            "streamdet_late_events_dropped",
+            "Events dropped as out of order.",
+            ["topic"],
+            registry=r,
+        )
+        self.windows = Counter(
+            "streamdet_windows_scored", "Windows scored.", ["topic", "detector"], registry=r
+        )
+        self.skipped = Counter(
+            "streamdet_windows_unscored",
+            "Windows completed while the topic's model was not ready.",
+            ["topic"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "streamdet_alerts", "Alerts published.", ["topic", "detector"], registry=r
+        )
+        self.score = Histogram(
+            "streamdet_anomaly_score",
+            "Instance scores (0 = threshold).",
+            ["topic", "detector"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.threshold = Gauge(
+            "streamdet_threshold", "Current static threshold.", ["topic", "detector"], registry=r
+        )
+        self.batch_size = Histogram(
+            "streamdet_batch_size",
+            "Windows per scoring batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
+        self.scoring_latency = Histogram(
+            "streamdet_scoring_latency_seconds",
+            "Time to score one batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e_latency = Histogram(
+            "streamdet_end_to_end_latency_seconds",
+            "Receipt of a window's last event to its alert being published.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "streamdet_model_ready", "1 when the topic's model scores.", ["topic"], registry=r
+        )
+        self.model_info = Gauge(
+            "streamdet_model_info",
+            "Model identity (value 1).",
+            ["topic", "detector", "version", "trained_at"],
+            registry=r,
+        )
+        self.training_events = Gauge(
+            "streamdet_model_training_events",
+            "Events the model was trained on.",
+            ["topic"],
+            registry=r,
+        )
+        self.series = Gauge(
+            "streamdet_series_tracked", "Series with a window buffer.", ["topic"], registry=r
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,116 @@
+"""One topic's model: loaded from the store, or bootstrapped from a warm-up in the background.
+
+The daemon asks :class:`TopicModel` for a detector; it never touches model math itself.
+While a model trains in its thread, the topic's events keep flowing into windows (they are
+counted, not scored) and other topics keep being scored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamdet.config import TopicConfig
+from streamdet.detectors import KerasDetector, create_detector, load_detector
+from streamdet.errors import ModelLoadError, StreamdetError
+from streamdet.progress import ProgressFn
+from streamdet.windows import sliding_windows
+
+
+class TopicModel:
+    """States: ``warming`` (collecting), ``training``, ``ready``, ``failed``."""
+
+    def __init__(self, topic: TopicConfig, store: Path, n_features: int, progress: ProgressFn):
+        self.topic = topic
+        self.directory = Path(topic.detector.model_dir or store / topic.name)
+        self.n_features = n_features
+        self.progress = progress
+        self.detector: KerasDetector | None = None
+        self.state = "warming"
+        self.error: str | None = None
+        self.training_events = 0
+        self._warmup: dict[str, list[np.ndarray]] = {}
+        self._thread: threading.Thread | None = None
+        self._try_load()
+
+    @property
+    def seq_len(self) -> int:
+        """Events per scored instance for this topic's detector."""
+        params = self.topic.detector.params
+        if self.topic.detector.name == "vae_lstm":
+            return int(params.get("window", 48)) * int(params.get("n_windows", 12))
+        return self.topic.window.seq_len
+
+    def _try_load(self) -> None:
+        if not (self.directory / "metadata.json").exists():
+            return
+        try:
+            self.detector = load_detector(
+                self.directory, self.topic.detector.name, (self.seq_len, self.n_features)
+            )
+        except ModelLoadError as exc:
+            self.progress(f"topic {self.topic.name}: stored model not usable ({exc}); retraining")
+            return
+        self.training_events = int(self.detector.training.get("training_events", 0))
+        self.state = "ready"
+        self.progress(f"topic {self.topic.name}: loaded model from {self.directory}")
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def offer(self, series: str, values: np.ndarray) -> None:
+        """Collect warm-up data; start training once a series has ``warmup_events``."""
+        if self.state != "warming":
+            return
+        rows = self._warmup.setdefault(series, [])
+        rows.append(values)
+        if len(rows) >= self.topic.detector.warmup_events:
+            self.state = "training"
+            data = {k: np.stack(v) for k, v in self._warmup.items() if len(v) >= self.seq_len}
+            self._warmup = {}
+            self._thread = threading.Thread(
+                target=self._train, args=(data,), name=f"train-{self.topic.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _train(self, series: dict[str, np.ndarray]) -> None:
+        try:
+            started = time.perf_counter()
+            self.training_events = sum(len(v) for v in series.values())
+            self.progress(
+                f"topic {self.topic.name}: training {self.topic.detector.name} on "
+                f"{self.training_events} warm-up events from {len(series)} series"
+            )
+            windows = np.concatenate([sliding_windows(v, self.seq_len) for v in series.values()])
+            params: dict[str, Any] = dict(self.topic.detector.params)
+            if self.topic.detector.name == "seq2seq":
+                params.setdefault("seq_len", self.seq_len)
+            detector = create_detector(self.topic.detector.name, **params)
+            detector.fit(windows, progress=self.progress)
+            perc = self.topic.threshold.threshold_perc
+            if detector.name == "seq2seq":
+                detector.infer_threshold(windows, threshold_perc=perc, level="instance")
+            else:
+                detector.infer_threshold(windows, threshold_perc=perc)
+            detector.training["training_events"] = self.training_events
+            detector.save(self.directory)
+            self.detector = detector
+            self.state = "ready"
+            self.progress(
+                f"topic {self.topic.name}: model ready in {time.perf_counter() - started:.1f}s, "
+                f"saved to {self.directory}"
+            )
+        except (StreamdetError, ValueError) as exc:
+            self.state = "failed"
+            self.error = str(exc)
+            self.progress(f"topic {self.topic.name}: training failed: {exc}")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a running training finishes (used at shutdown and in tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,131 @@
+"""Per-series sliding windows over decoded events, with out-of-order handling.
+
+>>> store = WindowStore(seq_len=3, n_features=1, stride=2)
+>>> from streamdet.sources.base import Message
+>>> def ev(i, ts):
+...     return Event("a", ts, np.array([float(i)], np.float32), Message("t", 0, i, None, b"", ts))
+>>> ready = [store.add(ev(i, 1000 * i)) for i in range(6)]
+>>> [r.end_offset for r in ready if r is not None]
+[2, 4]
+>>> store.add(ev(6, 0)) is None, store.dropped_late
+(True, 1)
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamdet.pipeline.decode import Event
+from streamdet.windows import RingBuffer
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyWindow:
+    """A full window of one series, due for scoring."""
+
+    topic: str
+    series: str
+    values: np.ndarray
+    start_ts_ms: int
+    end_ts_ms: int
+    start_offset: int
+    end_offset: int
+    partition: int
+    received_at: float
+
+
+class _Series:
+    __slots__ = ("last_ts", "pending", "positions", "values")
+
+    def __init__(self, seq_len: int, n_features: int) -> None:
+        self.values = RingBuffer(seq_len, n_features)
+        # timestamp, offset and partition of every buffered event, at full integer precision
+        self.positions = RingBuffer(seq_len, 3, dtype=np.int64)
+        self.last_ts = -(2**62)
+        self.pending: list[tuple[int, int, Event]] = []
+
+
+class WindowStore:
+    """Ring buffers keyed by series; :meth:`add` returns a window when one is due.
+
+    ``out_of_order='drop'`` drops an event older than its series' latest (counted in
+    ``dropped_late``). ``'reorder'`` holds events for ``lateness_ms`` of event time and
+    releases them in timestamp order; only events later than that bound are dropped.
+    """
+
+    def __init__(
+        self,
+        seq_len: int,
+        n_features: int,
+        stride: int = 1,
+        out_of_order: str = "drop",
+        lateness_ms: int = 0,
+    ) -> None:
+        self.seq_len = seq_len
+        self.n_features = n_features
+        self.stride = stride
+        self.out_of_order = out_of_order
+        self.lateness_ms = lateness_ms
+        self.dropped_late = 0
+        self._series: dict[str, _Series] = {}
+        self._tiebreak = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def add(self, event: Event, received_at: float = 0.0) -> ReadyWindow | None:
+        """Append one event; return the window it completes, if any.
+
+        With reordering, one event can release several held ones; the windows they
+        complete are returned by :meth:`add_all`.
+        """
+        ready = self.add_all(event, received_at)
+        return ready[-1] if ready else None
+
+    def add_all(self, event: Event, received_at: float = 0.0) -> list[ReadyWindow]:
+        state = self._series.get(event.series)
+        if state is None:
+            state = self._series[event.series] = _Series(self.seq_len, self.n_features)
+        if self.out_of_order == "drop":
+            if event.timestamp_ms < state.last_ts:
+                self.dropped_late += 1
+                return []
+            return self._append(state, event, received_at)
+        if event.timestamp_ms < state.last_ts:
+            self.dropped_late += 1
+            return []
+        heapq.heappush(state.pending, (event.timestamp_ms, next(self._tiebreak), event))
+        newest = max(ts for ts, _, _ in state.pending)
+        ready = []
+        while state.pending and state.pending[0][0] <= newest - self.lateness_ms:
+            _, _, held = heapq.heappop(state.pending)
+            window = self._append(state, held, received_at)
+            ready.extend(window)
+        return ready
+
+    def _append(self, state: _Series, event: Event, received_at: float) -> list[ReadyWindow]:
+        state.values.append(event.values)
+        msg = event.message
+        state.positions.append([event.timestamp_ms, msg.offset, msg.partition])
+        state.last_ts = event.timestamp_ms
+        count = state.values.count
+        if count < self.seq_len or (count - self.seq_len) % self.stride:
+            return []
+        positions = state.positions.window()
+        return [
+            ReadyWindow(
+                topic=msg.topic,
+                series=event.series,
+                values=state.values.window().copy(),
+                start_ts_ms=int(positions[0, 0]),
+                end_ts_ms=int(positions[-1, 0]),
+                start_offset=int(positions[0, 1]),
+                end_offset=int(positions[-1, 1]),
+                partition=int(positions[-1, 2]),
+                received_at=received_at,
+            )
+        ]

@@ -1,0 +1,88 @@
+"""Shared fixtures. The Kafka broker is real: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a
+testcontainers broker where Docker answers, else the project's local jar broker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import make_series
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_local_kafka():
+    spec = importlib.util.spec_from_file_location(
+        "local_kafka", ROOT / "scripts" / "local_kafka.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a real, running Kafka broker for the whole session."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    local_kafka = _load_local_kafka()
+    run_dir = tmp_path_factory.mktemp("kafka")
+    bootstrap, _ = local_kafka.start(run_dir)
+    try:
+        yield bootstrap
+    finally:
+        local_kafka.stop(run_dir)
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str) -> Callable[..., str]:
+    """Factory: create a uniquely named topic and return its name."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    created: list[str] = []
+
+    def make(prefix: str = "t", partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        created.append(name)
+        return name
+
+    yield make
+    admin.close()
+
+
+@pytest.fixture
+def synthetic_series() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """Factory: a seasonal multi-feature series with labelled injected anomalies."""
+    return make_series
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return sys.executable

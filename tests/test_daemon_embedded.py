@@ -1,0 +1,135 @@
+"""``streamdet run`` on its embedded default, as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from streamdet.sources.simulator import SensorSimulator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_alerts(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    port = free_port()
+    env_overrides = {
+        "STREAMDET_METRICS__PORT": str(port),
+        "STREAMDET_SIMULATOR__RATE": "3000",
+        "STREAMDET_MODELS__STORE": str(tmp_path / "models"),
+        "STREAMDET_ALERTS__FILE": str(tmp_path / "alerts.jsonl"),
+    }
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(ROOT / "config.yaml")],
+            cwd=tmp_path,
+            env={**os.environ, **env_overrides},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        yield process, port, tmp_path
+        if process.poll() is None:
+            process.kill()
+
+
+def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_cleanly(daemon):
+    process, port, folder = daemon
+    sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=800 + 700)
+    expected = [a for a in sim.injected(up_to_step=3000)]
+    assert [a.kind for a in expected] == ["spike", "level_shift", "drift"]
+
+    def caught(alerts: list[dict]) -> list[bool]:
+        return [
+            any(
+                a["series"] == x.sensor
+                and x.start_step <= a["window_end_offset"] // 4 < x.end_step + 32
+                for a in alerts
+            )
+            for x in expected
+        ]
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not all(caught(read_alerts(folder / "alerts.jsonl"))):
+        assert process.poll() is None, (folder / "stderr.log").read_text()[-3000:]
+        time.sleep(1)
+    alerts = read_alerts(folder / "alerts.jsonl")
+    assert all(caught(alerts)), f"missed injected anomalies; alerts: {alerts}"
+
+    # Normal data stays quiet: alerts outside injected anomalies are few.
+    true_alerts = [
+        a
+        for a in alerts
+        if any(
+            a["series"] == x.sensor
+            and x.start_step <= a["window_end_offset"] // 4 < x.end_step + 32
+            for x in sim.injected(up_to_step=a["window_end_offset"] // 4 + 1)
+        )
+    ]
+    steps_scored = max(a["window_end_offset"] for a in alerts) // 4
+    assert len(alerts) - len(true_alerts) <= max(3, steps_scored // 500)
+
+    first = alerts[0]
+    assert {
+        "alert_id",
+        "series",
+        "topic",
+        "detector",
+        "model_version",
+        "score",
+        "threshold",
+        "window_start",
+        "window_end",
+        "window_start_offset",
+        "window_end_offset",
+        "feature_scores",
+        "detected_at",
+    } <= set(first)
+    assert len(first["alert_id"]) == 32
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for name in (
+        "streamdet_events_consumed_total",
+        "streamdet_windows_scored_total",
+        "streamdet_alerts_total",
+        "streamdet_anomaly_score_bucket",
+        "streamdet_threshold",
+        "streamdet_scoring_latency_seconds_bucket",
+        "streamdet_end_to_end_latency_seconds_bucket",
+        'streamdet_model_ready{topic="sensors"} 1.0',
+        "streamdet_model_info",
+    ):
+        assert name in body, f"{name} missing from /metrics"
+
+    started = time.time()
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert time.time() - started < 10
+    # Alerts on stdout are the same JSON lines as in the file.
+    printed = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert {a["alert_id"] for a in printed} == {
+        a["alert_id"] for a in read_alerts(folder / "alerts.jsonl")
+    }
+    assert (folder / "models" / "sensors" / "metadata.json").exists()

@@ -1,0 +1,53 @@
+"""Evaluation commands on the shared benchmark data, with tiny training budgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from streamdet.evaluation.data import data_root
+from streamdet.evaluation.vae_lstm_nab import load_series, sequence_labels
+
+
+def test_vae_lstm_nab_reads_split_segments_and_labels_like_the_notebook():
+    training, tests, anomalies = load_series(data_root() / "vae_lstm_nab" / "machine_temp.npz")
+    assert training.shape == (10500,)
+    assert [len(t) for t in tests] == [5000, 7195]
+    labels = sequence_labels(len(tests[0]), anomalies[0], 48 * 12)
+    assert len(labels) == 4425  # the notebook's 4,425 LSTM sequences
+
+
+def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamdet.cli",
+            "evaluate",
+            "vae-lstm-nab",
+            "--series",
+            "ec2_request",
+            "--epochs-vae",
+            "1",
+            "--epochs-lstm",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "vae_lstm VAE epoch 1/1" in done.stderr
+    assert "ec2_request/1" in done.stdout
+    summary = json.loads((tmp_path / "vae_lstm_nab.json").read_text())
+    segment = summary["series"]["ec2_request"]["segments"][0]
+    assert segment["sequences"] == 2032 - 576 + 1
+    assert 0.0 <= segment["threshold_without_labels"]["point_adjusted"]["f1"] <= 1.0
+    assert np.isfinite(segment["auc"])
+    assert (tmp_path / "ec2_request_segment1_roc_pr.png").exists()
+    assert (tmp_path / "ec2_request_segment1_scores.png").exists()
