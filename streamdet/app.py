@@ -1,8 +1,12 @@
 """The daemon: one :class:`Application` wires source -> windows -> detectors -> sinks/metrics.
 
 It holds no model math: detectors score, :class:`~streamdet.pipeline.models.TopicModel`
-trains and loads, threshold policies decide, sinks deliver. Offsets are committed only after
-the alerts of everything scored so far have been published.
+trains and loads, threshold policies decide, sinks deliver.
+
+Delivery is at least once. Offsets are committed only after the alerts and dead letters of
+everything consumed so far are acknowledged, and the committed offset is the replay point
+that lets a restarted daemon rebuild every series' window (see
+:mod:`streamdet.sources.kafka`). Windows rebuilt from replayed events are not scored again.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import numpy as np
 
 from streamdet.config import StreamdetConfig, TopicConfig
 from streamdet.errors import ConfigError
+from streamdet.metrics import Metrics, SeriesScoreExporter
 from streamdet.pipeline.batcher import MicroBatcher
 from streamdet.pipeline.decode import InvalidMessage, decode_timeseries
 from streamdet.pipeline.models import TopicModel
 from streamdet.pipeline.window_store import ReadyWindow, WindowStore
 from streamdet.progress import ProgressFn, stderr_progress
-from streamdet.sinks.alerts import AlertSink, JsonLinesAlertSink, alert_id, iso_ms
-from streamdet.sources.base import Source
+from streamdet.sinks.alerts import AlertSink, FanOutAlertSink, JsonLinesAlertSink, alert_id, iso_ms
+from streamdet.sinks.dead_letter import DeadLetterSink, JsonLinesDeadLetterSink
+from streamdet.sources.base import Message, Source
 from streamdet.sources.simulator import SensorSimulator, SimulatorSource
 from streamdet.thresholds import AnomalyLikelihood
 
@@ -40,8 +46,9 @@ class TopicRuntime:
     # are dropped first, and counted, if training outlasts it).
     backlog: deque[ReadyWindow] = field(default_factory=lambda: deque(maxlen=200_000))
     likelihoods: dict[str, AnomalyLikelihood] = field(default_factory=dict)
-    exported_state: str = ""
     last_alert_ms: dict[str, int] = field(default_factory=dict)
+    exported_state: str = ""
+    windows_scored: int = 0
 
 
 class Application:
@@ -60,16 +67,18 @@ class Application:
         *,
         source: Source | None = None,
         alert_sink: AlertSink | None = None,
+        dead_letters: DeadLetterSink | None = None,
         progress: ProgressFn = stderr_progress,
         serve_metrics: bool = True,
     ) -> None:
-        from streamdet.metrics import Metrics
-
         if not config.topics:
             raise ConfigError("config.yaml: topics: at least one topic is needed")
         self.config = config
         self.progress = progress
         self.metrics = Metrics()
+        self.series_scores = SeriesScoreExporter(
+            self.metrics, config.metrics.series_allowlist, config.metrics.top_k_series
+        )
         self._serve_metrics = serve_metrics
         store = Path(config.models.store)
         self.topics: dict[str, TopicRuntime] = {}
@@ -84,37 +93,48 @@ class Application:
                 topic.window.lateness_ms,
             )
             self.topics[topic.name] = TopicRuntime(topic, windows, model)
-        self.source = source or self._default_source()
-        self.alert_sink = alert_sink or JsonLinesAlertSink(config.alerts.file)
+        self._producer: Any = None
+        if source is None or alert_sink is None or dead_letters is None:
+            default_source, default_alerts, default_dlq = self._default_io()
+            source = source or default_source
+            alert_sink = alert_sink or default_alerts
+            dead_letters = dead_letters or default_dlq
+        self.source = source
+        self.alert_sink = alert_sink
+        self.dead_letters = dead_letters
         self.batcher: MicroBatcher[ReadyWindow] = MicroBatcher(
             config.batching.max_batch, config.batching.max_delay_ms
         )
-        self._pending_offsets: dict[tuple[str, int], int] = {}
+        self._next_offsets: dict[tuple[str, int], int] = {}
+        self._assignment: set[tuple[str, int]] = set()
+        self._assignment_checked = 0.0
         self._stop = False
-        self._last_report = time.monotonic()
+        self._last_report = self._last_commit = self._last_lag = time.monotonic()
         self.alerts_published = 0
 
-    def _default_source(self) -> Source:
-        if self.config.kafka.bootstrap_servers:
-            raise ConfigError(
-                "kafka.bootstrap_servers is set, but this build of streamdet runs only the "
-                "embedded simulator; unset it (null) to run on simulated sensors"
-            )
-        sim = self.config.simulator
-        first = self.config.topics[0]
-        return SimulatorSource(
-            first.name,
-            SensorSimulator(
-                sim.sensors,
-                sim.period,
-                sim.noise,
-                sim.anomaly_every,
-                sim.seed,
-                first_anomaly=first.detector.warmup_events + sim.anomaly_every,
-            ),
-            sim.rate,
-            sim.max_events,
+    def _default_io(self) -> tuple[Source, AlertSink, DeadLetterSink]:
+        cfg = self.config
+        printed = JsonLinesAlertSink(cfg.alerts.file)
+        if cfg.kafka.bootstrap_servers:
+            from streamdet.sinks.kafka import KafkaAlertSink, KafkaDeadLetterSink, make_producer
+            from streamdet.sources.kafka import KafkaSource
+
+            self._producer = make_producer(cfg.kafka)
+            source = KafkaSource(cfg.kafka, [t.name for t in cfg.topics])
+            alerts = FanOutAlertSink(KafkaAlertSink(self._producer, cfg.alerts.topic), printed)
+            return source, alerts, KafkaDeadLetterSink(self._producer, cfg.dead_letter.topic)
+        sim = cfg.simulator
+        first = cfg.topics[0]
+        simulator = SensorSimulator(
+            sim.sensors,
+            sim.period,
+            sim.noise,
+            sim.anomaly_every,
+            sim.seed,
+            first_anomaly=first.detector.warmup_events + sim.anomaly_every,
         )
+        source = SimulatorSource(first.name, simulator, sim.rate, sim.max_events)
+        return source, printed, JsonLinesDeadLetterSink(cfg.dead_letter.file)
 
     # ---- lifecycle --------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -129,8 +149,6 @@ class Application:
             m = self.config.metrics
             self.metrics.serve(m.host, m.port)
             self.progress(f"metrics at http://{m.host}:{m.port}/metrics")
-        for name, runtime in self.topics.items():
-            self._export_model(name, runtime)
         poll_ms = self.config.batching.poll_timeout_ms
         try:
             while not self._stop:
@@ -138,15 +156,17 @@ class Application:
                     self._handle(message)
                 self._release_backlogs()
                 self._score_if_due(force=False)
-                self._commit_if_idle()
+                self._commit(force=False)
                 self._report()
                 if getattr(self.source, "exhausted", False) and not self._training():
                     break
             self._release_backlogs()
             self._score_if_due(force=True)
-            self._commit_if_idle()
+            self._commit(force=True)
         finally:
             self.source.close()
+            if self._producer is not None:
+                self._producer.close(timeout=5)
         self.progress(f"stopped: {self.alerts_published} alert(s) published")
         return 0
 
@@ -154,25 +174,32 @@ class Application:
         return any(t.model.state == "training" for t in self.topics.values())
 
     # ---- hot path ---------------------------------------------------------------------
-    def _handle(self, message: Any) -> None:
+    def _handle(self, message: Message) -> None:
         runtime = self.topics.get(message.topic)
         if runtime is None:
             return
         key = (message.topic, message.partition)
-        self._pending_offsets[key] = max(self._pending_offsets.get(key, -1), message.offset + 1)
+        self._next_offsets[key] = max(self._next_offsets.get(key, -1), message.offset + 1)
         self.metrics.events.labels(message.topic).inc()
         try:
             event = decode_timeseries(message, runtime.config.format)
         except InvalidMessage as exc:
             self.metrics.invalid.labels(message.topic, exc.reason).inc()
-            self.progress(f"dead letter: {exc}")
+            self.dead_letters.send(message, exc.reason, str(exc))
             return
         if not runtime.model.ready:
-            runtime.model.offer(event.series, event.values)
+            runtime.model.offer(
+                event.series, event.values, self._all_partitions_seen(message.topic)
+            )
         dropped = runtime.windows.dropped_late
         now = time.monotonic()
+        scored_through = getattr(self.source, "scored_through", None)
         for window in runtime.windows.add_all(event, now):
-            if runtime.model.ready:
+            if scored_through and window.end_offset <= scored_through(
+                window.topic, window.partition
+            ):
+                self.metrics.replayed.labels(message.topic).inc()
+            elif runtime.model.ready:
                 self.batcher.add(window, now)
             else:
                 if len(runtime.backlog) == runtime.backlog.maxlen:
@@ -182,6 +209,17 @@ class Application:
             self.metrics.late.labels(message.topic).inc()
         self.metrics.series.labels(message.topic).set(len(runtime.windows))
 
+    def _all_partitions_seen(self, topic: str) -> bool:
+        """True when every partition of ``topic`` assigned to us has delivered data."""
+        assigned = getattr(self.source, "assigned", None)
+        if assigned is None:
+            return True
+        now = time.monotonic()
+        if now - self._assignment_checked > 1.0:
+            self._assignment = assigned()
+            self._assignment_checked = now
+        return all(key in self._next_offsets for key in self._assignment if key[0] == topic)
+
     def _release_backlogs(self) -> None:
         now = time.monotonic()
         for name, runtime in self.topics.items():
@@ -189,25 +227,13 @@ class Application:
                 self._export_model(name, runtime)
             if runtime.model.ready and runtime.backlog:
                 self.progress(
-                    f"topic {runtime.config.name}: scoring {len(runtime.backlog)} windows "
-                    "that arrived during training"
+                    f"topic {name}: scoring {len(runtime.backlog)} windows that arrived "
+                    "during training"
                 )
                 while runtime.backlog:
                     self.batcher.add(runtime.backlog.popleft(), now)
                     if self.batcher.due(now):
                         self._score_if_due(force=True)
-
-    def _report(self) -> None:
-        now = time.monotonic()
-        if now - self._last_report < 10:
-            return
-        self._last_report = now
-        for name, runtime in self.topics.items():
-            scored = self.metrics.windows.labels(name, runtime.config.detector.name)._value.get()
-            self.progress(
-                f"topic {name}: model {runtime.model.state}, {len(runtime.windows)} series, "
-                f"{int(scored)} windows scored, {self.alerts_published} alert(s) so far"
-            )
 
     def _score_if_due(self, force: bool) -> None:
         now = time.monotonic()
@@ -242,6 +268,7 @@ class Application:
         topic = runtime.config.name
         threshold = np.asarray(detector.threshold, dtype=np.float64)
         self.metrics.windows.labels(topic, name).inc(len(windows))
+        runtime.windows_scored += len(windows)
         self.metrics.threshold.labels(topic, name).set(float(threshold.mean()))
         policy = runtime.config.threshold
         cooldown_ms = int(self.config.alerts.cooldown_s * 1000)
@@ -249,13 +276,12 @@ class Application:
         for i, window in enumerate(windows):
             score = float(data["instance_score"][i])
             self.metrics.score.labels(topic, name).observe(score)
+            self.series_scores.observe(topic, window.series, score)
             if policy.policy == "likelihood":
                 tracker = runtime.likelihoods.setdefault(
-                    window.series, AnomalyLikelihood(history=policy.history)
+                    window.series, AnomalyLikelihood(history=policy.history, log_scale=False)
                 )
-                flagged = tracker.update(max(score, 0.0) if name == "seq2seq" else score) >= (
-                    policy.likelihood
-                )
+                flagged = tracker.update(score) >= policy.likelihood
             else:
                 flagged = bool(data["is_outlier"][i])
             if not flagged:
@@ -284,14 +310,44 @@ class Application:
             alerts.append((alert, window.received_at))
         return alerts
 
-    def _commit_if_idle(self) -> None:
-        """Commit consumed offsets once nothing read so far is still waiting to be scored."""
-        if len(self.batcher) or not self._pending_offsets:
+    def _commit(self, force: bool) -> None:
+        """Commit replay points once nothing consumed is still waiting to be scored."""
+        now = time.monotonic()
+        interval = self.config.batching.commit_interval_ms / 1000
+        if not force and now - self._last_commit < interval:
+            return
+        if len(self.batcher) or not self._next_offsets:
             return
         if any(runtime.backlog for runtime in self.topics.values()):
             return
-        self.source.commit(dict(self._pending_offsets))
-        self._pending_offsets.clear()
+        self.dead_letters.confirm()
+        positions: dict[tuple[str, int], tuple[int, int]] = {}
+        for (topic, partition), next_offset in self._next_offsets.items():
+            needed = self.topics[topic].windows.replay_points().get(partition, next_offset)
+            positions[(topic, partition)] = (min(needed, next_offset), next_offset - 1)
+        commit_positions = getattr(self.source, "commit_positions", None)
+        if commit_positions is not None:
+            commit_positions(positions)
+        else:
+            self.source.commit({k: replay for k, (replay, _) in positions.items()})
+        self._last_commit = now
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        lag = getattr(self.source, "lag", None)
+        if lag is not None and now - self._last_lag >= 5:
+            self._last_lag = now
+            for (topic, partition), behind in lag().items():
+                self.metrics.lag.labels(topic, str(partition)).set(behind)
+        if now - self._last_report < 10:
+            return
+        self._last_report = now
+        self.series_scores.export()
+        for name, runtime in self.topics.items():
+            self.progress(
+                f"topic {name}: model {runtime.model.state}, {len(runtime.windows)} series, "
+                f"{runtime.windows_scored} windows scored, {self.alerts_published} alert(s) so far"
+            )
 
     def _export_model(self, name: str, runtime: TopicRuntime) -> None:
         model = runtime.model

@@ -106,13 +106,58 @@ def _run(args: argparse.Namespace) -> None:
     from streamdet.app import Application
     from streamdet.config import load_config
 
+    import os
+
     overrides = {}
     if args.max_events:
         overrides["STREAMDET_SIMULATOR__MAX_EVENTS"] = str(args.max_events)
-    import os
+    if args.kafka:
+        overrides["STREAMDET_KAFKA__BOOTSTRAP_SERVERS"] = args.kafka
 
     config = load_config(args.config, environ={**os.environ, **overrides})
     raise SystemExit(Application(config).run())
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    import time
+
+    from kafka import KafkaProducer
+
+    from streamdet.sources.simulator import SensorSimulator
+
+    sim = SensorSimulator(args.sensors, args.period, args.noise, args.anomaly_every, args.seed,
+                          first_anomaly=args.first_anomaly)
+    producer = KafkaProducer(bootstrap_servers=args.kafka, acks="all", linger_ms=5)
+    started = time.monotonic()
+    sent = 0
+    futures = []
+    try:
+        while args.max_events is None or sent < args.max_events:
+            due = int((time.monotonic() - started) * args.rate)
+            if due <= sent:
+                time.sleep(min(0.05, 1 / args.rate))
+                continue
+            for _ in range(min(due - sent, 1000)):
+                event = sim.next_event()
+                futures.append(producer.send(args.topic, key=str(event["sensor"]).encode(),
+                                             value=json.dumps(event).encode()))
+                sent += 1
+            if len(futures) > 10_000:
+                producer.flush()
+                for future in futures:
+                    future.get(timeout=30)
+                futures.clear()
+            if sent % (args.sensors * args.period) < 1000:
+                print(f"simulate: {sent} events sent to {args.topic}", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        producer.flush()
+        for future in futures:
+            future.get(timeout=30)
+        producer.close()
+    anomalies = [a.__dict__ for a in sim.injected()]
+    print(json.dumps({"events": sent, "injected": anomalies}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", default="config.yaml")
     run.add_argument("--max-events", type=int, help="simulator: stop after this many events")
+    run.add_argument("--kafka", help="bootstrap HOST:PORT: consume the topics from Kafka")
     run.set_defaults(func=_run)
+
+    simulate = commands.add_parser("simulate", help="produce the simulator stream into Kafka")
+    simulate.add_argument("--kafka", required=True, help="bootstrap HOST:PORT")
+    simulate.add_argument("--topic", required=True)
+    simulate.add_argument("--rate", type=float, default=400.0, help="events per second")
+    simulate.add_argument("--max-events", type=int)
+    simulate.add_argument("--sensors", type=int, default=4)
+    simulate.add_argument("--period", type=int, default=96)
+    simulate.add_argument("--noise", type=float, default=0.05)
+    simulate.add_argument("--anomaly-every", type=int, default=700)
+    simulate.add_argument("--first-anomaly", type=int, default=1500)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.set_defaults(func=_simulate)
 
     evaluate = commands.add_parser("evaluate", help="measure a detector on a public benchmark")
     benchmarks = evaluate.add_subparsers(dest="benchmark", required=True)

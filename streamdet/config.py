@@ -119,11 +119,18 @@ class AlertsConfig(Frozen):
 
 class DeadLetterConfig(Frozen):
     topic: str = "streamdet-dlq"
+    file: str | None = Field(default=None, description="embedded mode: append dead letters here")
 
 
 class MetricsConfig(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    series_allowlist: tuple[str, ...] = Field(
+        default=(), description="series whose score is always exported as a gauge"
+    )
+    top_k_series: int = Field(
+        default=10, ge=0, le=1000, description="plus the K highest-scoring series (a hard cap)"
+    )
 
 
 class ModelsConfig(Frozen):
@@ -134,6 +141,7 @@ class BatchingConfig(Frozen):
     max_batch: int = Field(default=256, ge=1)
     max_delay_ms: int = Field(default=50, ge=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
+    commit_interval_ms: int = Field(default=1000, ge=0)
 
 
 class SimulatorConfig(Frozen):

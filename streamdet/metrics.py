@@ -93,6 +93,57 @@ class Metrics:
         self.series = Gauge(
             "streamdet_series_tracked", "Series with a window buffer.", ["topic"], registry=r
         )
+        self.replayed = Counter(
+            "streamdet_windows_rebuilt",
+            "Windows rebuilt from replayed events after a restart, not scored again.",
+            ["topic"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "streamdet_consumer_lag_messages",
+            "Messages behind the log end.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.series_score = Gauge(
+            "streamdet_series_anomaly_score",
+            "Latest score of allowlisted and top-K series.",
+            ["topic", "series"],
+            registry=r,
+        )
+        self.series_suppressed = Counter(
+            "streamdet_series_scores_suppressed",
+            "Series scores not exported as gauges (outside allowlist/top-K).",
+            ["topic"],
+            registry=r,
+        )
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class SeriesScoreExporter:
+    """Per-series score gauges for an allowlist plus the top K: a hard cap on label values."""
+
+    def __init__(self, metrics: Metrics, allowlist: tuple[str, ...], top_k: int) -> None:
+        self.metrics = metrics
+        self.allowlist = set(allowlist)
+        self.top_k = top_k
+        self._latest: dict[str, dict[str, float]] = {}
+        self._exported: dict[str, set[str]] = {}
+
+    def observe(self, topic: str, series: str, score: float) -> None:
+        self._latest.setdefault(topic, {})[series] = score
+
+    def export(self) -> None:
+        """Refresh the gauges; series that fall out of the top K are removed."""
+        for topic, latest in self._latest.items():
+            ranked = sorted(latest, key=latest.__getitem__, reverse=True)[: self.top_k]
+            chosen = set(ranked) | (self.allowlist & set(latest))
+            for series in self._exported.get(topic, set()) - chosen:
+                self.metrics.series_score.remove(topic, series)
+            for series in chosen:
+                self.metrics.series_score.labels(topic, series).set(latest[series])
+            self.metrics.series_suppressed.labels(topic).inc(len(latest) - len(chosen))
+            self._exported[topic] = chosen
+            latest.clear()

@@ -100,6 +100,13 @@ class RingBuffer:
         """True once at least ``capacity`` events have been appended."""
         return self.count >= self.capacity
 
+    def last(self, n: int) -> np.ndarray:
+        """The latest ``n`` rows (``n <= min(count, capacity)``), oldest first."""
+        if not 0 < n <= min(self.count, self.capacity):
+            raise InvalidInputError(f"cannot read the last {n} of {self.count} buffered rows")
+        end = self._head + self.capacity
+        return self._data[end - n : end]
+
     def window(self) -> np.ndarray:
         """The latest ``capacity`` rows, oldest first (a view; copy it to keep it)."""
         if not self.full:

@@ -165,5 +165,5 @@ def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
     assert summary["profiles"]["standard"]["tp_windows"] == 2
     assert summary["profiles"]["standard"]["score"] > 50
     rows = (out / "results" / "synthetic__s0.csv").read_text().splitlines()
-    assert rows[0] == "timestamp,value,anomaly_score,label" and len(rows) == 901
+    assert rows[0] == "timestamp,value,anomaly_score,label,raw_score" and len(rows) == 901
     assert (out / "plots" / "synthetic__s0.png").stat().st_size > 1000

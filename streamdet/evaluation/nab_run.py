@@ -106,7 +106,7 @@ def run(
         )
         anomaly = log_likelihood(policy.transform(raw))
         scored.append(FileScores(nab_file.key, anomaly, nab_file.windows, nab_file.probation))
-        _write_csv(out_dir / "results" / nab_file.key.replace("/", "__"), nab_file, anomaly)
+        _write_csv(out_dir / "results" / nab_file.key.replace("/", "__"), nab_file, anomaly, raw)
         progress(
             f"nab [{n}/{len(corpus)}] {nab_file.key}: {len(nab_file.values)} rows, "
             f"{len(nab_file.windows)} window(s) ({time.perf_counter() - t0:.1f}s)"
@@ -138,15 +138,16 @@ def run(
     return summary
 
 
-def _write_csv(path: Path, nab_file: NABFile, anomaly: np.ndarray) -> None:
+def _write_csv(path: Path, nab_file: NABFile, anomaly: np.ndarray, raw: np.ndarray) -> None:
+    """NAB's result columns, plus the detector's raw score before the threshold policy."""
     labels = nab_file.labels()
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["timestamp", "value", "anomaly_score", "label"])
-        for ts, value, score, label in zip(
-            nab_file.timestamps, nab_file.values, anomaly, labels, strict=True
+        writer.writerow(["timestamp", "value", "anomaly_score", "label", "raw_score"])
+        for ts, value, score, label, raw_score in zip(
+            nab_file.timestamps, nab_file.values, anomaly, labels, raw, strict=True
         ):
-            writer.writerow([ts, f"{value:.6g}", f"{score:.6f}", int(label)])
+            writer.writerow([ts, f"{value:.6g}", f"{score:.6f}", int(label), f"{raw_score:.6g}"])
 
 
 def _plot_file(folder: Path, nab_file: NABFile, scores: FileScores, threshold: float) -> None:

@@ -63,13 +63,23 @@ class TopicModel:
     def ready(self) -> bool:
         return self.state == "ready"
 
-    def offer(self, series: str, values: np.ndarray) -> None:
-        """Collect warm-up data; start training once a series has ``warmup_events``."""
+    def offer(self, series: str, values: np.ndarray, all_partitions_seen: bool = True) -> None:
+        """Collect warm-up data; train once every series seen has ``warmup_events``.
+
+        ``all_partitions_seen`` holds training back until every assigned partition has
+        delivered data, so series of a partition read later are not left out. A series that
+        stays sparse cannot stall training forever: once any series holds three times the
+        warm-up, training starts with every series long enough for a window.
+        """
         if self.state != "warming":
             return
         rows = self._warmup.setdefault(series, [])
         rows.append(values)
-        if len(rows) >= self.topic.detector.warmup_events:
+        needed = self.topic.detector.warmup_events
+        if len(rows) < needed:
+            return
+        counts = [len(v) for v in self._warmup.values()]
+        if (all_partitions_seen and min(counts) >= needed) or max(counts) >= 3 * needed:
             self.state = "training"
             data = {k: np.stack(v) for k, v in self._warmup.items() if len(v) >= self.seq_len}
             self._warmup = {}

@@ -39,7 +39,7 @@ class ReadyWindow:
 
 
 class _Series:
-    __slots__ = ("last_ts", "pending", "positions", "values")
+    __slots__ = ("first", "last_ts", "pending", "positions", "values")
 
     def __init__(self, seq_len: int, n_features: int) -> None:
         self.values = RingBuffer(seq_len, n_features)
@@ -47,6 +47,24 @@ class _Series:
         self.positions = RingBuffer(seq_len, 3, dtype=np.int64)
         self.last_ts = -(2**62)
         self.pending: list[tuple[int, int, Event]] = []
+        self.first: tuple[int, int] | None = None  # (partition, offset) of the first event
+
+    def replay_from(self, seq_len: int) -> tuple[int, int] | None:
+        """(partition, offset) of the oldest event the next window still needs."""
+        oldest = None
+        if self.values.count:
+            keep = min(seq_len - 1, self.values.count)
+            if keep > 0:
+                row = self.positions.last(keep)[0]
+                oldest = (int(row[2]), int(row[1]))
+            else:
+                row = self.positions.last(1)[0]
+                oldest = (int(row[2]), int(row[1]) + 1)
+        for _, _, held in self.pending:
+            candidate = (held.message.partition, held.message.offset)
+            if oldest is None or candidate[1] < oldest[1]:
+                oldest = candidate
+        return oldest
 
 
 class WindowStore:
@@ -106,6 +124,16 @@ class WindowStore:
             window = self._append(state, held, received_at)
             ready.extend(window)
         return ready
+
+    def replay_points(self) -> dict[int, int]:
+        """Per partition, the lowest offset any series still needs: where a restart resumes."""
+        points: dict[int, int] = {}
+        for state in self._series.values():
+            needed = state.replay_from(self.seq_len)
+            if needed is not None:
+                partition, offset = needed
+                points[partition] = min(points.get(partition, offset), offset)
+        return points
 
     def _append(self, state: _Series, event: Event, received_at: float) -> list[ReadyWindow]:
         state.values.append(event.values)

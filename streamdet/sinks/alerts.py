@@ -45,6 +45,17 @@ class AlertSink(Protocol):
         """Deliver every alert or raise; the caller commits offsets only after this returns."""
 
 
+class FanOutAlertSink:
+    """Publish to several sinks in order; the first failure propagates."""
+
+    def __init__(self, *sinks: AlertSink) -> None:
+        self.sinks = sinks
+
+    def publish(self, alerts: list[dict[str, Any]]) -> None:
+        for sink in self.sinks:
+            sink.publish(alerts)
+
+
 class JsonLinesAlertSink:
     """Alerts as JSON lines on a stream (stdout by default) and appended to a file."""
 

@@ -1,0 +1,186 @@
+"""The daemon against a real Kafka broker, run as a subprocess the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from streamdet.sources.simulator import SensorSimulator
+from tests.test_daemon_embedded import free_port
+
+pytestmark = pytest.mark.kafka
+
+BASE_MS = 1_700_000_000_000
+BAD_MESSAGES = {
+    b"{not json": "undecodable_json",
+    json.dumps({"sensor": "sensor-0", "value": 1.0}).encode(): "missing_field",
+    json.dumps({"sensor": "sensor-0", "ts": BASE_MS, "value": "high"}).encode(): "wrong_type",
+    b'{"sensor": "sensor-0", "ts": 1700000000000, "value": NaN}': "non_finite",
+    json.dumps({"sensor": "sensor-0", "ts": BASE_MS, "value": [1.0, 2.0]}).encode():
+        "feature_count",
+}
+
+
+def step_of(alert: dict) -> int:
+    end = datetime.fromisoformat(alert["window_end"].replace("Z", "+00:00"))
+    return int((end.timestamp() * 1000 - BASE_MS) // 60_000)
+
+
+def caught(alerts: list[dict], anomaly, seq_len: int = 32) -> bool:
+    return any(a["series"] == anomaly.sensor
+               and anomaly.start_step <= step_of(a) < anomaly.end_step + seq_len for a in alerts)
+
+
+class AlertReader:
+    """A separate consumer of the alert topic, collecting in the background."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.alerts: list[dict] = []
+        self.headers: list[dict] = []
+        self._stop = False
+        self._consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                       auto_offset_reset="earliest", group_id=None,
+                                       consumer_timeout_ms=500)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            for record in self._consumer:
+                self.alerts.append(json.loads(record.value))
+                self.headers.append({k: v.decode() for k, v in record.headers})
+
+    def wait_for(self, predicate, timeout: float, process: subprocess.Popen, log: Path) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate(self.alerts):
+                return
+            assert process.poll() is None, log.read_text()[-4000:]
+            time.sleep(0.5)
+        raise AssertionError(f"timed out; alerts so far: {self.alerts}\n{log.read_text()[-3000:]}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def start_daemon(config: Path, log: Path) -> subprocess.Popen:
+    with log.open("a") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+            cwd=config.parent, stdout=subprocess.DEVNULL, stderr=stderr, env=dict(os.environ),
+        )
+
+
+def stop_daemon(process: subprocess.Popen) -> float:
+    started = time.time()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=15)
+    assert process.returncode == 0
+    return time.time() - started
+
+
+def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
+    kafka_bootstrap, new_topic, tmp_path
+):
+    sensors_topic = new_topic("sensors", partitions=2)
+    alerts_topic = new_topic("alerts")
+    dlq_topic = new_topic("dlq")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{sensors_topic}"},
+        "topics": [{
+            "name": sensors_topic,
+            "window": {"seq_len": 32},
+            "detector": {"name": "seq2seq", "params": {"latent_dim": 16, "epochs": 10},
+                         "warmup_events": 800},
+            "threshold": {"threshold_perc": 100},
+        }],
+        "alerts": {"topic": alerts_topic, "cooldown_s": 3600, "file": None},
+        "dead_letter": {"topic": dlq_topic},
+        "metrics": {"port": port},
+        "models": {"store": str(tmp_path / "models")},
+        "batching": {"commit_interval_ms": 200},
+    }))
+    sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=1500)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+
+    def produce(n_events: int) -> None:
+        for _ in range(n_events):
+            event = sim.next_event()
+            producer.send(sensors_topic, key=str(event["sensor"]).encode(),
+                          value=json.dumps(event).encode())
+        producer.flush()
+
+    produce(4 * 2000)  # steps 0..1999: warm-up and the spike at step 1500
+    for raw in BAD_MESSAGES:
+        producer.send(sensors_topic, key=b"sensor-0", value=raw).get(timeout=30)
+    expected = sim.injected(up_to_step=3200)
+    assert [a.kind for a in expected] == ["spike", "level_shift", "drift"]
+
+    reader = AlertReader(kafka_bootstrap, alerts_topic)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log)
+    try:
+        reader.wait_for(lambda alerts: caught(alerts, expected[0]), 240, daemon, log)
+
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        body = metrics.decode()
+        for reason in set(BAD_MESSAGES.values()):
+            assert f'streamdet_invalid_events_total{{reason="{reason}",topic="{sensors_topic}"}} 1.0' in body
+        assert "streamdet_consumer_lag_messages" in body or daemon.poll() is None
+        assert f'streamdet_events_consumed_total{{topic="{sensors_topic}"}}' in body
+        assert "streamdet_series_anomaly_score" in body
+
+        # Mid-stream: the second half arrives while the daemon is being stopped.
+        feeder = threading.Thread(target=produce, args=(4 * 1200,))
+        feeder.start()
+        time.sleep(0.5)
+        assert stop_daemon(daemon) < 10
+        feeder.join()
+
+        spike_alerts = [a["alert_id"] for a in reader.alerts if caught([a], expected[0])]
+        daemon = start_daemon(config, log)  # loads the saved model, resumes from the commit
+        reader.wait_for(lambda alerts: all(caught(alerts, x) for x in expected), 240, daemon, log)
+        time.sleep(2)
+        assert stop_daemon(daemon) < 10
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        reader.close()
+        producer.close()
+
+    assert "loaded model" in log.read_text()
+    # Replayed windows rebuild state without alerting twice.
+    again = [a["alert_id"] for a in reader.alerts if caught([a], expected[0])]
+    assert again == spike_alerts
+    # Normal data stays quiet: few alerts outside the injected anomalies.
+    false_alarms = [a for a in reader.alerts if not any(caught([a], x) for x in expected)]
+    assert len(false_alarms) <= 8, [(a["series"], step_of(a), round(a["score"], 3))
+                                    for a in false_alarms]
+    headers = reader.headers[0]
+    assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == reader.alerts[0]["alert_id"]
+
+    dlq = KafkaConsumer(dlq_topic, bootstrap_servers=kafka_bootstrap, group_id=None,
+                        auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    letters = {record.value: dict(record.headers) for record in dlq}
+    dlq.close()
+    assert set(letters) == set(BAD_MESSAGES)
+    for raw, reason in BAD_MESSAGES.items():
+        assert letters[raw]["streamdet_reason"].decode() == reason
+        assert letters[raw]["streamdet_source_topic"].decode() == sensors_topic
+        assert int(letters[raw]["streamdet_source_offset"]) >= 0
