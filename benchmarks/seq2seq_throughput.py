@@ -48,37 +48,64 @@ def main() -> None:
     results = []
     detectors = {}
     for jit in (True, False):
-        det = Seq2SeqDetector(seq_len=args.seq_len, latent_dim=args.latent_dim, epochs=1,
-                              stride=10, jit_compile=jit, seed=0)
+        det = Seq2SeqDetector(
+            seq_len=args.seq_len,
+            latent_dim=args.latent_dim,
+            epochs=1,
+            stride=10,
+            jit_compile=jit,
+            seed=0,
+        )
         det.fit(series.astype(np.float32))
         detectors[jit] = det
     model = detectors[True].model
-    ceiling_fn = tf.function(lambda x: model([x, _shift_right(x)], training=False),
-                             jit_compile=True)
+    ceiling_fn = tf.function(
+        lambda x: model([x, _shift_right(x)], training=False), jit_compile=True
+    )
 
     for size in (int(b) for b in args.batches.split(",")):
         batch = rng.standard_normal((size, args.seq_len, 1)).astype(np.float32)
         tensor = tf.constant(batch)
         row = {"batch": size}
-        row["autoregressive_xla"] = best_rate(detectors[True]._decode, tensor, args.min_seconds,
-                                              args.repeats)
-        row["autoregressive_no_xla"] = best_rate(detectors[False]._decode, tensor,
-                                                 args.min_seconds, args.repeats)
+        row["autoregressive_xla"] = best_rate(
+            detectors[True]._decode, tensor, args.min_seconds, args.repeats
+        )
+        row["autoregressive_no_xla"] = best_rate(
+            detectors[False]._decode, tensor, args.min_seconds, args.repeats
+        )
         row["ceiling_forward_pass"] = best_rate(ceiling_fn, tensor, args.min_seconds, args.repeats)
-        row["predict_api"] = best_rate(detectors[True].predict, batch, args.min_seconds,
-                                       args.repeats)
+        row["predict_api"] = best_rate(
+            detectors[True].predict, batch, args.min_seconds, args.repeats
+        )
         row["ratio_xla_to_ceiling"] = row["autoregressive_xla"] / row["ceiling_forward_pass"]
         results.append(row)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
-              flush=True)
+        print(
+            json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+            flush=True,
+        )
 
-    header = ["batch", "AR+XLA w/s", "AR no-XLA w/s", "ceiling w/s", "predict() w/s",
-              "AR+XLA / ceiling"]
+    header = [
+        "batch",
+        "AR+XLA w/s",
+        "AR no-XLA w/s",
+        "ceiling w/s",
+        "predict() w/s",
+        "AR+XLA / ceiling",
+    ]
     print("\n" + " | ".join(header))
     for r in results:
-        print(" | ".join([str(r["batch"]), f"{r['autoregressive_xla']:.0f}",
-                          f"{r['autoregressive_no_xla']:.0f}", f"{r['ceiling_forward_pass']:.0f}",
-                          f"{r['predict_api']:.0f}", f"{r['ratio_xla_to_ceiling']:.2f}"]))
+        print(
+            " | ".join(
+                [
+                    str(r["batch"]),
+                    f"{r['autoregressive_xla']:.0f}",
+                    f"{r['autoregressive_no_xla']:.0f}",
+                    f"{r['ceiling_forward_pass']:.0f}",
+                    f"{r['predict_api']:.0f}",
+                    f"{r['ratio_xla_to_ceiling']:.2f}",
+                ]
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -103,10 +103,10 @@ def _check_config(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    import os
+
     from streamdet.app import Application
     from streamdet.config import load_config
-
-    import os
 
     overrides = {}
     if args.max_events:
@@ -125,8 +125,14 @@ def _simulate(args: argparse.Namespace) -> None:
 
     from streamdet.sources.simulator import SensorSimulator
 
-    sim = SensorSimulator(args.sensors, args.period, args.noise, args.anomaly_every, args.seed,
-                          first_anomaly=args.first_anomaly)
+    sim = SensorSimulator(
+        args.sensors,
+        args.period,
+        args.noise,
+        args.anomaly_every,
+        args.seed,
+        first_anomaly=args.first_anomaly,
+    )
     producer = KafkaProducer(bootstrap_servers=args.kafka, acks="all", linger_ms=5)
     started = time.monotonic()
     sent = 0
@@ -139,8 +145,13 @@ def _simulate(args: argparse.Namespace) -> None:
                 continue
             for _ in range(min(due - sent, 1000)):
                 event = sim.next_event()
-                futures.append(producer.send(args.topic, key=str(event["sensor"]).encode(),
-                                             value=json.dumps(event).encode()))
+                futures.append(
+                    producer.send(
+                        args.topic,
+                        key=str(event["sensor"]).encode(),
+                        value=json.dumps(event).encode(),
+                    )
+                )
                 sent += 1
             if len(futures) > 10_000:
                 producer.flush()
@@ -160,6 +171,112 @@ def _simulate(args: argparse.Namespace) -> None:
     print(json.dumps({"events": sent, "injected": anomalies}))
 
 
+def _read_training_csv(path: str, fmt: Any, limit: int | None) -> dict[str, Any]:
+    import csv
+
+    import numpy as np
+
+    from streamdet.errors import InvalidInputError
+
+    series: dict[str, list[list[float]]] = {}
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [f for f in fmt.value_fields if f not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInputError(
+                f"{path}: missing column(s) {missing}; the topic's value_fields are "
+                f"{list(fmt.value_fields)} (found {reader.fieldnames})"
+            )
+        for n, row in enumerate(reader, start=2):
+            if limit is not None and n - 2 >= limit:
+                break
+            name = row.get(fmt.series_key or "", "") or "default"
+            try:
+                values = [float(row[f]) for f in fmt.value_fields]
+            except ValueError as exc:
+                raise InvalidInputError(f"{path} line {n}: {exc}") from None
+            if not all(np.isfinite(values)):
+                raise InvalidInputError(f"{path} line {n}: NaN or inf in {values}")
+            series.setdefault(name, []).append(values)
+    return {k: np.asarray(v, dtype=np.float32) for k, v in series.items()}
+
+
+def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str, Any]:
+    import numpy as np
+    from kafka import KafkaConsumer
+
+    from streamdet.kafka_client import client_settings
+    from streamdet.pipeline.decode import InvalidMessage, decode_timeseries
+    from streamdet.sources.base import Message
+
+    consumer = KafkaConsumer(
+        topic.name,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+        **client_settings(config.kafka),
+    )
+    series: dict[str, list[Any]] = {}
+    read = invalid = 0
+    for record in consumer:
+        message = Message(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value or b"",
+            record.timestamp,
+        )
+        try:
+            event = decode_timeseries(message, topic.format)
+        except InvalidMessage:
+            invalid += 1
+            continue
+        series.setdefault(event.series, []).append(event.values)
+        read += 1
+        if read % 10_000 == 0:
+            print(f"train: read {read} events from {topic.name}", file=sys.stderr)
+        if limit is not None and read >= limit:
+            break
+    consumer.close()
+    print(f"train: {read} events read, {invalid} invalid skipped", file=sys.stderr)
+    return {k: np.stack(v) for k, v in series.items()}
+
+
+def _train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from streamdet.config import load_config
+    from streamdet.errors import ConfigError
+    from streamdet.pipeline.models import TopicModel
+    from streamdet.progress import stderr_progress
+
+    config = load_config(args.config)
+    topics = {t.name: t for t in config.topics}
+    if args.topic not in topics:
+        raise ConfigError(
+            f"--topic {args.topic!r} is not in config.yaml; allowed: {', '.join(sorted(topics))}"
+        )
+    topic = topics[args.topic]
+    if args.from_file:
+        series = _read_training_csv(args.from_file, topic.format, args.max_events)
+    else:
+        if not config.kafka.bootstrap_servers:
+            raise ConfigError("--from-kafka needs kafka.bootstrap_servers in config.yaml")
+        series = _read_training_kafka(config, topic, args.max_events)
+    model = TopicModel(
+        topic, Path(config.models.store), len(topic.format.value_fields), stderr_progress
+    )
+    detector = model.train(series)
+    print(
+        json.dumps(
+            {"topic": topic.name, "model_dir": str(model.directory), "training": detector.training},
+            default=str,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamdet", description="Anomaly detection on live sensor and event streams."
@@ -175,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-events", type=int, help="simulator: stop after this many events")
     run.add_argument("--kafka", help="bootstrap HOST:PORT: consume the topics from Kafka")
     run.set_defaults(func=_run)
+
+    train = commands.add_parser("train", help="train a topic's model offline into the store")
+    train.add_argument("--config", default="config.yaml")
+    train.add_argument("--topic", required=True)
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-file", help="CSV with the topic's series and value columns")
+    source.add_argument("--from-kafka", action="store_true", help="read the topic from Kafka")
+    train.add_argument("--max-events", type=int)
+    train.set_defaults(func=_train)
 
     simulate = commands.add_parser("simulate", help="produce the simulator stream into Kafka")
     simulate.add_argument("--kafka", required=True, help="bootstrap HOST:PORT")
@@ -197,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument("--detector", choices=["seq2seq", "vae_lstm"], default="seq2seq")
     nab.add_argument("--out", default="eval/nab")
     nab.add_argument("--params", help="detector parameters as JSON, over the defaults")
-    nab.add_argument("--history", type=int, default=1000, help="likelihood history (rows)")
+    nab.add_argument("--history", type=int, default=2000, help="likelihood history (rows)")
+    nab.add_argument(
+        "--edge-window", type=int, default=400, help="keep a score only if it beats the last N rows"
+    )
     nab.add_argument("--windows-file", default="combined_windows.json")
     nab.add_argument("--seed", type=int, default=0)
     nab.set_defaults(func=_evaluate_nab)

@@ -140,6 +140,41 @@ class AnomalyLikelihood:
         return np.array([fresh.update(float(s)) for s in np.asarray(scores).ravel()])
 
 
+class RisingEdge:
+    """Pass a score only when it beats every score of the last ``window`` steps, else 0.
+
+    A long excursion then reports its rising edge instead of one detection per step, which
+    is what an operator wants from an alert (and what NAB rewards). It needs no threshold,
+    so any threshold applied afterwards sees at most one detection per new maximum.
+
+    >>> edge = RisingEdge(window=3)
+    >>> [edge.update(s) for s in [1, 5, 4, 6, 2, 2, 2, 3]]
+    [1.0, 5.0, 0.0, 6.0, 0.0, 0.0, 0.0, 3.0]
+    """
+
+    def __init__(self, window: int = 400) -> None:
+        if window < 1:
+            raise InvalidInputError(f"RisingEdge needs window >= 1; got {window}")
+        self.window = window
+        self._maxima: deque[tuple[int, float]] = deque()  # decreasing scores, with their step
+        self._step = 0
+
+    def update(self, score: float) -> float:
+        while self._maxima and self._maxima[0][0] < self._step - self.window:
+            self._maxima.popleft()
+        is_new_max = not self._maxima or score > self._maxima[0][1]
+        while self._maxima and self._maxima[-1][1] <= score:
+            self._maxima.pop()
+        self._maxima.append((self._step, float(score)))
+        self._step += 1
+        return float(score) if is_new_max else 0.0
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        """The same over an array, from a fresh state."""
+        fresh = RisingEdge(self.window)
+        return np.array([fresh.update(float(s)) for s in np.asarray(scores).ravel()])
+
+
 def log_likelihood(likelihood: np.ndarray | float) -> np.ndarray:
     """Spread likelihoods near 1 over [0, 1] on a log scale (0.5 -> ~0.03, 1-1e-5 -> 0.5).
 
@@ -152,6 +187,7 @@ def log_likelihood(likelihood: np.ndarray | float) -> np.ndarray:
 
 __all__ = [
     "AnomalyLikelihood",
+    "RisingEdge",
     "log_likelihood",
     "percentile_threshold",
     "top_percent_mean",

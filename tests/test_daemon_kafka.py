@@ -28,8 +28,9 @@ BAD_MESSAGES = {
     json.dumps({"sensor": "sensor-0", "value": 1.0}).encode(): "missing_field",
     json.dumps({"sensor": "sensor-0", "ts": BASE_MS, "value": "high"}).encode(): "wrong_type",
     b'{"sensor": "sensor-0", "ts": 1700000000000, "value": NaN}': "non_finite",
-    json.dumps({"sensor": "sensor-0", "ts": BASE_MS, "value": [1.0, 2.0]}).encode():
-        "feature_count",
+    json.dumps(
+        {"sensor": "sensor-0", "ts": BASE_MS, "value": [1.0, 2.0]}
+    ).encode(): "feature_count",
 }
 
 
@@ -39,8 +40,11 @@ def step_of(alert: dict) -> int:
 
 
 def caught(alerts: list[dict], anomaly, seq_len: int = 32) -> bool:
-    return any(a["series"] == anomaly.sensor
-               and anomaly.start_step <= step_of(a) < anomaly.end_step + seq_len for a in alerts)
+    return any(
+        a["series"] == anomaly.sensor
+        and anomaly.start_step <= step_of(a) < anomaly.end_step + seq_len
+        for a in alerts
+    )
 
 
 class AlertReader:
@@ -50,9 +54,13 @@ class AlertReader:
         self.alerts: list[dict] = []
         self.headers: list[dict] = []
         self._stop = False
-        self._consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                       auto_offset_reset="earliest", group_id=None,
-                                       consumer_timeout_ms=500)
+        self._consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            consumer_timeout_ms=500,
+        )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -81,7 +89,10 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen:
     with log.open("a") as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
-            cwd=config.parent, stdout=subprocess.DEVNULL, stderr=stderr, env=dict(os.environ),
+            cwd=config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=dict(os.environ),
         )
 
 
@@ -101,29 +112,39 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
     dlq_topic = new_topic("dlq")
     port = free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{sensors_topic}"},
-        "topics": [{
-            "name": sensors_topic,
-            "window": {"seq_len": 32},
-            "detector": {"name": "seq2seq", "params": {"latent_dim": 16, "epochs": 10},
-                         "warmup_events": 800},
-            "threshold": {"threshold_perc": 100},
-        }],
-        "alerts": {"topic": alerts_topic, "cooldown_s": 3600, "file": None},
-        "dead_letter": {"topic": dlq_topic},
-        "metrics": {"port": port},
-        "models": {"store": str(tmp_path / "models")},
-        "batching": {"commit_interval_ms": 200},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{sensors_topic}"},
+                "topics": [
+                    {
+                        "name": sensors_topic,
+                        "window": {"seq_len": 32},
+                        "detector": {
+                            "name": "seq2seq",
+                            "params": {"latent_dim": 16, "epochs": 10},
+                            "warmup_events": 800,
+                        },
+                        "threshold": {"threshold_perc": 100},
+                    }
+                ],
+                "alerts": {"topic": alerts_topic, "cooldown_s": 3600, "file": None},
+                "dead_letter": {"topic": dlq_topic},
+                "metrics": {"port": port},
+                "models": {"store": str(tmp_path / "models")},
+                "batching": {"commit_interval_ms": 200},
+            }
+        )
+    )
     sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=1500)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
 
     def produce(n_events: int) -> None:
         for _ in range(n_events):
             event = sim.next_event()
-            producer.send(sensors_topic, key=str(event["sensor"]).encode(),
-                          value=json.dumps(event).encode())
+            producer.send(
+                sensors_topic, key=str(event["sensor"]).encode(), value=json.dumps(event).encode()
+            )
         producer.flush()
 
     produce(4 * 2000)  # steps 0..1999: warm-up and the spike at step 1500
@@ -138,11 +159,16 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
     try:
         reader.wait_for(lambda alerts: caught(alerts, expected[0]), 240, daemon, log)
 
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        body = metrics.decode()
+        body = ""
+        deadline = time.time() + 20  # the lag gauge is refreshed every 5 s
+        while time.time() < deadline and "streamdet_consumer_lag_messages{" not in body:
+            url = f"http://127.0.0.1:{port}/metrics"
+            body = urllib.request.urlopen(url, timeout=5).read().decode()
+            time.sleep(0.5)
+        assert f'streamdet_consumer_lag_messages{{partition="0",topic="{sensors_topic}"}}' in body
         for reason in set(BAD_MESSAGES.values()):
-            assert f'streamdet_invalid_events_total{{reason="{reason}",topic="{sensors_topic}"}} 1.0' in body
-        assert "streamdet_consumer_lag_messages" in body or daemon.poll() is None
+            line = f'streamdet_invalid_events_total{{reason="{reason}",topic="{sensors_topic}"}}'
+            assert f"{line} 1.0" in body
         assert f'streamdet_events_consumed_total{{topic="{sensors_topic}"}}' in body
         assert "streamdet_series_anomaly_score" in body
 
@@ -170,13 +196,19 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
     assert again == spike_alerts
     # Normal data stays quiet: few alerts outside the injected anomalies.
     false_alarms = [a for a in reader.alerts if not any(caught([a], x) for x in expected)]
-    assert len(false_alarms) <= 8, [(a["series"], step_of(a), round(a["score"], 3))
-                                    for a in false_alarms]
+    assert len(false_alarms) <= 8, [
+        (a["series"], step_of(a), round(a["score"], 3)) for a in false_alarms
+    ]
     headers = reader.headers[0]
     assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == reader.alerts[0]["alert_id"]
 
-    dlq = KafkaConsumer(dlq_topic, bootstrap_servers=kafka_bootstrap, group_id=None,
-                        auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    dlq = KafkaConsumer(
+        dlq_topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     letters = {record.value: dict(record.headers) for record in dlq}
     dlq.close()
     assert set(letters) == set(BAD_MESSAGES)

@@ -81,7 +81,7 @@ class TopicModel:
         counts = [len(v) for v in self._warmup.values()]
         if (all_partitions_seen and min(counts) >= needed) or max(counts) >= 3 * needed:
             self.state = "training"
-            data = {k: np.stack(v) for k, v in self._warmup.items() if len(v) >= self.seq_len}
+            data = {k: np.stack(v) for k, v in self._warmup.items()}
             self._warmup = {}
             self._thread = threading.Thread(
                 target=self._train, args=(data,), name=f"train-{self.topic.name}", daemon=True
@@ -90,35 +90,47 @@ class TopicModel:
 
     def _train(self, series: dict[str, np.ndarray]) -> None:
         try:
-            started = time.perf_counter()
-            self.training_events = sum(len(v) for v in series.values())
-            self.progress(
-                f"topic {self.topic.name}: training {self.topic.detector.name} on "
-                f"{self.training_events} warm-up events from {len(series)} series"
-            )
-            windows = np.concatenate([sliding_windows(v, self.seq_len) for v in series.values()])
-            params: dict[str, Any] = dict(self.topic.detector.params)
-            if self.topic.detector.name == "seq2seq":
-                params.setdefault("seq_len", self.seq_len)
-            detector = create_detector(self.topic.detector.name, **params)
-            detector.fit(windows, progress=self.progress)
-            perc = self.topic.threshold.threshold_perc
-            if detector.name == "seq2seq":
-                detector.infer_threshold(windows, threshold_perc=perc, level="instance")
-            else:
-                detector.infer_threshold(windows, threshold_perc=perc)
-            detector.training["training_events"] = self.training_events
-            detector.save(self.directory)
-            self.detector = detector
-            self.state = "ready"
-            self.progress(
-                f"topic {self.topic.name}: model ready in {time.perf_counter() - started:.1f}s, "
-                f"saved to {self.directory}"
-            )
+            self.train(series)
         except (StreamdetError, ValueError) as exc:
             self.state = "failed"
             self.error = str(exc)
             self.progress(f"topic {self.topic.name}: training failed: {exc}")
+
+    def train(self, series: dict[str, np.ndarray]) -> KerasDetector:
+        """Fit, infer the threshold and save a model from per-series arrays (T, F), now."""
+        usable = {k: v for k, v in series.items() if len(v) >= self.seq_len}
+        if not usable:
+            raise StreamdetError(
+                f"topic {self.topic.name}: no series has the {self.seq_len} events one "
+                "window needs; collect more data"
+            )
+        self.state = "training"
+        started = time.perf_counter()
+        self.training_events = sum(len(v) for v in usable.values())
+        self.progress(
+            f"topic {self.topic.name}: training {self.topic.detector.name} on "
+            f"{self.training_events} events from {len(usable)} series"
+        )
+        windows = np.concatenate([sliding_windows(v, self.seq_len) for v in usable.values()])
+        params: dict[str, Any] = dict(self.topic.detector.params)
+        if self.topic.detector.name == "seq2seq":
+            params.setdefault("seq_len", self.seq_len)
+        detector = create_detector(self.topic.detector.name, **params)
+        detector.fit(windows, progress=self.progress)
+        perc = self.topic.threshold.threshold_perc
+        if detector.name == "seq2seq":
+            detector.infer_threshold(windows, threshold_perc=perc, level="instance")
+        else:
+            detector.infer_threshold(windows, threshold_perc=perc)
+        detector.training["training_events"] = self.training_events
+        detector.save(self.directory)
+        self.detector = detector
+        self.state = "ready"
+        self.progress(
+            f"topic {self.topic.name}: model ready in {time.perf_counter() - started:.1f}s, "
+            f"saved to {self.directory}"
+        )
+        return detector
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until a running training finishes (used at shutdown and in tests)."""
