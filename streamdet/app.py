@@ -141,10 +141,15 @@ class Application:
         """Ask the loop to finish the current batch, publish, commit and return."""
         self._stop = True
 
-    def run(self) -> int:
-        """Consume until stopped (SIGTERM/SIGINT) or the source is exhausted; exit code."""
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+    def run(self, install_signal_handlers: bool = True) -> int:
+        """Consume until stopped (SIGTERM/SIGINT) or the source is exhausted; exit code.
+
+        Embedders running the loop off the main thread pass ``install_signal_handlers=False``
+        and call :meth:`stop` themselves.
+        """
+        if install_signal_handlers:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
         if self._serve_metrics:
             m = self.config.metrics
             self.metrics.serve(m.host, m.port)

@@ -39,7 +39,7 @@ class ReadyWindow:
 
 
 class _Series:
-    __slots__ = ("first", "last_ts", "pending", "positions", "values")
+    __slots__ = ("last_partition", "last_ts", "mixed", "pending", "positions", "values")
 
     def __init__(self, seq_len: int, n_features: int) -> None:
         self.values = RingBuffer(seq_len, n_features)
@@ -47,24 +47,26 @@ class _Series:
         self.positions = RingBuffer(seq_len, 3, dtype=np.int64)
         self.last_ts = -(2**62)
         self.pending: list[tuple[int, int, Event]] = []
-        self.first: tuple[int, int] | None = None  # (partition, offset) of the first event
+        self.last_partition = -1
+        self.mixed = False  # events of this series came from more than one partition
 
-    def replay_from(self, seq_len: int) -> tuple[int, int] | None:
-        """(partition, offset) of the oldest event the next window still needs."""
-        oldest = None
+    def replay_from(self, seq_len: int) -> dict[int, int]:
+        """Per partition, the oldest offset the next window (or a held event) still needs."""
+        needed: dict[int, int] = {}
         if self.values.count:
             keep = min(seq_len - 1, self.values.count)
-            if keep > 0:
-                row = self.positions.last(keep)[0]
-                oldest = (int(row[2]), int(row[1]))
-            else:
+            if keep == 0:
                 row = self.positions.last(1)[0]
-                oldest = (int(row[2]), int(row[1]) + 1)
+                needed[int(row[2])] = int(row[1]) + 1
+            elif not self.mixed:
+                needed[self.last_partition] = int(self.positions.last(keep)[0, 1])
+            else:
+                for offset, partition in self.positions.last(keep)[:, 1:3].tolist():
+                    needed[partition] = min(needed.get(partition, offset), offset)
         for _, _, held in self.pending:
-            candidate = (held.message.partition, held.message.offset)
-            if oldest is None or candidate[1] < oldest[1]:
-                oldest = candidate
-        return oldest
+            partition, offset = held.message.partition, held.message.offset
+            needed[partition] = min(needed.get(partition, offset), offset)
+        return needed
 
 
 class WindowStore:
@@ -129,9 +131,7 @@ class WindowStore:
         """Per partition, the lowest offset any series still needs: where a restart resumes."""
         points: dict[int, int] = {}
         for state in self._series.values():
-            needed = state.replay_from(self.seq_len)
-            if needed is not None:
-                partition, offset = needed
+            for partition, offset in state.replay_from(self.seq_len).items():
                 points[partition] = min(points.get(partition, offset), offset)
         return points
 
@@ -139,6 +139,9 @@ class WindowStore:
         state.values.append(event.values)
         msg = event.message
         state.positions.append([event.timestamp_ms, msg.offset, msg.partition])
+        if state.last_partition not in (-1, msg.partition):
+            state.mixed = True
+        state.last_partition = msg.partition
         state.last_ts = event.timestamp_ms
         count = state.values.count
         if count < self.seq_len or (count - self.seq_len) % self.stride:
