@@ -143,7 +143,10 @@ def _simulate(args: argparse.Namespace) -> None:
             if due <= sent:
                 time.sleep(min(0.05, 1 / args.rate))
                 continue
-            for _ in range(min(due - sent, 1000)):
+            burst = min(due - sent, 1000)
+            if args.max_events is not None:
+                burst = min(burst, args.max_events - sent)
+            for _ in range(burst):
                 event = sim.next_event()
                 futures.append(
                     producer.send(
