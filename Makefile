@@ -24,7 +24,7 @@ test: install kafka-fetch lint
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check streamdet tests scripts benchmarks
+	$(BIN)/ruff check streamdet tests scripts benchmarks deploy
 
 kafka-fetch:
 	$(PYTHON) scripts/local_kafka.py fetch

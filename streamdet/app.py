@@ -49,6 +49,7 @@ class TopicRuntime:
     last_alert_ms: dict[str, int] = field(default_factory=dict)
     exported_state: str = ""
     windows_scored: int = 0
+    counted_training: bool = False
 
 
 class Application:
@@ -102,6 +103,20 @@ class Application:
         self.source = source
         self.alert_sink = alert_sink
         self.dead_letters = dead_letters
+        for name, runtime in self.topics.items():
+            # Create each topic's series at 0 so dashboards and rules see them from the start.
+            detector = runtime.config.detector.name
+            for counter in (
+                self.metrics.events,
+                self.metrics.late,
+                self.metrics.skipped,
+                self.metrics.replayed,
+                self.metrics.trainings,
+            ):
+                counter.labels(name)
+            self.metrics.windows.labels(name, detector)
+            self.metrics.alerts.labels(name, detector)
+            self.metrics.model_ready.labels(name).set(0)
         self.batcher: MicroBatcher[ReadyWindow] = MicroBatcher(
             config.batching.max_batch, config.batching.max_delay_ms
         )
@@ -110,6 +125,7 @@ class Application:
         self._assignment_checked = 0.0
         self._stop = False
         self._last_report = self._last_commit = self._last_lag = time.monotonic()
+        self._last_loop = time.monotonic()
         self.alerts_published = 0
 
     def _default_io(self) -> tuple[Source, AlertSink, DeadLetterSink]:
@@ -151,12 +167,17 @@ class Application:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
         if self._serve_metrics:
+            from streamdet.http import serve
+
             m = self.config.metrics
-            self.metrics.serve(m.host, m.port)
-            self.progress(f"metrics at http://{m.host}:{m.port}/metrics")
+            server = serve(m.host, m.port, self.metrics.registry, self.healthy, self.ready)
+            self.progress(
+                f"metrics at http://{m.host}:{server.server_port}/metrics (and /healthz, /readyz)"
+            )
         poll_ms = self.config.batching.poll_timeout_ms
         try:
             while not self._stop:
+                self._last_loop = time.monotonic()
                 for message in self.source.poll(poll_ms):
                     self._handle(message)
                 self._release_backlogs()
@@ -174,6 +195,25 @@ class Application:
                 self._producer.close(timeout=5)
         self.progress(f"stopped: {self.alerts_published} alert(s) published")
         return 0
+
+    def healthy(self) -> tuple[bool, str]:
+        """The loop turned recently (it polls at least every ``poll_timeout_ms``)."""
+        idle = time.monotonic() - self._last_loop
+        limit = max(30.0, 10 * self.config.batching.poll_timeout_ms / 1000)
+        if idle > limit:
+            return False, f"the consume loop has not turned for {idle:.0f}s"
+        return True, "consume loop running"
+
+    def ready(self) -> tuple[bool, str]:
+        """Partitions assigned (Kafka) and every topic's model loaded."""
+        assigned = getattr(self.source, "assigned", None)
+        if assigned is not None and not self._assignment:
+            return False, "no partitions assigned yet"
+        waiting = [n for n, t in self.topics.items() if not t.model.ready]
+        if waiting:
+            states = ", ".join(f"{n}: {self.topics[n].model.state}" for n in waiting)
+            return False, f"models not ready ({states})"
+        return True, "consuming with every model loaded"
 
     def _training(self) -> bool:
         return any(t.model.state == "training" for t in self.topics.values())
@@ -254,9 +294,11 @@ class Application:
             alerts.extend(self._score_topic(self.topics[topic], windows))
         self.alert_sink.publish([alert for alert, _ in alerts])
         published = time.monotonic()
-        for alert, received_at in alerts:
+        for alert, _ in alerts:
             self.metrics.alerts.labels(alert["topic"], alert["detector"]).inc()
-            self.metrics.e2e_latency.observe(published - received_at)
+        # Every window's verdict is settled once its batch's alerts are acknowledged.
+        for window in batch:
+            self.metrics.e2e_latency.observe(published - window.received_at)
         self.alerts_published += len(alerts)
 
     def _score_topic(
@@ -339,6 +381,10 @@ class Application:
 
     def _report(self) -> None:
         now = time.monotonic()
+        assigned = getattr(self.source, "assigned", None)
+        if assigned is not None and now - self._assignment_checked > 1.0:
+            self._assignment = assigned()
+            self._assignment_checked = now
         lag = getattr(self.source, "lag", None)
         if lag is not None and now - self._last_lag >= 5:
             self._last_lag = now
@@ -367,3 +413,6 @@ class Application:
                 str(info.get("trained_at")),
             ).set(1)
             self.metrics.training_events.labels(name).set(model.training_events)
+            if model.trained_here and not runtime.counted_training:
+                self.metrics.trainings.labels(name).inc()
+                runtime.counted_training = True

@@ -7,7 +7,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -71,7 +70,7 @@ class Metrics:
         )
         self.e2e_latency = Histogram(
             "streamdet_end_to_end_latency_seconds",
-            "Receipt of a window's last event to its alert being published.",
+            "Receipt of a window's last event to its batch's alerts being acknowledged.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -82,6 +81,12 @@ class Metrics:
             "streamdet_model_info",
             "Model identity (value 1).",
             ["topic", "detector", "version", "trained_at"],
+            registry=r,
+        )
+        self.trainings = Counter(
+            "streamdet_model_trainings",
+            "Models trained by this process (bootstrap or retraining).",
+            ["topic"],
             registry=r,
         )
         self.training_events = Gauge(
@@ -117,9 +122,6 @@ class Metrics:
             ["topic"],
             registry=r,
         )
-
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
 
 
 class SeriesScoreExporter:

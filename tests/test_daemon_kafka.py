@@ -221,17 +221,39 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
 def test_simulate_command_produces_the_labelled_stream(kafka_bootstrap, new_topic):
     topic = new_topic("sim")
     done = subprocess.run(
-        [sys.executable, "-m", "streamdet.cli", "simulate", "--kafka", kafka_bootstrap,
-         "--topic", topic, "--rate", "5000", "--max-events", "3000", "--first-anomaly", "300",
-         "--anomaly-every", "200"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "streamdet.cli",
+            "simulate",
+            "--kafka",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--rate",
+            "5000",
+            "--max-events",
+            "3000",
+            "--first-anomaly",
+            "300",
+            "--anomaly-every",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["events"] == 3000
     assert [a["kind"] for a in summary["injected"]][:2] == ["spike", "level_shift"]
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     records = [json.loads(r.value) for r in consumer]
     consumer.close()
     assert len(records) == 3000

@@ -47,8 +47,12 @@ def test_series_from_key_and_timestamp_from_kafka_and_several_values():
 
 
 def event(series: str, ts: int, offset: int, partition: int = 0) -> Event:
-    return Event(series, ts, np.array([float(ts)], np.float32),
-                 Message("t", partition, offset, None, b"", ts))
+    return Event(
+        series,
+        ts,
+        np.array([float(ts)], np.float32),
+        Message("t", partition, offset, None, b"", ts),
+    )
 
 
 def test_reorder_within_lateness_emits_windows_in_timestamp_order():
@@ -57,8 +61,7 @@ def test_reorder_within_lateness_emits_windows_in_timestamp_order():
     for offset, ts in enumerate([0, 10, 30, 20, 40, 50, 60, 5]):
         windows += store.add_all(event("a", ts, offset))
     # 60 releases everything up to 40: the held 30 and 20 come out in timestamp order
-    assert [w.values[:, 0].tolist() for w in windows] == [[0, 10, 20], [10, 20, 30],
-                                                          [20, 30, 40]]
+    assert [w.values[:, 0].tolist() for w in windows] == [[0, 10, 20], [10, 20, 30], [20, 30, 40]]
     assert store.dropped_late == 1  # ts 5 arrived after ts 40 was released
 
 
@@ -79,9 +82,10 @@ def test_replay_point_is_the_oldest_event_any_series_still_needs():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-100, 100, allow_nan=False), min_size=1, max_size=60),
-       st.integers(1, 10))
+@given(st.lists(st.floats(-100, 100, allow_nan=False), min_size=1, max_size=60), st.integers(1, 10))
 def test_rising_edge_matches_brute_force(scores, window):
-    expected = [s if i == 0 or s > max(scores[max(0, i - window): i]) else 0.0
-                for i, s in enumerate(scores)]
+    expected = [
+        s if i == 0 or s > max(scores[max(0, i - window) : i]) else 0.0
+        for i, s in enumerate(scores)
+    ]
     assert RisingEdge(window).transform(np.array(scores)).tolist() == pytest.approx(expected)

@@ -33,6 +33,7 @@ class TopicModel:
         self.state = "warming"
         self.error: str | None = None
         self.training_events = 0
+        self.trained_here = False
         self._warmup: dict[str, list[np.ndarray]] = {}
         self._thread: threading.Thread | None = None
         self._try_load()
@@ -125,6 +126,7 @@ class TopicModel:
         detector.training["training_events"] = self.training_events
         detector.save(self.directory)
         self.detector = detector
+        self.trained_here = True
         self.state = "ready"
         self.progress(
             f"topic {self.topic.name}: model ready in {time.perf_counter() - started:.1f}s, "

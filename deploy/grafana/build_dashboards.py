@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Write the streamdet Grafana dashboards (classic JSON schema) into ./dashboards.
+
+The dashboards are generated so that every panel uses the datasource template variable and
+the topic/detector variables the same way. Run after editing; a test fails when the JSON
+in the repository differs from what this script writes.
+
+    python deploy/grafana/build_dashboards.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+T = 'topic=~"$topic"'
+TD = 'topic=~"$topic", detector=~"$detector"'
+R = "$__rate_interval"
+
+
+def variables(with_detector: bool) -> dict:
+    items = [
+        {"name": "datasource", "label": "Data source", "type": "datasource",
+         "query": "prometheus", "current": {}, "hide": 0},
+        {"name": "topic", "label": "Topic", "type": "query", "datasource": DS,
+         "query": {"query": "label_values(streamdet_events_consumed_total, topic)",
+                   "refId": "topic"},
+         "definition": "label_values(streamdet_events_consumed_total, topic)",
+         "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "current": {}},
+    ]
+    if with_detector:
+        items.append(
+            {"name": "detector", "label": "Detector", "type": "query", "datasource": DS,
+             "query": {"query": f"label_values(streamdet_windows_scored_total{{{T}}}, detector)",
+                       "refId": "detector"},
+             "definition": f"label_values(streamdet_windows_scored_total{{{T}}}, detector)",
+             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "current": {}}
+        )
+    return {"list": items}
+
+
+class Layout:
+    """Panels of a fixed width, laid out left to right in a 24-column grid."""
+
+    def __init__(self) -> None:
+        self.panels: list[dict] = []
+        self.x = self.y = self.row_height = 0
+
+    def add(self, title: str, targets: list[tuple[str, str]], *, unit: str = "short",
+            kind: str = "timeseries", width: int = 12, height: int = 8,
+            description: str = "", instant: bool = False) -> None:
+        if self.x + width > 24:
+            self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        self.row_height = max(self.row_height, height)
+        panel = {
+            "id": len(self.panels) + 1,
+            "type": kind,
+            "title": title,
+            "description": description,
+            "datasource": DS,
+            "gridPos": {"x": self.x, "y": self.y, "w": width, "h": height},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {},
+            "targets": [
+                {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr,
+                 "legendFormat": legend, "instant": instant, "range": not instant,
+                 **({"format": "heatmap"} if kind == "heatmap" else {}),
+                 **({"format": "table"} if kind == "table" else {})}
+                for i, (expr, legend) in enumerate(targets)
+            ],
+        }
+        if kind == "heatmap":
+            panel["options"] = {"calculate": False, "yAxis": {"unit": "short"},
+                                "cellGap": 1, "color": {"scheme": "Oranges"}}
+        self.panels.append(panel)
+        self.x += width
+
+
+def dashboard(uid: str, title: str, layout: Layout, with_detector: bool,
+              annotations: list[dict] | None = None) -> dict:
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["streamdet"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": variables(with_detector),
+        "annotations": {"list": [
+            {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+             "enable": True, "hide": True, "name": "Annotations & Alerts", "type": "dashboard",
+             "iconColor": "rgba(0, 211, 255, 1)"},
+            *(annotations or []),
+        ]},
+        "links": [{"title": "streamdet", "type": "dashboards", "tags": ["streamdet"],
+                   "asDropdown": True}],
+        "panels": layout.panels,
+    }
+
+
+def overview() -> dict:
+    lay = Layout()
+    lay.add("Events consumed /s", [(f"sum by (topic) (rate(streamdet_events_consumed_total{{{T}}}[{R}]))", "{{topic}}")],
+            unit="ops", description="Messages read from each topic.")
+    lay.add("Invalid events /s by reason", [(f"sum by (topic, reason) (rate(streamdet_invalid_events_total{{{T}}}[{R}]))", "{{topic}} {{reason}}")],
+            unit="ops", description="Messages sent to the dead-letter topic.")
+    lay.add("Alerts /s", [(f"sum by (topic, detector) (rate(streamdet_alerts_total{{{TD}}}[{R}]))", "{{topic}} {{detector}}")],
+            unit="ops")
+    lay.add("Consumer lag", [(f"sum by (topic, partition) (streamdet_consumer_lag_messages{{{T}}})", "{{topic}}/{{partition}}")],
+            unit="short", description="Messages behind the log end, per partition.")
+    lay.add("End-to-end latency", [
+        (f"histogram_quantile(0.5, sum by (le) (rate(streamdet_end_to_end_latency_seconds_bucket[{R}])))", "p50"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(streamdet_end_to_end_latency_seconds_bucket[{R}])))", "p99"),
+    ], unit="s", description="A window's last event received to its alert acknowledged.")
+    lay.add("Batch size", [
+        (f"sum(rate(streamdet_batch_size_sum[{R}])) / sum(rate(streamdet_batch_size_count[{R}]))", "mean"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(streamdet_batch_size_bucket[{R}])))", "p99"),
+    ], unit="short", width=8)
+    lay.add("Scoring latency per batch", [
+        (f"histogram_quantile(0.5, sum by (le) (rate(streamdet_scoring_latency_seconds_bucket[{R}])))", "p50"),
+        (f"histogram_quantile(0.99, sum by (le) (rate(streamdet_scoring_latency_seconds_bucket[{R}])))", "p99"),
+    ], unit="s", width=8)
+    lay.add("Windows scored /s", [(f"sum by (topic, detector) (rate(streamdet_windows_scored_total{{{T}}}[{R}]))", "{{topic}} {{detector}}")],
+            unit="ops", width=8)
+    return dashboard("streamdet-overview", "streamdet / Overview", lay, with_detector=True)
+
+
+def detector() -> dict:
+    lay = Layout()
+    lay.add("Anomaly score distribution", [(f"sum by (le) (rate(streamdet_anomaly_score_bucket{{{TD}}}[{R}]))", "{{le}}")],
+            kind="heatmap", width=24, height=9,
+            description="Instance scores per bucket; for seq2seq 0 is the threshold.")
+    lay.add("Threshold", [(f"streamdet_threshold{{{TD}}}", "{{topic}} {{detector}}")], unit="short")
+    lay.add("Per-series scores (allowlist and top K)", [(f"streamdet_series_anomaly_score{{{T}}}", "{{series}}")],
+            unit="short", description="Series outside the allowlist/top K are counted, not graphed.")
+    lay.add("Alerts /s (after the per-series cooldown)", [(f"sum by (topic) (rate(streamdet_alerts_total{{{TD}}}[{R}]))", "{{topic}}")],
+            unit="ops", width=12)
+    lay.add("Series tracked", [(f"streamdet_series_tracked{{{T}}}", "{{topic}}")], unit="short", width=12)
+    annotations = [{
+        "name": "Anomaly alerts", "enable": True, "iconColor": "red", "datasource": DS,
+        "expr": f"sum by (topic) (changes(streamdet_alerts_total{{{TD}}}[1m])) > 0",
+        "titleFormat": "alerts on {{topic}}", "step": "60s",
+    }]
+    return dashboard("streamdet-detector", "streamdet / Detector", lay, with_detector=True,
+                     annotations=annotations)
+
+
+def models() -> dict:
+    lay = Layout()
+    lay.add("Models", [(f"streamdet_model_info{{{T}}}", "")], kind="table", width=24, height=6,
+            instant=True, description="Version and training time of each topic's model.")
+    lay.add("Model ready", [(f"streamdet_model_ready{{{T}}}", "{{topic}}")], unit="bool", width=8)
+    lay.add("Training events", [(f"streamdet_model_training_events{{{T}}}", "{{topic}}")], unit="short", width=8)
+    lay.add("Trainings in the last hour", [(f"sum by (topic) (increase(streamdet_model_trainings_total{{{T}}}[1h]))", "{{topic}}")],
+            unit="short", width=8, description="Bootstraps and retrainings done by the daemon.")
+    lay.add("Windows rebuilt after restarts", [(f"sum by (topic) (streamdet_windows_rebuilt_total{{{T}}})", "{{topic}}")],
+            unit="short", width=24)
+    return dashboard("streamdet-models", "streamdet / Models", lay, with_detector=False)
+
+
+def main() -> None:
+    out = Path(__file__).resolve().parent / "dashboards"
+    out.mkdir(exist_ok=True)
+    for name, build in (("overview", overview), ("detector", detector), ("models", models)):
+        (out / f"{name}.json").write_text(json.dumps(build(), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
