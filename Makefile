@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install run test lint kafka-fetch clean
+.PHONY: install run test lint kafka-fetch system-deps clean
+
+# Debian's prometheus package gives the tests a real Prometheus server and promtool.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +23,20 @@ run: install
 	$(BIN)/streamdet run --config config.yaml
 
 ## Install everything, provision a real Kafka broker (cached jars), lint and run all tests.
-test: install kafka-fetch lint
+test: install system-deps kafka-fetch lint
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check streamdet tests scripts benchmarks deploy
+
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  echo "installing Debian's prometheus package (Prometheus server and promtool) ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  { echo "the local Kafka broker needs Java 17+ and Maven (apt-get install openjdk-17-jre-headless maven)"; exit 1; }
 
 kafka-fetch:
 	$(PYTHON) scripts/local_kafka.py fetch

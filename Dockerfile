@@ -1,0 +1,23 @@
+# streamdet daemon image: slim, non-root, with a healthcheck on /healthz.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY streamdet ./streamdet
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 streamdet \
+ && mkdir -p /app/models && chown -R streamdet /app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY --chown=streamdet config.yaml /app/config.yaml
+USER streamdet
+ENV STREAMDET_METRICS__HOST=0.0.0.0 \
+    STREAMDET_MODELS__STORE=/app/models \
+    PYTHONUNBUFFERED=1
+EXPOSE 9108
+HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=2)"]
+ENTRYPOINT ["streamdet"]
+CMD ["run", "--config", "/app/config.yaml"]

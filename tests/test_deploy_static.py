@@ -1,0 +1,110 @@
+"""Static checks of the container and Kubernetes files (no container engine runs here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from streamdet.config import load_config, load_config_text
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def k8s_objects() -> dict[str, dict]:
+    objects = {}
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert {"apiVersion", "kind", "metadata"} <= set(doc), f"{path.name}: incomplete"
+            objects[doc["kind"]] = doc
+    return objects
+
+
+def test_kustomization_lists_every_manifest():
+    listed = set(yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())["resources"])
+    present = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+
+
+def test_deployment_probes_service_monitor_and_config_fit_together():
+    objs = k8s_objects()
+    assert {
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "ScaledObject",
+        "PersistentVolumeClaim",
+    } <= set(objs)
+    deployment = objs["Deployment"]
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    container = pod["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+    service = objs["Service"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] in ports
+    monitor = objs["ServiceMonitor"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert objs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    config_map = objs["ConfigMap"]
+    mounted = {v["configMap"]["name"] for v in pod["spec"]["volumes"] if "configMap" in v}
+    assert config_map["metadata"]["name"] in mounted
+    cluster = load_config_text(config_map["data"]["config.yaml"], "configmap", environ={})
+    assert ports["metrics"] == cluster.metrics.port and cluster.metrics.host == "0.0.0.0"
+    repo = load_config(ROOT / "config.yaml", environ={})
+    assert cluster.topics == repo.topics, "configmap.yaml is stale: regenerate from config.yaml"
+
+    scaled = objs["ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == cluster.kafka.group_id
+    assert trigger["metadata"]["topic"] in {t.name for t in cluster.topics}
+    assert trigger["metadata"]["bootstrapServers"] == cluster.kafka.bootstrap_servers
+
+
+def test_compose_services_reference_real_files_and_each_other():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "simulator", "streamdet", "prometheus", "grafana"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        for other in depends if isinstance(depends, list) else depends.keys():
+            assert other in services, f"{name} depends on unknown service {other}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in compose.get("volumes", {}), f"{name}: undeclared {source}"
+        if "build" in service:
+            assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).exists()
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    target = scrape["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    assert target.split(":")[0] in services and target.endswith(":9108")
+    assert "--kafka" in services["streamdet"]["command"]
+
+
+def test_dockerfile_is_slim_non_root_with_a_healthcheck():
+    text = (ROOT / "Dockerfile").read_text()
+    assert all("slim" in line for line in text.splitlines() if line.startswith("FROM"))
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert 'ENTRYPOINT ["streamdet"]' in text
