@@ -108,6 +108,9 @@ def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_c
     } <= set(first)
     assert len(first["alert_id"]) == 32
 
+    for path in ("/healthz", "/readyz"):
+        status = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+        assert status.status == 200 and json.loads(status.read())["status"] == "ok"
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     for name in (
         "streamdet_events_consumed_total",
