@@ -6,7 +6,8 @@ labelled anomaly index. Point-adjusted metrics count a whole labelled segment as
 once any sequence in it is.
 
 The reported threshold is chosen WITHOUT test labels: a percentile of the scores on the
-last ``validation_fraction`` of the training series, which the model did not train on.
+last ``validation_fraction`` of the training series (at least one sequence plus 200
+points), which the model did not train on.
 The oracle best-F1 threshold (from test labels) is reported beside it, as the reference
 notebook does.
 """
@@ -89,7 +90,9 @@ def run(
     for name in series:
         started = time.perf_counter()
         training, tests, anomalies = load_series(folder / f"{name}.npz")
-        split = int(len(training) * (1 - validation_fraction))
+        # The validation part must hold enough sequences for a percentile to mean anything.
+        validation = max(int(len(training) * validation_fraction), window * n_windows + 200)
+        split = len(training) - validation
         detector = VAELSTMDetector(
             window=window,
             n_windows=n_windows,
