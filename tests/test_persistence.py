@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamdet.detectors import Seq2SeqDetector, VAELSTMDetector, load_detector
+from streamdet.detectors import (
+    Seq2SeqDetector,
+    VAEGMMDetector,
+    VAELSTMDetector,
+    load_detector,
+)
 from streamdet.errors import ModelLoadError
 from tests.helpers import make_series
 
@@ -32,13 +37,18 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
     vae_lstm = VAELSTMDetector(window=8, n_windows=3, epochs_vae=1, epochs_lstm=1, seed=0)
     vae_lstm.fit(series)
     vae_lstm.infer_threshold(series)
+    rows = series[:, :2] + 0.1 * np.arange(len(series))[:, None] % 3
+    vaegmm = VAEGMMDetector(epochs=1, samples=3, seed=0, feature_names=["a", "b"])
+    vaegmm.fit(rows)
+    vaegmm.infer_threshold(rows)
     return {
         "seq2seq": (seq2seq.save(root / "seq2seq"), series),
         "vae_lstm": (vae_lstm.save(root / "vae_lstm"), series),
+        "vaegmm": (vaegmm.save(root / "vaegmm"), rows),
     }
 
 
-@pytest.mark.parametrize("name", ["seq2seq", "vae_lstm"])
+@pytest.mark.parametrize("name", ["seq2seq", "vae_lstm", "vaegmm"])
 def test_load_in_a_fresh_process_gives_identical_scores(saved_models, name, tmp_path):
     directory, series = saved_models[name]
     in_process = load_detector(directory).score(series).instance_score

@@ -8,11 +8,13 @@ from typing import Any
 from streamdet.detectors.base import Detector, KerasDetector, Scores, read_metadata
 from streamdet.detectors.seq2seq import Seq2SeqDetector
 from streamdet.detectors.vae_lstm import VAELSTMDetector
+from streamdet.detectors.vaegmm import VAEGMMDetector
 from streamdet.errors import ConfigError, ModelLoadError
 
 DETECTORS: dict[str, type[KerasDetector]] = {
     Seq2SeqDetector.name: Seq2SeqDetector,
     VAELSTMDetector.name: VAELSTMDetector,
+    VAEGMMDetector.name: VAEGMMDetector,
 }
 
 
@@ -44,6 +46,7 @@ __all__ = [
     "KerasDetector",
     "Scores",
     "Seq2SeqDetector",
+    "VAEGMMDetector",
     "VAELSTMDetector",
     "create_detector",
     "load_detector",

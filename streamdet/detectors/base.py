@@ -148,6 +148,9 @@ class KerasDetector(ABC):
         self.std: np.ndarray | None = None
         self.threshold: Any = None
         self.training: dict[str, Any] = {}
+        # Small numeric state that is not a Keras model (e.g. GMM parameters): saved in
+        # metadata.json as lists, handed back to ``_restore`` as arrays.
+        self.extra_state: dict[str, Any] = {}
         self.progress: ProgressFn = silent
 
     # ---- validation -------------------------------------------------------------------
@@ -229,6 +232,7 @@ class KerasDetector(ABC):
             "threshold": _jsonable(self.threshold),
             "training": _jsonable(self.training),
             "models": checksums,
+            "state": _jsonable(self.extra_state),
         }
         # Write then rename, so a crash never leaves a half-written metadata file behind.
         tmp = target / (METADATA_FILE + ".tmp")
@@ -277,6 +281,10 @@ class KerasDetector(ABC):
             np.asarray(threshold, dtype=np.float64) if isinstance(threshold, list) else threshold
         )
         detector.training = meta.get("training") or {}
+        detector.extra_state = {
+            key: np.asarray(value) if isinstance(value, list) else value
+            for key, value in (meta.get("state") or {}).items()
+        }
         detector._restore(models)
         return detector
 
