@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from streamdet.errors import DataNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -30,3 +32,16 @@ def dataset_dir(explicit: str | Path | None, name: str) -> Path:
     if not path.is_dir():
         raise DataNotFoundError(f"{path} does not exist or is not a folder")
     return path
+
+
+def outlier_batch(
+    X: np.ndarray, y: np.ndarray, n_samples: int, perc_outlier: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random batch of ``n_samples`` with ``perc_outlier`` % outliers."""
+    n_out = round(n_samples * perc_outlier / 100)
+    idx = np.r_[
+        rng.choice(np.flatnonzero(y == 0), n_samples - n_out, replace=False),
+        rng.choice(np.flatnonzero(y == 1), n_out, replace=False),
+    ]
+    rng.shuffle(idx)
+    return X[idx], y[idx]

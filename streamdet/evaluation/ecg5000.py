@@ -15,7 +15,7 @@ import numpy as np
 
 from streamdet.detectors import Seq2SeqDetector
 from streamdet.evaluation import plots
-from streamdet.evaluation.data import dataset_dir
+from streamdet.evaluation.data import dataset_dir, outlier_batch
 from streamdet.evaluation.metrics import average_precision, binary_report, roc_auc
 from streamdet.progress import ProgressFn, stderr_progress
 
@@ -37,19 +37,6 @@ def load_ecg5000(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         small[:, 1:, None],
         (small[:, 0] != 1).astype(np.int8),
     )
-
-
-def outlier_batch(
-    X: np.ndarray, y: np.ndarray, n_samples: int, perc_outlier: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """A random batch of ``n_samples`` with ``perc_outlier`` % outliers."""
-    n_out = round(n_samples * perc_outlier / 100)
-    idx = np.r_[
-        rng.choice(np.flatnonzero(y == 0), n_samples - n_out, replace=False),
-        rng.choice(np.flatnonzero(y == 1), n_out, replace=False),
-    ]
-    rng.shuffle(idx)
-    return X[idx], y[idx]
 
 
 def run(

@@ -68,3 +68,42 @@ def roc_pr_curves(path: Path, title: str, labels: np.ndarray, scores: np.ndarray
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def confusion_and_histogram(
+    path: Path, title: str, labels: np.ndarray, scores: np.ndarray, threshold: float
+) -> Path:
+    """Confusion matrix at ``threshold`` and score histograms of normal vs anomalous."""
+    y = np.asarray(labels).astype(bool)
+    predicted = np.asarray(scores) > threshold
+    matrix = np.array(
+        [
+            [np.sum(~y & ~predicted), np.sum(~y & predicted)],
+            [np.sum(y & ~predicted), np.sum(y & predicted)],
+        ]
+    )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        left.text(j, i, str(count), ha="center", va="center", fontsize=12)
+    left.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["normal", "anomaly"],
+        yticklabels=["normal", "anomaly"],
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{title}: confusion matrix",
+    )
+    finite = np.asarray(scores)[np.isfinite(scores)]
+    low, high = np.percentile(finite, [0.5, 99.5])
+    bins = np.linspace(low, high, 60)
+    right.hist(np.clip(scores[~y], low, high), bins=bins, alpha=0.6, label="normal", density=True)
+    right.hist(np.clip(scores[y], low, high), bins=bins, alpha=0.6, label="anomalous", density=True)
+    right.axvline(threshold, color="tab:red", ls="--", label="threshold")
+    right.set(xlabel="score", ylabel="density", title=f"{title}: scores")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
