@@ -70,7 +70,7 @@ def make_config(bootstrap: str, topic: str, model_dir: Path, seq_len: int, batch
                     "detector": {"name": "seq2seq", "model_dir": str(model_dir)},
                 }
             ],
-            "alerts": {"topic": f"{topic}-alerts", "file": None, "cooldown_s": 0},
+            "alerts": {"topic": f"{topic}-alerts", "file": None, "stdout": False, "cooldown_s": 0},
             "dead_letter": {"topic": f"{topic}-dlq"},
             "batching": {"max_batch": batch, "max_delay_ms": 20},
         }

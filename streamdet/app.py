@@ -89,8 +89,8 @@ class Application:
             windows = WindowStore(
                 model.seq_len,
                 n_features,
-                topic.window.stride,
-                topic.window.out_of_order,
+                1 if model.tabular else topic.window.stride,
+                "accept" if model.tabular else topic.window.out_of_order,
                 topic.window.lateness_ms,
             )
             self.topics[topic.name] = TopicRuntime(topic, windows, model)
@@ -130,7 +130,7 @@ class Application:
 
     def _default_io(self) -> tuple[Source, AlertSink, DeadLetterSink]:
         cfg = self.config
-        printed = JsonLinesAlertSink(cfg.alerts.file)
+        printed = JsonLinesAlertSink(cfg.alerts.file, echo=cfg.alerts.stdout)
         if cfg.kafka.bootstrap_servers:
             from streamdet.sinks.kafka import KafkaAlertSink, KafkaDeadLetterSink, make_producer
             from streamdet.sources.kafka import KafkaSource
@@ -227,7 +227,7 @@ class Application:
         self._next_offsets[key] = max(self._next_offsets.get(key, -1), message.offset + 1)
         self.metrics.events.labels(message.topic).inc()
         try:
-            event = decode_timeseries(message, runtime.config.format)
+            event = decode_timeseries(message, runtime.config.format, runtime.model.tabular)
         except InvalidMessage as exc:
             self.metrics.invalid.labels(message.topic, exc.reason).inc()
             self.dead_letters.send(message, exc.reason, str(exc))
@@ -308,7 +308,9 @@ class Application:
         detector = runtime.model.detector
         assert detector is not None
         started = time.perf_counter()
-        prediction = detector.predict(np.stack([w.values for w in windows]))
+        prediction = detector.predict(
+            runtime.model.instances(np.stack([w.values for w in windows]))
+        )
         self.metrics.scoring_latency.observe(time.perf_counter() - started)
         data = prediction["data"]
         name = detector.name

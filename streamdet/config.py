@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from streamdet.errors import ConfigError
 
-DETECTOR_NAMES = ("seq2seq", "vae_lstm")
+DETECTORS_BY_KIND = {"timeseries": ("seq2seq", "vae_lstm"), "tabular": ("vaegmm",)}
 
 
 class Frozen(BaseModel):
@@ -85,7 +85,7 @@ class WindowConfig(Frozen):
 
 
 class DetectorConfig(Frozen):
-    name: Literal["seq2seq", "vae_lstm"]
+    name: Literal["seq2seq", "vae_lstm", "vaegmm"]
     params: dict[str, Any] = {}
     model_dir: str | None = None
     warmup_events: int = Field(default=2000, ge=10)
@@ -101,12 +101,26 @@ class ThresholdConfig(Frozen):
 
 
 class TopicConfig(Frozen):
+    """One consumed topic. ``tabular`` topics score each message as one row whose named
+    features are ``format.value_fields``; their series (for alert keys and cooldowns) is the
+    ``series_key`` field if present, else the message key, else the topic."""
+
     name: str = Field(min_length=1)
-    kind: Literal["timeseries"] = "timeseries"
+    kind: Literal["timeseries", "tabular"] = "timeseries"
     format: MessageFormat = MessageFormat()
     window: WindowConfig = WindowConfig()
     detector: DetectorConfig
     threshold: ThresholdConfig = ThresholdConfig()
+
+    @model_validator(mode="after")
+    def _detector_fits_kind(self) -> TopicConfig:
+        allowed = DETECTORS_BY_KIND[self.kind]
+        if self.detector.name not in allowed:
+            raise ValueError(
+                f"detector {self.detector.name!r} does not score {self.kind} topics; "
+                f"allowed for kind {self.kind}: {', '.join(allowed)}"
+            )
+        return self
 
 
 class AlertsConfig(Frozen):
@@ -115,6 +129,7 @@ class AlertsConfig(Frozen):
         default=300.0, ge=0, description="per series, in event time (replays behave alike)"
     )
     file: str | None = "alerts.jsonl"
+    stdout: bool = Field(default=True, description="also print each alert as a JSON line")
 
 
 class DeadLetterConfig(Frozen):

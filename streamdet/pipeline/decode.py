@@ -70,8 +70,12 @@ def parse_timestamp_ms(raw: object) -> int:
     raise ValueError(f"expected epoch seconds/milliseconds or ISO 8601, got {type(raw).__name__}")
 
 
-def decode_timeseries(message: Message, fmt: MessageFormat) -> Event:
-    """Decode one JSON time-series message according to its topic's format."""
+def decode_timeseries(message: Message, fmt: MessageFormat, tabular: bool = False) -> Event:
+    """Decode one JSON message according to its topic's format.
+
+    ``tabular`` rows need no series or timestamp: a missing series field falls back to the
+    message key, then the topic; a missing timestamp field to the Kafka timestamp.
+    """
     try:
         body = json.loads(message.value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -79,7 +83,9 @@ def decode_timeseries(message: Message, fmt: MessageFormat) -> Event:
     if not isinstance(body, dict):
         raise InvalidMessage(message, "wrong_type", "the JSON value must be an object")
 
-    if fmt.series_key is None:
+    if tabular and (fmt.series_key is None or fmt.series_key not in body):
+        series = message.key.decode("utf-8", "replace") if message.key else message.topic
+    elif fmt.series_key is None:
         if message.key is None:
             raise InvalidMessage(message, "missing_field", "no message key to name the series")
         series = message.key.decode("utf-8", "replace")
@@ -88,7 +94,7 @@ def decode_timeseries(message: Message, fmt: MessageFormat) -> Event:
             raise InvalidMessage(message, "missing_field", f"no field {fmt.series_key!r}")
         series = str(body[fmt.series_key])
 
-    if fmt.timestamp_field is None:
+    if fmt.timestamp_field is None or (tabular and fmt.timestamp_field not in body):
         timestamp_ms = message.timestamp_ms
     else:
         if fmt.timestamp_field not in body:

@@ -39,8 +39,18 @@ class TopicModel:
         self._try_load()
 
     @property
+    def tabular(self) -> bool:
+        return self.topic.kind == "tabular"
+
+    def instances(self, windows: np.ndarray) -> np.ndarray:
+        """What the detector scores: windows as they are, or rows for tabular topics."""
+        return windows[:, 0, :] if self.tabular else windows
+
+    @property
     def seq_len(self) -> int:
-        """Events per scored instance for this topic's detector."""
+        """Events per scored instance for this topic's detector (1: a tabular row)."""
+        if self.tabular:
+            return 1
         params = self.topic.detector.params
         if self.topic.detector.name == "vae_lstm":
             return int(params.get("window", 48)) * int(params.get("n_windows", 12))
@@ -49,16 +59,25 @@ class TopicModel:
     def _try_load(self) -> None:
         if not (self.directory / "metadata.json").exists():
             return
+        shape = (self.n_features,) if self.tabular else (self.seq_len, self.n_features)
         try:
-            self.detector = load_detector(
-                self.directory, self.topic.detector.name, (self.seq_len, self.n_features)
-            )
+            self.detector = load_detector(self.directory, self.topic.detector.name, shape)
+            names = self.detector.params.get("feature_names")
+            if self.tabular and names is not None and list(names) != list(self.feature_names):
+                raise ModelLoadError(
+                    f"{self.directory}: the model reads features {names}, but the topic's "
+                    f"value_fields are {list(self.feature_names)}"
+                )
         except ModelLoadError as exc:
             self.progress(f"topic {self.topic.name}: stored model not usable ({exc}); retraining")
             return
         self.training_events = int(self.detector.training.get("training_events", 0))
         self.state = "ready"
         self.progress(f"topic {self.topic.name}: loaded model from {self.directory}")
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.topic.format.value_fields
 
     @property
     def ready(self) -> bool:
@@ -113,9 +132,12 @@ class TopicModel:
             f"{self.training_events} events from {len(usable)} series"
         )
         windows = np.concatenate([sliding_windows(v, self.seq_len) for v in usable.values()])
+        windows = self.instances(windows)
         params: dict[str, Any] = dict(self.topic.detector.params)
         if self.topic.detector.name == "seq2seq":
             params.setdefault("seq_len", self.seq_len)
+        if self.tabular:
+            params["feature_names"] = list(self.feature_names)
         detector = create_detector(self.topic.detector.name, **params)
         detector.fit(windows, progress=self.progress)
         perc = self.topic.threshold.threshold_perc

@@ -59,16 +59,20 @@ class FanOutAlertSink:
 class JsonLinesAlertSink:
     """Alerts as JSON lines on a stream (stdout by default) and appended to a file."""
 
-    def __init__(self, path: str | Path | None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, path: str | Path | None, stream: TextIO | None = None, echo: bool = True
+    ) -> None:
         self.path = Path(path) if path else None
         self.stream = stream or sys.stdout
+        self.echo = echo
 
     def publish(self, alerts: list[dict[str, Any]]) -> None:
         if not alerts:
             return
         lines = "".join(json.dumps(a, sort_keys=True) + "\n" for a in alerts)
-        self.stream.write(lines)
-        self.stream.flush()
+        if self.echo:
+            self.stream.write(lines)
+            self.stream.flush()
         if self.path is not None:
             with self.path.open("a") as handle:
                 handle.write(lines)

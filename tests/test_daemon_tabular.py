@@ -1,0 +1,124 @@
+"""Tabular topics through the daemon on a real broker: planted outliers alert, bad rows go to
+the dead-letter topic with their reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from streamdet.config import load_config_text
+from streamdet.errors import ConfigError
+from tests.test_daemon_embedded import free_port
+from tests.test_daemon_kafka import AlertReader, start_daemon, stop_daemon
+
+FEATURES = [f"f{i}" for i in range(6)]
+BASIS = np.random.default_rng(99).normal(size=(2, 6))
+
+
+def rows(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2)) @ BASIS + 0.05 * rng.normal(size=(n, 6))
+
+
+def test_tabular_kind_accepts_only_tabular_detectors():
+    with pytest.raises(ConfigError, match="allowed for kind tabular: vaegmm"):
+        load_config_text(
+            "topics: [{name: t, kind: tabular, detector: {name: seq2seq}}]", environ={}
+        )
+
+
+@pytest.mark.kafka
+def test_tabular_topic_alerts_on_planted_outliers_and_dead_letters_bad_rows(
+    kafka_bootstrap, new_topic, tmp_path
+):
+    topic, alerts_topic, dlq_topic = new_topic("rows"), new_topic("alerts"), new_topic("dlq")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}"},
+                "topics": [
+                    {
+                        "name": topic,
+                        "kind": "tabular",
+                        "format": {
+                            "series_key": "machine",
+                            "timestamp_field": None,
+                            "value_fields": FEATURES,
+                        },
+                        "detector": {
+                            "name": "vaegmm",
+                            "params": {"epochs": 60, "batch_size": 64, "samples": 3, "seed": 0},
+                            "warmup_events": 500,
+                        },
+                        "threshold": {"threshold_perc": 99.5},
+                    }
+                ],
+                "alerts": {"topic": alerts_topic, "cooldown_s": 0, "file": None},
+                "dead_letter": {"topic": dlq_topic},
+                "metrics": {"port": free_port()},
+                "models": {"store": str(tmp_path / "models")},
+            }
+        )
+    )
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+
+    def send(values: np.ndarray, machine: str) -> int:
+        features = {f: round(float(v), 5) for f, v in zip(FEATURES, values, strict=True)}
+        body = {"machine": machine, **features}
+        return producer.send(topic, value=json.dumps(body).encode()).get(timeout=30).offset
+
+    for i, row in enumerate(rows(1500, 1)):  # warm-up: 500 per machine
+        send(row, f"m{i % 3}")
+    planted = []
+    test_rows = rows(600, 2)
+    outliers = 3 * np.random.default_rng(3).normal(size=(10, 6))
+    for i, row in enumerate(test_rows):
+        send(row, f"m{i % 3}")
+        if i % 60 == 30:
+            planted.append(send(outliers[len(planted)], "m0"))
+    bad = {
+        json.dumps({"machine": "m0", **{f: 1.0 for f in FEATURES[:-1]}}).encode(): "missing_field",
+        json.dumps({"machine": "m0", **{f: "x" for f in FEATURES}}).encode(): "wrong_type",
+        b'{"machine": "m1", "f0": NaN, "f1": 1, "f2": 1, "f3": 1, "f4": 1, "f5": 1}': "non_finite",
+        b"\x00\x01binary": "undecodable_json",
+    }
+    for raw in bad:
+        producer.send(topic, value=raw).get(timeout=30)
+    producer.close()
+
+    reader = AlertReader(kafka_bootstrap, alerts_topic)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log)
+    try:
+        reader.wait_for(
+            lambda alerts: {a["window_end_offset"] for a in alerts} >= set(planted),
+            300,
+            daemon,
+            log,
+        )
+        assert stop_daemon(daemon) < 10
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        reader.close()
+    flagged = {a["window_end_offset"] for a in reader.alerts}
+    false_alarms = flagged - set(planted)
+    assert len(false_alarms) <= 0.03 * len(test_rows), sorted(false_alarms)
+    first = reader.alerts[0]
+    assert first["detector"] == "vaegmm" and len(first["feature_scores"]) == 6
+
+    dlq = KafkaConsumer(
+        dlq_topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    letters = {r.value: dict(r.headers)["streamdet_reason"].decode() for r in dlq}
+    dlq.close()
+    assert letters == bad
