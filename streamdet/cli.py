@@ -124,6 +124,17 @@ def _evaluate_kdd99(args: argparse.Namespace) -> None:
     )
 
 
+def _evaluate_tabular(args: argparse.Namespace) -> None:
+    from streamdet.evaluation import tabular
+
+    result = tabular.run(args.npz, args.out, epochs=args.epochs, seed=args.seed)
+    rows = [
+        [name, result[key]["auroc"], result[key]["auprc"], result[key]["f1"]]
+        for name, key in (("streamdet vaegmm", "vaegmm"), ("IsolationForest", "isolation_forest"))
+    ]
+    print(_table(rows, ["", "AUROC", "AUPRC", "F1 @ contamination"]))
+
+
 def _check_config(args: argparse.Namespace) -> None:
     from streamdet.config import load_config
 
@@ -387,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     kdd.add_argument("--seeds", type=int, default=5, help="dagmm: seeds to average over")
     kdd.add_argument("--seed", type=int, default=0)
     kdd.set_defaults(func=_evaluate_kdd99)
+
+    tab = benchmarks.add_parser("tabular", help="VAEGMM vs IsolationForest on a labelled table")
+    tab.add_argument("--npz", required=True, help="arrays X (rows x features) and y (1 = anomaly)")
+    tab.add_argument("--out", default="eval/tabular")
+    tab.add_argument("--epochs", type=int, default=50)
+    tab.add_argument("--seed", type=int, default=0)
+    tab.set_defaults(func=_evaluate_tabular)
     return parser
 
 

@@ -64,3 +64,52 @@ def test_vaegmm_rejects_bad_input_clearly():
         detector.score(np.zeros((2, 6, 1)))
     for elbo_cov in ("features", "full"):
         VAEGMMDetector(epochs=1, samples=1, elbo_cov=elbo_cov).fit(manifold_rows(300, 0))
+
+
+def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    X = np.r_[manifold_rows(800, 5), 2 * np.random.default_rng(6).normal(size=(40, 6))]
+    y = np.r_[np.zeros(800), np.ones(40)].astype(np.int8)
+    np.savez(tmp_path / "table.npz", X=X.astype(np.float32), y=y)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamdet.cli",
+            "evaluate",
+            "tabular",
+            "--npz",
+            str(tmp_path / "table.npz"),
+            "--epochs",
+            "30",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "IsolationForest" in done.stdout
+    result = json.loads((tmp_path / "out" / "tabular.json").read_text())
+    assert result["vaegmm"]["auroc"] > 0.9
+    assert 0.5 < result["isolation_forest"]["auroc"] <= 1.0
+    assert (tmp_path / "out" / "tabular_vaegmm_confusion_scores.png").exists()
+    np.savez(tmp_path / "bad.npz", X=X)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamdet.cli",
+            "evaluate",
+            "tabular",
+            "--npz",
+            str(tmp_path / "bad.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "must hold arrays 'X' and 'y'" in bad.stderr
