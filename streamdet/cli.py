@@ -30,6 +30,8 @@ def _evaluate_nab(args: argparse.Namespace) -> None:
         params=params,
         seed=args.seed,
         history=args.history,
+        edge_window=args.edge_window,
+        log_scale=args.likelihood_log_scale,
         windows_file=args.windows_file,
     )
     rows = [
@@ -74,7 +76,13 @@ def _evaluate_vae_lstm_nab(args: argparse.Namespace) -> None:
 def _evaluate_ecg5000(args: argparse.Namespace) -> None:
     from streamdet.evaluation import ecg5000
 
-    result = ecg5000.run(args.data, args.out, epochs=args.epochs, seed=args.seed)
+    result = ecg5000.run(
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        teacher_forcing=args.teacher_forcing,
+    )
     m = result["metrics"]
     p = result["published"]
     print(
@@ -368,7 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     nab.add_argument("--params", help="detector parameters as JSON, over the defaults")
     nab.add_argument("--history", type=int, default=2000, help="likelihood history (rows)")
     nab.add_argument(
-        "--edge-window", type=int, default=400, help="keep a score only if it beats the last N rows"
+        "--edge-window",
+        type=int,
+        default=400,
+        help="keep a score only if it beats the last N rows (0: off)",
+    )
+    nab.add_argument(
+        "--likelihood-log-scale",
+        action="store_true",
+        help="fit the likelihood's history in log1p space",
     )
     nab.add_argument("--windows-file", default="combined_windows.json")
     nab.add_argument("--seed", type=int, default=0)
@@ -389,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     ecg.add_argument("--out", default="eval/ecg5000")
     ecg.add_argument("--epochs", type=int, default=40)
     ecg.add_argument("--seed", type=int, default=0)
+    ecg.add_argument(
+        "--teacher-forcing",
+        action="store_true",
+        help="train the decoder on true previous values (ablation)",
+    )
     ecg.set_defaults(func=_evaluate_ecg5000)
     kdd = benchmarks.add_parser("kdd99", help="VAEGMM on KDD Cup 99 (alibi or DAGMM protocol)")
     kdd.add_argument("--data", help="folder with kddcup.data_10_percent.gz and kddcup.names")

@@ -149,6 +149,8 @@ def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
             str(out),
             "--params",
             params,
+            "--edge-window",
+            "50",
             "--history",
             "300",
         ],
@@ -160,6 +162,7 @@ def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
     assert "nab [2/2] synthetic/s1.csv" in done.stderr  # progress per file
     assert "standard" in done.stdout and "NAB score" in done.stdout
     summary = json.loads((out / "nab.json").read_text())
+    assert summary["threshold_policy"]["edge_window"] == 50
     assert set(summary["profiles"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     # The planted spikes are easy: both windows are caught without drowning in FPs.
     assert summary["profiles"]["standard"]["tp_windows"] == 2

@@ -46,6 +46,7 @@ def run(
     latent_dim: int = 40,
     epochs: int = 40,
     threshold_level: str = "instance",
+    teacher_forcing: bool = False,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -62,7 +63,13 @@ def run(
         f"({int(y_thr.sum())} outliers), test {len(X_test)} ({int(y_test.sum())} outliers)"
     )
     started = time.perf_counter()
-    detector = Seq2SeqDetector(latent_dim=latent_dim, epochs=epochs, batch_size=32, seed=seed)
+    detector = Seq2SeqDetector(
+        latent_dim=latent_dim,
+        epochs=epochs,
+        batch_size=32,
+        teacher_forcing=teacher_forcing,
+        seed=seed,
+    )
     training = detector.fit(X_train, progress=progress)
     detector.infer_threshold(X_thr, threshold_perc=60, level=threshold_level)  # type: ignore[arg-type]
     prediction = detector.predict(X_test)["data"]

@@ -88,6 +88,7 @@ def run(
     history: int = 2000,
     short_window: int = 5,
     edge_window: int = 400,
+    log_scale: bool = False,
     seed: int = 0,
     windows_file: str = "combined_windows.json",
     progress: ProgressFn = stderr_progress,
@@ -108,9 +109,11 @@ def run(
             history=history,
             short_window=short_window,
             learning_period=nab_file.probation,
-            log_scale=False,
+            log_scale=log_scale,
         )
-        anomaly = RisingEdge(edge_window).transform(log_likelihood(policy.transform(raw)))
+        anomaly = log_likelihood(policy.transform(raw))
+        if edge_window > 0:
+            anomaly = RisingEdge(edge_window).transform(anomaly)
         scored.append(FileScores(nab_file.key, anomaly, nab_file.windows, nab_file.probation))
         _write_csv(out_dir / "results" / nab_file.key.replace("/", "__"), nab_file, anomaly, raw)
         progress(
@@ -133,8 +136,8 @@ def run(
             "history": history,
             "short_window": short_window,
             "learning_period": "probationary period of each file",
-            "log_scale": False,
-            "output": "log_likelihood, then RisingEdge",
+            "log_scale": log_scale,
+            "output": "log_likelihood" + (", then RisingEdge" if edge_window > 0 else ""),
             "edge_window": edge_window,
         },
         "profiles": results,
