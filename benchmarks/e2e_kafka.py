@@ -21,6 +21,8 @@ import importlib.util
 import json
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,7 +30,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streamdet.app import Application
@@ -114,20 +115,22 @@ def produce(
     rate: float | None,
     start_step: int = 0,
 ) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
-    started = time.perf_counter()
-    for i in range(n_events):
-        if rate is not None:
-            ahead = i / rate - (time.perf_counter() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-        series = i % n_series
-        step = start_step + i // n_series
-        value = float(np.sin(step / 7.0) + 0.1 * (series % 10))
-        body = {"sensor": f"s{series}", "ts": int(time.time() * 1000), "value": value}
-        producer.send(topic, key=body["sensor"].encode(), value=json.dumps(body).encode())
-    producer.flush()
-    producer.close()
+    """Produce from a separate process, as a real producer would."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.paced_producer",
+            bootstrap,
+            topic,
+            str(n_series),
+            str(n_events),
+            "-" if rate is None else str(rate),
+            str(start_step),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
 
 
 def run_app(app: Application) -> threading.Thread:

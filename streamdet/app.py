@@ -24,7 +24,7 @@ from streamdet.config import StreamdetConfig, TopicConfig
 from streamdet.errors import ConfigError
 from streamdet.metrics import Metrics, SeriesScoreExporter
 from streamdet.pipeline.batcher import MicroBatcher
-from streamdet.pipeline.decode import InvalidMessage, decode_timeseries
+from streamdet.pipeline.decode import InvalidMessage, decode_image, decode_timeseries
 from streamdet.pipeline.models import TopicModel
 from streamdet.pipeline.window_store import ReadyWindow, WindowStore
 from streamdet.progress import ProgressFn, stderr_progress
@@ -84,7 +84,11 @@ class Application:
         store = Path(config.models.store)
         self.topics: dict[str, TopicRuntime] = {}
         for topic in config.topics:
-            n_features = len(topic.format.value_fields)
+            n_features = (
+                int(np.prod(topic.format.image_shape))
+                if topic.kind == "image"
+                else len(topic.format.value_fields)
+            )
             model = TopicModel(topic, store, n_features, progress)
             windows = WindowStore(
                 model.seq_len,
@@ -227,7 +231,10 @@ class Application:
         self._next_offsets[key] = max(self._next_offsets.get(key, -1), message.offset + 1)
         self.metrics.events.labels(message.topic).inc()
         try:
-            event = decode_timeseries(message, runtime.config.format, runtime.model.tabular)
+            if runtime.config.kind == "image":
+                event = decode_image(message, runtime.config.format, runtime.model.instance_shape)
+            else:
+                event = decode_timeseries(message, runtime.config.format, runtime.model.tabular)
         except InvalidMessage as exc:
             self.metrics.invalid.labels(message.topic, exc.reason).inc()
             self.dead_letters.send(message, exc.reason, str(exc))

@@ -25,7 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from streamdet.errors import ConfigError
 
-DETECTORS_BY_KIND = {"timeseries": ("seq2seq", "vae_lstm"), "tabular": ("vaegmm",)}
+DETECTORS_BY_KIND = {
+    "timeseries": ("seq2seq", "vae_lstm"),
+    "tabular": ("vaegmm",),
+    "image": ("image_vae",),
+}
 
 
 class Frozen(BaseModel):
@@ -75,6 +79,12 @@ class MessageFormat(Frozen):
         default="ts", description="JSON field with epoch s/ms or ISO 8601; null: Kafka time"
     )
     value_fields: tuple[str, ...] = ("value",)
+    image_shape: tuple[int, int, int] | None = Field(
+        default=None, description="image topics: (height, width, channels) of every image"
+    )
+    image_field: str = Field(
+        default="image", description="image topics sent as JSON: the field with base64 PNG"
+    )
 
 
 class WindowConfig(Frozen):
@@ -85,7 +95,7 @@ class WindowConfig(Frozen):
 
 
 class DetectorConfig(Frozen):
-    name: Literal["seq2seq", "vae_lstm", "vaegmm"]
+    name: Literal["seq2seq", "vae_lstm", "vaegmm", "image_vae"]
     params: dict[str, Any] = {}
     model_dir: str | None = None
     warmup_events: int = Field(default=2000, ge=10)
@@ -102,11 +112,12 @@ class ThresholdConfig(Frozen):
 
 class TopicConfig(Frozen):
     """One consumed topic. ``tabular`` topics score each message as one row whose named
-    features are ``format.value_fields``; their series (for alert keys and cooldowns) is the
+    features are ``format.value_fields``; ``image`` topics score each message as one image of
+    ``format.image_shape``. For both, the series (for alert keys and cooldowns) is the
     ``series_key`` field if present, else the message key, else the topic."""
 
     name: str = Field(min_length=1)
-    kind: Literal["timeseries", "tabular"] = "timeseries"
+    kind: Literal["timeseries", "tabular", "image"] = "timeseries"
     format: MessageFormat = MessageFormat()
     window: WindowConfig = WindowConfig()
     detector: DetectorConfig
@@ -114,6 +125,8 @@ class TopicConfig(Frozen):
 
     @model_validator(mode="after")
     def _detector_fits_kind(self) -> TopicConfig:
+        if self.kind == "image" and self.format.image_shape is None:
+            raise ValueError("image topics need format.image_shape: [height, width, channels]")
         allowed = DETECTORS_BY_KIND[self.kind]
         if self.detector.name not in allowed:
             raise ValueError(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from streamdet.detectors.base import Detector, KerasDetector, Scores, read_metadata
+from streamdet.detectors.image_vae import ImageVAEDetector
 from streamdet.detectors.seq2seq import Seq2SeqDetector
 from streamdet.detectors.vae_lstm import VAELSTMDetector
 from streamdet.detectors.vaegmm import VAEGMMDetector
@@ -15,6 +16,7 @@ DETECTORS: dict[str, type[KerasDetector]] = {
     Seq2SeqDetector.name: Seq2SeqDetector,
     VAELSTMDetector.name: VAELSTMDetector,
     VAEGMMDetector.name: VAEGMMDetector,
+    ImageVAEDetector.name: ImageVAEDetector,
 }
 
 
@@ -43,6 +45,7 @@ def load_detector(
 __all__ = [
     "DETECTORS",
     "Detector",
+    "ImageVAEDetector",
     "KerasDetector",
     "Scores",
     "Seq2SeqDetector",

@@ -14,6 +14,9 @@ streamdet.pipeline.decode.InvalidMessage: topic s partition 0 offset 8: missing_
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -25,7 +28,15 @@ from streamdet.config import MessageFormat
 from streamdet.errors import StreamdetError
 from streamdet.sources.base import Message
 
-REASONS = ("undecodable_json", "missing_field", "wrong_type", "non_finite", "feature_count")
+REASONS = (
+    "undecodable_json",
+    "missing_field",
+    "wrong_type",
+    "non_finite",
+    "feature_count",
+    "undecodable_image",
+    "wrong_shape",
+)
 
 
 class InvalidMessage(StreamdetError):
@@ -123,3 +134,78 @@ def decode_timeseries(message: Message, fmt: MessageFormat, tabular: bool = Fals
             raise InvalidMessage(message, "non_finite", f"{name!r} is {raw}")
         values.append(raw)
     return Event(series, timestamp_ms, np.asarray(values, dtype=np.float32), message)
+
+
+PNG_MAGIC = b"\x89PNG"
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _image_array(raw: bytes, message: Message, channels: int) -> np.ndarray:
+    if raw.startswith(PNG_MAGIC):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(raw)) as image:
+                array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidMessage(message, "undecodable_image", f"bad PNG: {exc}") from None
+        return array[..., None] if array.ndim == 2 else array
+    if raw.startswith(NPY_MAGIC):
+        try:
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidMessage(message, "undecodable_image", f"bad .npy: {exc}") from None
+    raise InvalidMessage(message, "undecodable_image", "neither PNG nor .npy bytes")
+
+
+def decode_image(message: Message, fmt: MessageFormat, shape: tuple[int, int, int]) -> Event:
+    """PNG bytes, raw ``.npy`` bytes, or JSON with a base64 PNG in ``fmt.image_field``.
+
+    8-bit images are scaled to [0, 1]; float images must already be in [0, 1]. The values
+    come back flattened (height * width * channels), as the window store holds rows.
+    """
+    body: dict = {}
+    raw = message.value
+    if raw[:1] == b"{":
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidMessage(message, "undecodable_json", str(exc)) from None
+        if not isinstance(body, dict) or fmt.image_field not in body:
+            raise InvalidMessage(message, "missing_field", f"no field {fmt.image_field!r}")
+        try:
+            raw = base64.b64decode(body[fmt.image_field], validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise InvalidMessage(message, "undecodable_image", f"bad base64: {exc}") from None
+    array = _image_array(raw, message, shape[2])
+    if array.ndim == 2:
+        array = array[..., None]
+    if tuple(array.shape) != tuple(shape):
+        raise InvalidMessage(
+            message, "wrong_shape", f"image of shape {tuple(array.shape)}, expected {tuple(shape)}"
+        )
+    if array.dtype == np.uint8:
+        values = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.floating):
+        values = array.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise InvalidMessage(message, "non_finite", "the image holds NaN or inf")
+        if values.min() < 0 or values.max() > 1:
+            raise InvalidMessage(
+                message,
+                "wrong_type",
+                f"float pixels must be in [0, 1]; got [{values.min():g}, {values.max():g}]",
+            )
+    else:
+        raise InvalidMessage(message, "wrong_type", f"pixels of dtype {array.dtype}")
+    if fmt.series_key and fmt.series_key in body:
+        series = str(body[fmt.series_key])
+    else:
+        series = message.key.decode("utf-8", "replace") if message.key else message.topic
+    timestamp_ms = message.timestamp_ms
+    if fmt.timestamp_field and fmt.timestamp_field in body:
+        try:
+            timestamp_ms = parse_timestamp_ms(body[fmt.timestamp_field])
+        except ValueError as exc:
+            raise InvalidMessage(message, "wrong_type", f"{fmt.timestamp_field}: {exc}") from None
+    return Event(series, timestamp_ms, values.reshape(-1), message)

@@ -40,11 +40,22 @@ class TopicModel:
 
     @property
     def tabular(self) -> bool:
-        return self.topic.kind == "tabular"
+        """Tabular and image topics score one message at a time (a window of one)."""
+        return self.topic.kind in ("tabular", "image")
+
+    @property
+    def instance_shape(self) -> tuple[int, ...]:
+        if self.topic.kind == "image":
+            return tuple(self.topic.format.image_shape or ())
+        if self.tabular:
+            return (self.n_features,)
+        return (self.seq_len, self.n_features)
 
     def instances(self, windows: np.ndarray) -> np.ndarray:
-        """What the detector scores: windows as they are, or rows for tabular topics."""
-        return windows[:, 0, :] if self.tabular else windows
+        """What the detector scores: windows, rows (tabular) or images."""
+        if not self.tabular:
+            return windows
+        return windows[:, 0, :].reshape(len(windows), *self.instance_shape)
 
     @property
     def seq_len(self) -> int:
@@ -59,11 +70,16 @@ class TopicModel:
     def _try_load(self) -> None:
         if not (self.directory / "metadata.json").exists():
             return
-        shape = (self.n_features,) if self.tabular else (self.seq_len, self.n_features)
         try:
-            self.detector = load_detector(self.directory, self.topic.detector.name, shape)
+            self.detector = load_detector(
+                self.directory, self.topic.detector.name, self.instance_shape
+            )
             names = self.detector.params.get("feature_names")
-            if self.tabular and names is not None and list(names) != list(self.feature_names):
+            if (
+                self.topic.kind == "tabular"
+                and names is not None
+                and list(names) != list(self.feature_names)
+            ):
                 raise ModelLoadError(
                     f"{self.directory}: the model reads features {names}, but the topic's "
                     f"value_fields are {list(self.feature_names)}"
@@ -136,7 +152,7 @@ class TopicModel:
         params: dict[str, Any] = dict(self.topic.detector.params)
         if self.topic.detector.name == "seq2seq":
             params.setdefault("seq_len", self.seq_len)
-        if self.tabular:
+        if self.topic.kind == "tabular":
             params["feature_names"] = list(self.feature_names)
         detector = create_detector(self.topic.detector.name, **params)
         detector.fit(windows, progress=self.progress)

@@ -1,0 +1,278 @@
+"""Image outlier VAE: reconstruction loss of a convolutional VAE as the outlier score.
+
+After the seed project "VAE for anomaly detection (MNIST)": a convolutional encoder with
+batch-norm and dropout (the encoder only, so the decoder stays a deterministic function of
+the code), latent size 10, trained with KL annealing (beta warmed up from ~0 so the code is
+used before it is regularised), cosine learning-rate decay and gradient clipping. The score
+is the reconstruction loss (binary cross-entropy for images in [0, 1], or MSE) of the
+decoded mean code.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> blobs = np.zeros((256, 8, 8, 1), "float32"); blobs[:, 2:6, 2:6] = 1.0
+>>> det = ImageVAEDetector(epochs=3, seed=0)
+>>> summary = det.fit(blobs)
+>>> det.infer_threshold(blobs, threshold_perc=99)
+>>> odd = 1.0 - blobs[:2]
+>>> det.predict(np.r_[blobs[:2], odd])["data"]["is_outlier"].tolist()
+[0, 0, 1, 1]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from streamdet.detectors.base import (
+    KerasDetector,
+    Scores,
+    keras,
+    model_version,
+    set_seed,
+    tf,
+    train_epochs,
+)
+from streamdet.detectors.vae_lstm import GaussianSample
+from streamdet.errors import InvalidInputError
+from streamdet.progress import ProgressFn, silent
+from streamdet.thresholds import percentile_threshold
+
+Loss = Literal["bce", "mse"]
+
+
+def build_image_vae(
+    shape: tuple[int, int, int], latent_dim: int, filters: int, dropout: float
+) -> tuple[keras.Model, keras.Model]:
+    height, width, channels = shape
+    if height < 4 or width < 4:
+        raise InvalidInputError(f"image_vae: images must be at least 4x4; got {shape}")
+    h4, w4 = math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
+    image = keras.Input(shape, name="image")
+    h = image
+    for f in (filters, 2 * filters):
+        h = keras.layers.Conv2D(f, 3, strides=2, padding="same")(h)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.ReLU()(h)
+        h = keras.layers.Dropout(dropout)(h)
+    h = keras.layers.Flatten()(h)
+    mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
+    log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
+    encoder = keras.Model(image, [mean, log_var], name="image_encoder")
+
+    code = keras.Input((latent_dim,), name="code")
+    g = keras.layers.Dense(h4 * w4 * 2 * filters, activation="relu")(code)
+    g = keras.layers.Reshape((h4, w4, 2 * filters))(g)
+    g = keras.layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu")(
+        g
+    )
+    g = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(g)
+    g = keras.layers.Cropping2D(((0, 4 * h4 - height), (0, 4 * w4 - width)))(g)
+    logits = keras.layers.Conv2D(channels, 3, padding="same", name="logits")(g)
+    decoder = keras.Model(code, logits, name="image_decoder")
+    return encoder, decoder
+
+
+class ImageVAEDetector(KerasDetector):
+    """Convolutional VAE outlier detector for images of shape (H, W, C) with values in [0, 1].
+
+    Parameters
+    ----------
+    latent_dim
+        Size of the code (10 as in the seed project).
+    filters
+        Channels of the first convolution (the second has twice as many).
+    dropout
+        Dropout rate in the encoder.
+    loss
+        ``bce`` (images in [0, 1]) or ``mse``; the same loss is the outlier score.
+    epochs, batch_size, learning_rate
+        Training schedule; the learning rate follows a cosine decay to 0 over all steps.
+    kl_warmup_epochs
+        Epochs over which the KL weight beta rises linearly to 1 (1/kl_warmup_epochs in the
+        first epoch).
+    clipnorm
+        Gradient clipping norm.
+    """
+
+    name: ClassVar[str] = "image_vae"
+    data_type: ClassVar[str] = "image"
+
+    def __init__(
+        self,
+        latent_dim: int = 10,
+        filters: int = 32,
+        dropout: float = 0.2,
+        loss: Loss = "bce",
+        epochs: int = 10,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        kl_warmup_epochs: int = 5,
+        clipnorm: float = 1.0,
+        score_batch_size: int = 1024,
+        seed: int | None = None,
+    ) -> None:
+        if loss not in ("bce", "mse"):
+            raise InvalidInputError(f"loss must be 'bce' or 'mse'; got {loss!r}")
+        super().__init__(
+            latent_dim=latent_dim,
+            filters=filters,
+            dropout=dropout,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            kl_warmup_epochs=kl_warmup_epochs,
+            clipnorm=clipnorm,
+            score_batch_size=score_batch_size,
+            seed=seed,
+        )
+        self.encoder: keras.Model | None = None
+        self.decoder: keras.Model | None = None
+        self._loss_fn: Any = None
+
+    def _images(self, X: np.ndarray) -> np.ndarray:
+        array = np.asarray(X, dtype=np.float32)
+        if array.ndim == 3:
+            array = array[..., None]
+        if array.ndim != 4:
+            raise InvalidInputError(
+                f"image_vae: expected images (n, height, width, channels); got shape {array.shape}"
+            )
+        expected = self.input_shape or array.shape[1:]
+        array = self._check_instances(array, tuple(expected))
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise InvalidInputError(
+                f"image_vae: pixel values must be scaled to [0, 1]; got [{low:g}, {high:g}] "
+                "(divide 8-bit images by 255)"
+            )
+        return array
+
+    def _pixel_loss(self, images: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        if self.params["loss"] == "bce":
+            return tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
+        return tf.square(images - tf.sigmoid(logits))
+
+    def fit(
+        self, X: np.ndarray, epochs: int | None = None, progress: ProgressFn = silent
+    ) -> dict[str, Any]:
+        """Train on normal images (values in [0, 1])."""
+        self.progress = progress
+        p = self.params
+        set_seed(p["seed"])
+        images = self._images(X)
+        self.input_shape = tuple(int(d) for d in images.shape[1:])
+        channels = images.shape[-1]
+        self.mean = np.zeros(channels, np.float32)
+        self.std = np.ones(channels, np.float32)
+        self.encoder, self.decoder = build_image_vae(
+            self.input_shape,
+            p["latent_dim"],
+            p["filters"],
+            p["dropout"],  # type: ignore[arg-type]
+        )
+        encoder, decoder = self.encoder, self.decoder
+        n_epochs = epochs or p["epochs"]
+        steps = n_epochs * math.ceil(len(images) / p["batch_size"])
+        schedule = keras.optimizers.schedules.CosineDecay(p["learning_rate"], max(steps, 1))
+        optimizer = keras.optimizers.Adam(schedule, clipnorm=p["clipnorm"])
+        variables = encoder.trainable_variables + decoder.trainable_variables
+        sample = GaussianSample()
+        beta = tf.Variable(0.0, trainable=False)
+        pixel_loss = self._pixel_loss
+
+        @tf.function
+        def step(x: tf.Tensor) -> dict[str, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                mean, log_var = encoder(x, training=True)
+                z = sample([mean, log_var], training=True)
+                recon = tf.reduce_mean(
+                    tf.reduce_sum(pixel_loss(x, decoder(z, training=True)), axis=[1, 2, 3])
+                )
+                kl = tf.reduce_mean(
+                    -0.5 * tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), axis=1)
+                )
+                loss = recon + beta * kl
+            grads = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            return {"loss": loss, "recon": recon, "kl": kl, "beta": beta + 0.0}
+
+        warmup = max(int(p["kl_warmup_epochs"]), 1)
+        started = time.perf_counter()
+        history: list[dict[str, float]] = []
+        for epoch in range(n_epochs):
+            # KL annealing: beta grows linearly over the warm-up epochs, then stays at 1.
+            beta.assign(min(1.0, (epoch + 1) / warmup))
+            history += train_epochs(
+                step,
+                (images,),
+                epochs=1,
+                batch_size=p["batch_size"],
+                label=f"image_vae epoch {epoch + 1}/{n_epochs}:",
+                progress=progress,
+                seed=p["seed"],
+            )
+        self._compile_loss()
+        self.threshold = None
+        self.training = {
+            "model_version": model_version(self.name),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "training_images": len(images),
+            "epochs": n_epochs,
+            "final_loss": history[-1] if history else {},
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        return self.training
+
+    def _compile_loss(self) -> None:
+        encoder, decoder = self.encoder, self.decoder
+        assert encoder is not None and decoder is not None
+        pixel_loss = self._pixel_loss
+
+        def losses(x: tf.Tensor) -> tf.Tensor:
+            mean, _ = encoder(x, training=False)
+            return pixel_loss(x, decoder(mean, training=False))
+
+        self._loss_fn = tf.function(
+            losses, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)]
+        )
+
+    def score(self, X: np.ndarray) -> Scores:
+        """Per-pixel loss (n, H, W, C) and its sum per image."""
+        self._require_fitted("score()")
+        images = self._images(X)
+        size = int(self.params["score_batch_size"])
+        parts = [
+            self._loss_fn(tf.constant(images[i : i + size])).numpy()
+            for i in range(0, len(images), size)
+        ]
+        pixels = np.concatenate(parts)
+        return Scores(pixels.sum(axis=(1, 2, 3)), pixels)
+
+    def infer_threshold(self, X: np.ndarray, threshold_perc: float = 95.0) -> None:
+        self._require_fitted("infer_threshold()")
+        self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
+
+    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
+        scores = self.score(X)
+        threshold = np.inf if self.threshold is None else float(self.threshold)
+        return {
+            "meta": {**self._meta(), "outlier_type": "instance"},
+            "data": {
+                "is_outlier": (scores.instance_score > threshold).astype(np.int8),
+                "instance_score": scores.instance_score,
+                "feature_score": scores.feature_score,
+            },
+        }
+
+    def _model_files(self) -> dict[str, keras.Model]:
+        assert self.encoder is not None and self.decoder is not None
+        return {"encoder.keras": self.encoder, "decoder.keras": self.decoder}
+
+    def _restore(self, models: dict[str, keras.Model]) -> None:
+        self.encoder = models["encoder.keras"]
+        self.decoder = models["decoder.keras"]
+        self._compile_loss()
