@@ -213,7 +213,8 @@ def _format_errors(exc: ValidationError, source: str) -> ConfigError:
             lines.append(f"  {path}: unknown key (check the spelling; unknown keys are refused)")
             continue
         bad = f"{error['input']!r} is not valid: " if error["type"] != "missing" else ""
-        lines.append(f"  {path}: {bad}{message}" + (f" (allowed: {allowed})" if allowed else ""))
+        hint = f" (allowed: {allowed})" if allowed and allowed not in message else ""
+        lines.append(f"  {path}: {bad}{message}{hint}")
     return ConfigError("\n".join(lines))
 
 
