@@ -35,6 +35,7 @@ class TopicModel:
         self.training_events = 0
         self.trained_here = False
         self._warmup: dict[str, list[np.ndarray]] = {}
+        self._offered: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._try_load()
 
@@ -103,19 +104,21 @@ class TopicModel:
         """Collect warm-up data; train once every series seen has ``warmup_events``.
 
         ``all_partitions_seen`` holds training back until every assigned partition has
-        delivered data, so series of a partition read later are not left out. A series that
-        stays sparse cannot stall training forever: once any series holds three times the
-        warm-up, training starts with every series long enough for a window.
+        delivered data, so series of a partition read later are not left out. A sparse series
+        cannot stall training forever: once any series has delivered three warm-ups' worth,
+        training starts with every series long enough for a window.
         """
         if self.state != "warming":
             return
-        rows = self._warmup.setdefault(series, [])
-        rows.append(values)
         needed = self.topic.detector.warmup_events
+        offered = self._offered[series] = self._offered.get(series, 0) + 1
+        rows = self._warmup.setdefault(series, [])
+        # Exactly the first ``warmup_events`` of each series: later events are scored, never
+        # trained on, however long other partitions take to deliver.
         if len(rows) < needed:
-            return
-        counts = [len(v) for v in self._warmup.values()]
-        if (all_partitions_seen and min(counts) >= needed) or max(counts) >= 3 * needed:
+            rows.append(values)
+        complete = all(len(v) >= needed for v in self._warmup.values())
+        if (all_partitions_seen and complete) or offered >= 3 * needed:
             self.state = "training"
             data = {k: np.stack(v) for k, v in self._warmup.items()}
             self._warmup = {}
