@@ -267,10 +267,13 @@ class Application:
         if assigned is None:
             return True
         now = time.monotonic()
-        if now - self._assignment_checked > 1.0:
+        # An empty assignment means "not known yet" (before the group join completes): ask
+        # again rather than trusting a cached empty set, which would vacuously pass.
+        if not self._assignment or now - self._assignment_checked > 1.0:
             self._assignment = assigned()
             self._assignment_checked = now
-        return all(key in self._next_offsets for key in self._assignment if key[0] == topic)
+        mine = [key for key in self._assignment if key[0] == topic]
+        return bool(mine) and all(key in self._next_offsets for key in mine)
 
     def _release_backlogs(self) -> None:
         now = time.monotonic()
