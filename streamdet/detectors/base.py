@@ -21,6 +21,7 @@ import numpy as np
 
 from streamdet.errors import InvalidInputError, ModelLoadError, NotFittedError
 from streamdet.progress import ProgressFn, silent
+from streamdet.thresholds import percentile_threshold
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -191,6 +192,41 @@ class KerasDetector(ABC):
         else:
             self.mean = np.zeros(n_features, dtype=np.float32)
             self.std = np.ones(n_features, dtype=np.float32)
+
+    # ---- scoring defaults: one threshold on the instance score ---------------------------
+    @abstractmethod
+    def score(self, X: np.ndarray) -> Scores:
+        """Instance and feature scores of ``X``."""
+
+    def infer_threshold(self, X: np.ndarray, threshold_perc: float = 95.0) -> None:
+        """Set the threshold to a percentile of instance scores on (mostly) normal ``X``."""
+        self._require_fitted("infer_threshold()")
+        self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
+
+    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
+        """Scores plus ``is_outlier`` = instance score above the threshold."""
+        scores = self.score(X)
+        threshold = np.inf if self.threshold is None else float(self.threshold)
+        return {
+            "meta": {**self._meta(), "outlier_type": "instance"},
+            "data": {
+                "is_outlier": (scores.instance_score > threshold).astype(np.int8),
+                "instance_score": scores.instance_score,
+                "feature_score": scores.feature_score,
+            },
+        }
+
+    def _training_summary(
+        self, history: list[dict[str, float]], started: float, **counts: Any
+    ) -> dict[str, Any]:
+        """What ``fit`` returns and saves: version, time, sizes, final losses, duration."""
+        return {
+            "model_version": model_version(self.name),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **counts,
+            "final_loss": history[-1] if history else {},
+            "seconds": round(time.perf_counter() - started, 2),
+        }
 
     # ---- predict ----------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

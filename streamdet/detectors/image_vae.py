@@ -30,7 +30,6 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
-    model_version,
     set_seed,
     tf,
     train_epochs,
@@ -38,7 +37,6 @@ from streamdet.detectors.base import (
 from streamdet.detectors.vae_lstm import GaussianSample
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn, silent
-from streamdet.thresholds import percentile_threshold
 
 Loss = Literal["bce", "mse"]
 
@@ -217,14 +215,9 @@ class ImageVAEDetector(KerasDetector):
             )
         self._compile_loss()
         self.threshold = None
-        self.training = {
-            "model_version": model_version(self.name),
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "training_images": len(images),
-            "epochs": n_epochs,
-            "final_loss": history[-1] if history else {},
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        self.training = self._training_summary(
+            history, started, training_images=len(images), epochs=n_epochs
+        )
         return self.training
 
     def _compile_loss(self) -> None:
@@ -251,22 +244,6 @@ class ImageVAEDetector(KerasDetector):
         ]
         pixels = np.concatenate(parts)
         return Scores(pixels.sum(axis=(1, 2, 3)), pixels)
-
-    def infer_threshold(self, X: np.ndarray, threshold_perc: float = 95.0) -> None:
-        self._require_fitted("infer_threshold()")
-        self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
-
-    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
-        scores = self.score(X)
-        threshold = np.inf if self.threshold is None else float(self.threshold)
-        return {
-            "meta": {**self._meta(), "outlier_type": "instance"},
-            "data": {
-                "is_outlier": (scores.instance_score > threshold).astype(np.int8),
-                "instance_score": scores.instance_score,
-                "feature_score": scores.feature_score,
-            },
-        }
 
     def _model_files(self) -> dict[str, keras.Model]:
         assert self.encoder is not None and self.decoder is not None

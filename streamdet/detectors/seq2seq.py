@@ -32,7 +32,6 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
-    model_version,
     set_seed,
     tf,
     train_epochs,
@@ -250,14 +249,9 @@ class Seq2SeqDetector(KerasDetector):
             seed=p["seed"],
         )
         self.threshold = None
-        self.training = {
-            "model_version": model_version(self.name),
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "training_windows": len(data),
-            "epochs": len(history),
-            "final_loss": history[-1] if history else {},
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        self.training = self._training_summary(
+            history, started, training_windows=len(data), epochs=len(history)
+        )
         return self.training
 
     # ---- inference --------------------------------------------------------------------

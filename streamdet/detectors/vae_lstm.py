@@ -28,14 +28,12 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
-    model_version,
     set_seed,
     tf,
     train_epochs,
 )
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn, silent
-from streamdet.thresholds import percentile_threshold
 from streamdet.windows import as_series, sliding_windows
 
 
@@ -231,15 +229,13 @@ class VAELSTMDetector(KerasDetector):
 
         self._compile_scorer()
         self.threshold = None
-        self.training = {
-            "model_version": model_version(self.name),
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "training_windows": len(vae_windows),
-            "training_sequences": len(sequences),
-            "vae_final_loss": vae_history[-1] if vae_history else {},
-            "lstm_final_loss": lstm_history[-1] if lstm_history else {},
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        self.training = self._training_summary(
+            lstm_history,
+            started,
+            training_windows=len(vae_windows),
+            training_sequences=len(sequences),
+            vae_final_loss=vae_history[-1] if vae_history else {},
+        )
         return self.training
 
     def _train_vae(
@@ -350,24 +346,6 @@ class VAELSTMDetector(KerasDetector):
         ]
         feature_score = np.concatenate(parts)
         return Scores(feature_score.sum(axis=(1, 2)), feature_score)
-
-    def infer_threshold(self, X: np.ndarray, threshold_perc: float = 95.0) -> None:
-        """Set the threshold to a percentile of instance scores on normal data ``X``."""
-        self._require_fitted("infer_threshold()")
-        self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
-
-    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
-        """Scores plus ``is_outlier`` = instance score above the threshold."""
-        scores = self.score(X)
-        threshold = np.inf if self.threshold is None else float(self.threshold)
-        return {
-            "meta": {**self._meta(), "outlier_type": "instance"},
-            "data": {
-                "is_outlier": (scores.instance_score > threshold).astype(np.int8),
-                "instance_score": scores.instance_score,
-                "feature_score": scores.feature_score,
-            },
-        }
 
     # ---- persistence hooks ------------------------------------------------------------
     def _model_files(self) -> dict[str, keras.Model]:

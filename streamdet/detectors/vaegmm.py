@@ -36,14 +36,12 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
-    model_version,
     set_seed,
     tf,
     train_epochs,
 )
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn, silent
-from streamdet.thresholds import percentile_threshold
 
 ElboCov = Literal["fixed", "features", "full"]
 RECON_FEATURES = ("relative_euclidean", "cosine")
@@ -298,14 +296,9 @@ class VAEGMMDetector(KerasDetector):
         self._estimate_gmm(data)
         self._compile_energy()
         self.threshold = None
-        self.training = {
-            "model_version": model_version(self.name),
-            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "training_rows": len(data),
-            "epochs": len(history),
-            "final_loss": history[-1] if history else {},
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        self.training = self._training_summary(
+            history, started, training_rows=len(data), epochs=len(history)
+        )
         return self.training
 
     def _latent_features(
@@ -378,23 +371,6 @@ class VAEGMMDetector(KerasDetector):
             energies.append(energy.numpy())
             errors.append(error.numpy())
         return Scores(np.concatenate(energies), np.concatenate(errors))
-
-    def infer_threshold(self, X: np.ndarray, threshold_perc: float = 95.0) -> None:
-        """Threshold = percentile of energies on ``X`` (its share of inliers, in %)."""
-        self._require_fitted("infer_threshold()")
-        self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
-
-    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
-        scores = self.score(X)
-        threshold = np.inf if self.threshold is None else float(self.threshold)
-        return {
-            "meta": {**self._meta(), "outlier_type": "instance"},
-            "data": {
-                "is_outlier": (scores.instance_score > threshold).astype(np.int8),
-                "instance_score": scores.instance_score,
-                "feature_score": scores.feature_score,
-            },
-        }
 
     # ---- persistence hooks ------------------------------------------------------------
     def _model_files(self) -> dict[str, keras.Model]:
