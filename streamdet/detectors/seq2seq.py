@@ -291,22 +291,36 @@ class Seq2SeqDetector(KerasDetector):
             jit_compile=bool(self.params["jit_compile"]),
         )
 
+    def _run_decoder(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a batch padded to the next power of two.
+
+        XLA compiles one executable per concrete batch size; a live stream produces
+        micro-batches of every size, and each new size would stall scoring for a
+        compilation. Padding bounds the sizes to log2(score_batch_size) + 1 buckets.
+        """
+        n = len(data)
+        bucket = 1 << max(n - 1, 0).bit_length()
+        if bucket != n:
+            data = np.concatenate([data, np.zeros((bucket - n, *data.shape[1:]), data.dtype)])
+        recon, thr = self._decode(tf.constant(data))
+        return recon.numpy()[:n], thr.numpy()[:n]
+
     def _raw_feature_scores(self, windows: np.ndarray) -> np.ndarray:
         """Squared error minus the estimated threshold, before the static threshold."""
         data = self._normalise(windows)
         size = int(self.params["score_batch_size"])
         parts = []
         for start in range(0, len(data), size):
-            recon, thr = self._decode(tf.constant(data[start : start + size]))
-            parts.append(np.square(data[start : start + size] - recon.numpy()) - thr.numpy())
+            chunk = data[start : start + size]
+            recon, thr = self._run_decoder(chunk)
+            parts.append(np.square(chunk - recon) - thr)
         return np.concatenate(parts)
 
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         """Autoregressive reconstruction of windows, in the input's units."""
         self._require_fitted("reconstruct()")
-        windows = self._windows(X, 1)
-        recon, _ = self._decode(tf.constant(self._normalise(windows)))
-        return recon.numpy() * self.std + self.mean
+        recon, _ = self._run_decoder(self._normalise(self._windows(X, 1)))
+        return recon * self.std + self.mean
 
     def infer_threshold(
         self,
