@@ -106,6 +106,12 @@ class ThresholdConfig(Frozen):
 
     policy: Literal["detector", "likelihood"] = "detector"
     threshold_perc: float = Field(default=99.0, ge=0, le=100)
+    margin_perc: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="raise the inferred threshold by this share (%) of its magnitude",
+    )
     likelihood: float = Field(default=0.9999, gt=0, lt=1)
     history: int = Field(default=2000, ge=10)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from streamdet.config import TopicConfig
 from streamdet.pipeline.models import TopicModel
@@ -49,3 +50,23 @@ def test_a_sparse_series_cannot_stall_training(tmp_path):
     start(model)
     assert model.state == "training"
     assert len(model.trained_on["busy"]) == 10 and len(model.trained_on["sparse"]) == 1
+
+
+def test_threshold_margin_raises_the_inferred_threshold(tmp_path):
+    series = {"a": np.sin(np.arange(300, dtype=np.float32) / 5)[:, None]}
+    thresholds = []
+    for margin in (0, 50):
+        topic = TopicConfig.model_validate(
+            {
+                "name": "t",
+                "window": {"seq_len": 8},
+                "detector": {
+                    "name": "seq2seq",
+                    "params": {"latent_dim": 4, "epochs": 1, "seed": 0},
+                },
+                "threshold": {"threshold_perc": 100, "margin_perc": margin},
+            }
+        )
+        model = TopicModel(topic, tmp_path / str(margin), 1, progress=lambda m: None)
+        thresholds.append(model.train(series).threshold)
+    assert thresholds[1] == pytest.approx(thresholds[0] + 0.5 * abs(thresholds[0]))

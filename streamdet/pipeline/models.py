@@ -164,6 +164,14 @@ class TopicModel:
             detector.infer_threshold(windows, threshold_perc=perc, level="instance")
         else:
             detector.infer_threshold(windows, threshold_perc=perc)
+        margin = self.topic.threshold.margin_perc / 100.0
+        if margin:
+            # Scores just past the warm-up's highest are the normal data's own tail: a margin
+            # keeps them quiet without hiding scores that are clearly beyond it.
+            threshold = np.asarray(detector.threshold, dtype=np.float64)
+            detector.threshold = threshold + margin * np.abs(threshold)
+            if detector.threshold.ndim == 0:
+                detector.threshold = float(detector.threshold)
         detector.training["training_events"] = self.training_events
         detector.save(self.directory)
         self.detector = detector
