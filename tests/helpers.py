@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import yaml
 
 
 def make_series(
@@ -36,3 +39,28 @@ def make_series(
             series[start : start + 15, 0] = np.sin(2 * np.pi * seg / 5)
         labels[start : start + 15] = 1
     return series, labels
+
+
+def write_daemon_config(
+    folder: Path,
+    bootstrap: str,
+    topic: dict,
+    alerts_topic: str,
+    dlq_topic: str,
+    metrics_port: int,
+    cooldown_s: float = 0,
+    **sections: dict,
+) -> Path:
+    """Write a Kafka-mode config.yaml for one topic into ``folder`` and return its path."""
+    config = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"g-{topic['name']}"},
+        "topics": [topic],
+        "alerts": {"topic": alerts_topic, "cooldown_s": cooldown_s, "file": None},
+        "dead_letter": {"topic": dlq_topic},
+        "metrics": {"port": metrics_port},
+        "models": {"store": str(folder / "models")},
+        **sections,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -9,13 +9,13 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 from kafka import KafkaConsumer, KafkaProducer
 from PIL import Image
 
 from streamdet.config import MessageFormat
 from streamdet.pipeline.decode import InvalidMessage, decode_image
 from streamdet.sources.base import Message
+from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
 from tests.test_daemon_kafka import AlertReader, start_daemon, stop_daemon
 from tests.test_image_vae import strokes
@@ -64,34 +64,23 @@ def test_image_topic_alerts_on_odd_images_and_dead_letters_bad_ones(
     kafka_bootstrap, new_topic, tmp_path
 ):
     topic, alerts_topic, dlq_topic = new_topic("cams"), new_topic("alerts"), new_topic("dlq")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}"},
-                "topics": [
-                    {
-                        "name": topic,
-                        "kind": "image",
-                        "format": {
-                            "image_shape": list(SHAPE),
-                            "series_key": None,
-                            "timestamp_field": None,
-                        },
-                        "detector": {
-                            "name": "image_vae",
-                            "params": {"epochs": 30, "filters": 8, "batch_size": 32, "seed": 0},
-                            "warmup_events": 600,
-                        },
-                        "threshold": {"threshold_perc": 100},
-                    }
-                ],
-                "alerts": {"topic": alerts_topic, "cooldown_s": 0, "file": None},
-                "dead_letter": {"topic": dlq_topic},
-                "metrics": {"port": free_port()},
-                "models": {"store": str(tmp_path / "models")},
-            }
-        )
+    config = write_daemon_config(
+        tmp_path,
+        kafka_bootstrap,
+        {
+            "name": topic,
+            "kind": "image",
+            "format": {"image_shape": list(SHAPE), "series_key": None, "timestamp_field": None},
+            "detector": {
+                "name": "image_vae",
+                "warmup_events": 600,
+                "params": {"epochs": 30, "filters": 8, "batch_size": 32, "seed": 0},
+            },
+            "threshold": {"threshold_perc": 100},
+        },
+        alerts_topic,
+        dlq_topic,
+        free_port(),
     )
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     for image in strokes(600, 0, vertical=True):

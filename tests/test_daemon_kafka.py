@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from streamdet.sources.simulator import SensorSimulator
+from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
 
 pytestmark = pytest.mark.kafka
@@ -111,30 +111,24 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
     alerts_topic = new_topic("alerts")
     dlq_topic = new_topic("dlq")
     port = free_port()
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{sensors_topic}"},
-                "topics": [
-                    {
-                        "name": sensors_topic,
-                        "window": {"seq_len": 32},
-                        "detector": {
-                            "name": "seq2seq",
-                            "params": {"latent_dim": 16, "epochs": 10},
-                            "warmup_events": 800,
-                        },
-                        "threshold": {"threshold_perc": 100},
-                    }
-                ],
-                "alerts": {"topic": alerts_topic, "cooldown_s": 3600, "file": None},
-                "dead_letter": {"topic": dlq_topic},
-                "metrics": {"port": port},
-                "models": {"store": str(tmp_path / "models")},
-                "batching": {"commit_interval_ms": 200},
-            }
-        )
+    config = write_daemon_config(
+        tmp_path,
+        kafka_bootstrap,
+        {
+            "name": sensors_topic,
+            "window": {"seq_len": 32},
+            "detector": {
+                "name": "seq2seq",
+                "params": {"latent_dim": 16, "epochs": 10},
+                "warmup_events": 800,
+            },
+            "threshold": {"threshold_perc": 100},
+        },
+        alerts_topic,
+        dlq_topic,
+        port,
+        cooldown_s=3600,
+        batching={"commit_interval_ms": 200},
     )
     sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=1500)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from streamdet.config import load_config_text
 from streamdet.errors import ConfigError
+from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
 from tests.test_daemon_kafka import AlertReader, start_daemon, stop_daemon
 
@@ -36,34 +36,23 @@ def test_tabular_topic_alerts_on_planted_outliers_and_dead_letters_bad_rows(
     kafka_bootstrap, new_topic, tmp_path
 ):
     topic, alerts_topic, dlq_topic = new_topic("rows"), new_topic("alerts"), new_topic("dlq")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "kafka": {"bootstrap_servers": kafka_bootstrap, "group_id": f"g-{topic}"},
-                "topics": [
-                    {
-                        "name": topic,
-                        "kind": "tabular",
-                        "format": {
-                            "series_key": "machine",
-                            "timestamp_field": None,
-                            "value_fields": FEATURES,
-                        },
-                        "detector": {
-                            "name": "vaegmm",
-                            "params": {"epochs": 60, "batch_size": 64, "samples": 3, "seed": 0},
-                            "warmup_events": 500,
-                        },
-                        "threshold": {"threshold_perc": 99.5},
-                    }
-                ],
-                "alerts": {"topic": alerts_topic, "cooldown_s": 0, "file": None},
-                "dead_letter": {"topic": dlq_topic},
-                "metrics": {"port": free_port()},
-                "models": {"store": str(tmp_path / "models")},
-            }
-        )
+    config = write_daemon_config(
+        tmp_path,
+        kafka_bootstrap,
+        {
+            "name": topic,
+            "kind": "tabular",
+            "format": {"series_key": "machine", "timestamp_field": None, "value_fields": FEATURES},
+            "detector": {
+                "name": "vaegmm",
+                "warmup_events": 500,
+                "params": {"epochs": 60, "batch_size": 64, "samples": 3, "seed": 0},
+            },
+            "threshold": {"threshold_perc": 99.5},
+        },
+        alerts_topic,
+        dlq_topic,
+        free_port(),
     )
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
 
