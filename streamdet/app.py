@@ -342,7 +342,7 @@ class Application:
                 )
                 flagged = tracker.update(score) >= policy.likelihood
             else:
-                flagged = bool(data["is_outlier"][i])
+                flagged = bool(data[detector.outcome_key][i])
             if not flagged:
                 continue
             last = runtime.last_alert_ms.get(window.series)

@@ -144,6 +144,9 @@ def _evaluate_tabular(args: argparse.Namespace) -> None:
 
 
 def _evaluate_mnist(args: argparse.Namespace) -> None:
+    if args.task == "adversarial":
+        _evaluate_mnist_adversarial(args)
+        return
     from streamdet.evaluation import mnist
 
     result = mnist.run(args.data, args.out, digit=args.digit, epochs=args.epochs, seed=args.seed)
@@ -167,6 +170,45 @@ def _evaluate_mnist(args: argparse.Namespace) -> None:
                 ],
             ],
             ["", "AUROC", "AUPRC", "recall", "FPR"],
+        )
+    )
+
+
+def _evaluate_mnist_adversarial(args: argparse.Namespace) -> None:
+    from streamdet.evaluation import mnist_adversarial
+
+    result = mnist_adversarial.run(
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        classifier_epochs=args.classifier_epochs,
+        n_test=args.n_test,
+        train_limit=args.train_limit,
+        cw_iterations=args.cw_iterations,
+        pgd_iterations=args.pgd_iterations,
+        detector_params=json.loads(args.params) if args.params else None,
+        seed=args.seed,
+    )
+    rows = [
+        [
+            name,
+            a["attack_success_rate"],
+            a["auroc"],
+            a["accuracy_under_attack"],
+            a["accuracy_after_correction"],
+            a["share_of_clean_accuracy_restored"],
+        ]
+        for name, a in result["attacks"].items()
+    ]
+    print(
+        f"classifier test accuracy {result['classifier']['test_accuracy']:.4f}; "
+        f"clean accuracy on the attacked images {result['clean']['accuracy']:.4f}, "
+        f"{result['clean']['accuracy_after_correction']:.4f} after correct()"
+    )
+    print(
+        _table(
+            rows,
+            ["attack", "success", "AUROC", "accuracy", "corrected", "share restored"],
         )
     )
 
@@ -456,12 +498,24 @@ def build_parser() -> argparse.ArgumentParser:
     tab.set_defaults(func=_evaluate_tabular)
 
     mn = benchmarks.add_parser("mnist", help="image VAE: MNIST digit hold-out")
-    mn.add_argument("--task", choices=["digit-holdout"], default="digit-holdout")
+    mn.add_argument(
+        "--task",
+        choices=["digit-holdout", "adversarial"],
+        default="digit-holdout",
+        help="digit-holdout: image VAE; adversarial: CNN + attacks + adversarial VAE",
+    )
     mn.add_argument("--digit", type=int, default=5, choices=range(10))
     mn.add_argument("--data", help="folder with the MNIST files (default: shared data)")
     mn.add_argument("--out", default="eval/mnist")
-    mn.add_argument("--epochs", type=int, default=10)
+    mn.add_argument("--epochs", type=int, default=10, help="VAE training epochs")
     mn.add_argument("--seed", type=int, default=0)
+    adv = mn.add_argument_group("adversarial task")
+    adv.add_argument("--classifier-epochs", type=int, default=3)
+    adv.add_argument("--n-test", type=int, default=1000, help="test images to attack")
+    adv.add_argument("--train-limit", type=int, help="use only the first N training images")
+    adv.add_argument("--cw-iterations", type=int, default=100)
+    adv.add_argument("--pgd-iterations", type=int, default=40)
+    adv.add_argument("--params", help="adversarial_vae parameters as JSON")
     mn.set_defaults(func=_evaluate_mnist)
     return parser
 

@@ -27,8 +27,8 @@ from streamdet.errors import ConfigError
 
 DETECTORS_BY_KIND = {
     "timeseries": ("seq2seq", "vae_lstm"),
-    "tabular": ("vaegmm",),
-    "image": ("image_vae",),
+    "tabular": ("vaegmm", "adversarial_vae"),
+    "image": ("image_vae", "adversarial_vae"),
 }
 
 
@@ -95,7 +95,7 @@ class WindowConfig(Frozen):
 
 
 class DetectorConfig(Frozen):
-    name: Literal["seq2seq", "vae_lstm", "vaegmm", "image_vae"]
+    name: Literal["seq2seq", "vae_lstm", "vaegmm", "image_vae", "adversarial_vae"]
     params: dict[str, Any] = {}
     model_dir: str | None = None
     warmup_events: int = Field(default=2000, ge=10)

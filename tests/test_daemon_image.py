@@ -9,15 +9,15 @@ import json
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from PIL import Image
 
 from streamdet.config import MessageFormat
 from streamdet.pipeline.decode import InvalidMessage, decode_image
 from streamdet.sources.base import Message
+from tests.daemon_helpers import alerts_until_planted_are_flagged, dead_letters
 from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
-from tests.test_daemon_kafka import AlertReader, start_daemon, stop_daemon
 from tests.test_image_vae import strokes
 
 SHAPE = (12, 12, 1)
@@ -101,31 +101,9 @@ def test_image_topic_alerts_on_odd_images_and_dead_letters_bad_ones(
         producer.send(topic, key=b"cam-1", value=raw).get(timeout=30)
     producer.close()
 
-    reader = AlertReader(kafka_bootstrap, alerts_topic)
-    log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log)
-    try:
-        reader.wait_for(
-            lambda alerts: {a["window_end_offset"] for a in alerts} >= set(planted),
-            300,
-            daemon,
-            log,
-        )
-        assert stop_daemon(daemon) < 10
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        reader.close()
-    false_alarms = {a["window_end_offset"] for a in reader.alerts} - set(planted)
+    alerts = alerts_until_planted_are_flagged(config, kafka_bootstrap, alerts_topic, planted)
+    false_alarms = {a["window_end_offset"] for a in alerts} - set(planted)
     assert len(false_alarms) <= 4, sorted(false_alarms)
-    assert reader.alerts[0]["detector"] == "image_vae" and reader.alerts[0]["series"] == "cam-1"
-    dlq = KafkaConsumer(
-        dlq_topic,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    letters = {r.value: dict(r.headers)["streamdet_reason"].decode() for r in dlq}
-    dlq.close()
+    assert alerts[0]["detector"] == "image_vae" and alerts[0]["series"] == "cam-1"
+    letters = dead_letters(kafka_bootstrap, dlq_topic)
     assert letters == bad

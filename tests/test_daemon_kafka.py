@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from streamdet.sources.simulator import SensorSimulator
+from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon
 from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
 
@@ -45,63 +43,6 @@ def caught(alerts: list[dict], anomaly, seq_len: int = 32) -> bool:
         and anomaly.start_step <= step_of(a) < anomaly.end_step + seq_len
         for a in alerts
     )
-
-
-class AlertReader:
-    """A separate consumer of the alert topic, collecting in the background."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.alerts: list[dict] = []
-        self.headers: list[dict] = []
-        self._stop = False
-        self._consumer = KafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            group_id=None,
-            consumer_timeout_ms=500,
-        )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            for record in self._consumer:
-                self.alerts.append(json.loads(record.value))
-                self.headers.append({k: v.decode() for k, v in record.headers})
-
-    def wait_for(self, predicate, timeout: float, process: subprocess.Popen, log: Path) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate(self.alerts):
-                return
-            assert process.poll() is None, log.read_text()[-4000:]
-            time.sleep(0.5)
-        raise AssertionError(f"timed out; alerts so far: {self.alerts}\n{log.read_text()[-3000:]}")
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(5)
-        self._consumer.close()
-
-
-def start_daemon(config: Path, log: Path) -> subprocess.Popen:
-    with log.open("a") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
-            cwd=config.parent,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=dict(os.environ),
-        )
-
-
-def stop_daemon(process: subprocess.Popen) -> float:
-    started = time.time()
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=15)
-    assert process.returncode == 0
-    return time.time() - started
 
 
 def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(

@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from streamdet.config import load_config_text
 from streamdet.errors import ConfigError
+from tests.daemon_helpers import alerts_until_planted_are_flagged, dead_letters
 from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
-from tests.test_daemon_kafka import AlertReader, start_daemon, stop_daemon
 
 FEATURES = [f"f{i}" for i in range(6)]
 BASIS = np.random.default_rng(99).normal(size=(2, 6))
@@ -80,34 +80,12 @@ def test_tabular_topic_alerts_on_planted_outliers_and_dead_letters_bad_rows(
         producer.send(topic, value=raw).get(timeout=30)
     producer.close()
 
-    reader = AlertReader(kafka_bootstrap, alerts_topic)
-    log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log)
-    try:
-        reader.wait_for(
-            lambda alerts: {a["window_end_offset"] for a in alerts} >= set(planted),
-            300,
-            daemon,
-            log,
-        )
-        assert stop_daemon(daemon) < 10
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-        reader.close()
-    flagged = {a["window_end_offset"] for a in reader.alerts}
+    alerts = alerts_until_planted_are_flagged(config, kafka_bootstrap, alerts_topic, planted)
+    flagged = {a["window_end_offset"] for a in alerts}
     false_alarms = flagged - set(planted)
     assert len(false_alarms) <= 0.03 * len(test_rows), sorted(false_alarms)
-    first = reader.alerts[0]
+    first = alerts[0]
     assert first["detector"] == "vaegmm" and len(first["feature_scores"]) == 6
 
-    dlq = KafkaConsumer(
-        dlq_topic,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    letters = {r.value: dict(r.headers)["streamdet_reason"].decode() for r in dlq}
-    dlq.close()
+    letters = dead_letters(kafka_bootstrap, dlq_topic)
     assert letters == bad

@@ -18,8 +18,8 @@ import yaml
 from kafka import KafkaProducer
 
 from streamdet.sources.simulator import SensorSimulator
+from tests.daemon_helpers import start_daemon, stop_daemon
 from tests.test_daemon_embedded import free_port
-from tests.test_daemon_kafka import start_daemon, stop_daemon
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from streamdet.detectors.adversarial_vae import AdversarialVAEDetector
 from streamdet.detectors.base import Detector, KerasDetector, Scores, read_metadata
 from streamdet.detectors.image_vae import ImageVAEDetector
 from streamdet.detectors.seq2seq import Seq2SeqDetector
@@ -17,6 +18,7 @@ DETECTORS: dict[str, type[KerasDetector]] = {
     VAELSTMDetector.name: VAELSTMDetector,
     VAEGMMDetector.name: VAEGMMDetector,
     ImageVAEDetector.name: ImageVAEDetector,
+    AdversarialVAEDetector.name: AdversarialVAEDetector,
 }
 
 
@@ -44,6 +46,7 @@ def load_detector(
 
 __all__ = [
     "DETECTORS",
+    "AdversarialVAEDetector",
     "Detector",
     "ImageVAEDetector",
     "KerasDetector",

@@ -141,6 +141,8 @@ class KerasDetector(ABC):
 
     name: ClassVar[str] = "base"
     data_type: ClassVar[str] = "time-series"
+    # The key of ``predict()["data"]`` that says whether an instance is flagged.
+    outcome_key: ClassVar[str] = "is_outlier"
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

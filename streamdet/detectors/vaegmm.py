@@ -99,6 +99,29 @@ def sample_energy(
     return energy, cov_diag
 
 
+def build_dense_vae(
+    n_features: int,
+    encoder_units: list[int],
+    decoder_units: list[int],
+    latent_dim: int,
+    prefix: str,
+) -> tuple[keras.Model, keras.Model]:
+    """A tanh MLP encoder (row -> mean, log_var) and a linear-output MLP decoder."""
+    x = keras.Input((n_features,), name="row")
+    h = x
+    for units in encoder_units:
+        h = keras.layers.Dense(units, activation="tanh")(h)
+    mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
+    log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
+    encoder = keras.Model(x, [mean, log_var], name=f"{prefix}_encoder")
+    z = keras.Input((latent_dim,), name="z")
+    g = z
+    for units in decoder_units:
+        g = keras.layers.Dense(units, activation="tanh")(g)
+    decoder = keras.Model(z, keras.layers.Dense(n_features)(g), name=f"{prefix}_decoder")
+    return encoder, decoder
+
+
 class VAEGMMDetector(KerasDetector):
     """VAE + GMM energy outlier detector for rows of numeric features.
 
@@ -192,18 +215,9 @@ class VAEGMMDetector(KerasDetector):
     # ---- model ------------------------------------------------------------------------
     def _build(self, n_features: int) -> None:
         p = self.params
-        x = keras.Input((n_features,), name="row")
-        h = x
-        for units in p["encoder_units"]:
-            h = keras.layers.Dense(units, activation="tanh")(h)
-        mean = keras.layers.Dense(p["latent_dim"], name="z_mean")(h)
-        log_var = keras.layers.Dense(p["latent_dim"], name="z_log_var")(h)
-        self.encoder = keras.Model(x, [mean, log_var], name="vaegmm_encoder")
-        z = keras.Input((p["latent_dim"],), name="z")
-        g = z
-        for units in p["decoder_units"]:
-            g = keras.layers.Dense(units, activation="tanh")(g)
-        self.decoder = keras.Model(z, keras.layers.Dense(n_features)(g), name="vaegmm_decoder")
+        self.encoder, self.decoder = build_dense_vae(
+            n_features, p["encoder_units"], p["decoder_units"], p["latent_dim"], "vaegmm"
+        )
         zc = keras.Input((p["latent_dim"] + len(p["recon_features"]),), name="z_features")
         d = keras.layers.Dense(p["gmm_units"], activation="tanh")(zc)
         d = keras.layers.Dropout(0.5)(d)

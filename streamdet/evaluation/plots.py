@@ -107,3 +107,38 @@ def confusion_and_histogram(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def roc_curves(path: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Several ROC curves (name -> (labels, scores)) on one plot."""
+    fig, axis = plt.subplots(figsize=(6, 5.5))
+    for name, (labels, scores) in curves.items():
+        fpr, tpr = roc_curve(labels, scores)
+        axis.plot(fpr, tpr, label=name)
+    axis.plot([0, 1], [0, 1], ls=":", color="gray")
+    axis.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title)
+    axis.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def image_rows(path: Path, rows: dict[str, np.ndarray]) -> Path:
+    """One row of grey images per name (e.g. clean images and each attack's versions)."""
+    columns = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.2 * columns + 1.5, 1.25 * len(rows)), squeeze=False
+    )
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(columns):
+            axis = axes[r, c]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c < len(images):
+                axis.imshow(np.asarray(images[c]).squeeze(), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,109 @@
+"""Running the daemon as a user does (a subprocess) against a real broker, and reading back
+what it published: alerts and dead letters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+
+class AlertReader:
+    """A separate consumer of the alert topic, collecting in the background."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.alerts: list[dict] = []
+        self.headers: list[dict] = []
+        self._stop = False
+        self._consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            consumer_timeout_ms=500,
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            for record in self._consumer:
+                self.alerts.append(json.loads(record.value))
+                self.headers.append({k: v.decode() for k, v in record.headers})
+
+    def wait_for(self, predicate, timeout: float, process: subprocess.Popen, log: Path) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate(self.alerts):
+                return
+            assert process.poll() is None, log.read_text()[-4000:]
+            time.sleep(0.5)
+        raise AssertionError(f"timed out; alerts so far: {self.alerts}\n{log.read_text()[-3000:]}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def start_daemon(config: Path, log: Path) -> subprocess.Popen:
+    with log.open("a") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+            cwd=config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=dict(os.environ),
+        )
+
+
+def stop_daemon(process: subprocess.Popen) -> float:
+    started = time.time()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=15)
+    assert process.returncode == 0
+    return time.time() - started
+
+
+def alerts_until_planted_are_flagged(
+    config: Path, bootstrap: str, alerts_topic: str, planted: list[int], timeout: float = 300
+) -> list[dict]:
+    """Start the daemon, wait until every planted offset has an alert, stop it (SIGTERM,
+    clean exit within 10 s) and return all alerts published."""
+    reader = AlertReader(bootstrap, alerts_topic)
+    log = config.parent / "daemon.log"
+    daemon = start_daemon(config, log)
+    try:
+        reader.wait_for(
+            lambda alerts: {a["window_end_offset"] for a in alerts} >= set(planted),
+            timeout,
+            daemon,
+            log,
+        )
+        assert stop_daemon(daemon) < 10
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        reader.close()
+    return reader.alerts
+
+
+def dead_letters(bootstrap: str, dlq_topic: str) -> dict[bytes, str]:
+    """Every dead letter's value, with the reason from its header."""
+    consumer = KafkaConsumer(
+        dlq_topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    letters = {r.value: dict(r.headers)["streamdet_reason"].decode() for r in consumer}
+    consumer.close()
+    return letters
