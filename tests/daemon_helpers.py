@@ -12,7 +12,10 @@ import threading
 import time
 from pathlib import Path
 
+import jsonschema
 from kafka import KafkaConsumer
+
+ALERT_SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "alert.schema.json").read_text())
 
 
 class AlertReader:
@@ -76,7 +79,8 @@ def alerts_until_planted_are_flagged(
     config: Path, bootstrap: str, alerts_topic: str, planted: list[int], timeout: float = 300
 ) -> list[dict]:
     """Start the daemon, wait until every planted offset has an alert, stop it (SIGTERM,
-    clean exit within 10 s) and return all alerts published."""
+    clean exit within 10 s) and return all alerts published, each checked against
+    docs/alert.schema.json."""
     reader = AlertReader(bootstrap, alerts_topic)
     log = config.parent / "daemon.log"
     daemon = start_daemon(config, log)
@@ -92,6 +96,8 @@ def alerts_until_planted_are_flagged(
         if daemon.poll() is None:
             daemon.kill()
         reader.close()
+    for alert in reader.alerts:
+        jsonschema.validate(alert, ALERT_SCHEMA)
     return reader.alerts
 
 

@@ -11,8 +11,10 @@ from kafka import KafkaProducer
 
 from streamdet.config import load_config_text
 from streamdet.errors import ConfigError
+from tests import test_adversarial_vae as adversarial_rows
 from tests.daemon_helpers import alerts_until_planted_are_flagged, dead_letters
 from tests.helpers import write_daemon_config
+from tests.test_adversarial_vae import attack_rows, manifold_rows, vulnerable_classifier
 from tests.test_daemon_embedded import free_port
 
 FEATURES = [f"f{i}" for i in range(6)]
@@ -25,7 +27,7 @@ def rows(n: int, seed: int) -> np.ndarray:
 
 
 def test_tabular_kind_accepts_only_tabular_detectors():
-    with pytest.raises(ConfigError, match="allowed for kind tabular: vaegmm"):
+    with pytest.raises(ConfigError, match="allowed for kind tabular: vaegmm, adversarial_vae"):
         load_config_text(
             "topics: [{name: t, kind: tabular, detector: {name: seq2seq}}]", environ={}
         )
@@ -89,3 +91,59 @@ def test_tabular_topic_alerts_on_planted_outliers_and_dead_letters_bad_rows(
 
     letters = dead_letters(kafka_bootstrap, dlq_topic)
     assert letters == bad
+
+
+@pytest.mark.kafka
+def test_tabular_topic_with_adversarial_vae_alerts_on_attacked_rows(
+    kafka_bootstrap, new_topic, tmp_path
+):
+    topic, alerts_topic, dlq_topic = new_topic("scored"), new_topic("alerts"), new_topic("dlq")
+    classifier = vulnerable_classifier(tmp_path / "classifier.keras")
+    fields = adversarial_rows.FEATURES
+    config = write_daemon_config(
+        tmp_path,
+        kafka_bootstrap,
+        {
+            "name": topic,
+            "kind": "tabular",
+            "format": {"series_key": None, "timestamp_field": None, "value_fields": fields},
+            "detector": {
+                "name": "adversarial_vae",
+                "warmup_events": 1500,
+                "params": {
+                    "classifier": str(tmp_path / "classifier.keras"),
+                    "latent_dim": 2,
+                    "epochs": 30,
+                    "batch_size": 64,
+                    "seed": 0,
+                },
+            },
+            "threshold": {"threshold_perc": 99.5},
+        },
+        alerts_topic,
+        dlq_topic,
+        free_port(),
+    )
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+
+    def send(values: np.ndarray) -> int:
+        body = {f: round(float(v), 6) for f, v in zip(fields, values, strict=True)}
+        return producer.send(topic, value=json.dumps(body).encode()).get(timeout=30).offset
+
+    for row in manifold_rows(1500, 1)[0]:
+        send(row)
+    clean, labels = manifold_rows(400, 2)
+    attacked = attack_rows(classifier, clean[:10], labels[:10], eps=0.2)
+    planted = []
+    for i, row in enumerate(clean):
+        send(row)
+        if i % 40 == 20:
+            planted.append(send(attacked[len(planted)]))
+    producer.close()
+
+    alerts = alerts_until_planted_are_flagged(config, kafka_bootstrap, alerts_topic, planted)
+    false_alarms = {a["window_end_offset"] for a in alerts} - set(planted)
+    assert len(false_alarms) <= 0.03 * len(clean), sorted(false_alarms)
+    assert alerts[0]["detector"] == "adversarial_vae"
+    assert len(alerts[0]["feature_scores"]) == len(fields)
+    assert dead_letters(kafka_bootstrap, dlq_topic) == {}

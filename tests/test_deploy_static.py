@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import jsonschema
+import pytest
 import yaml
 
 from streamdet.config import load_config, load_config_text
+from streamdet.detectors import DETECTORS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -108,3 +112,28 @@ def test_dockerfile_is_slim_non_root_with_a_healthcheck():
     assert users and users[-1] not in ("root", "0")
     assert "HEALTHCHECK" in text and "/healthz" in text
     assert 'ENTRYPOINT ["streamdet"]' in text
+
+
+def test_alert_schema_names_every_detector_and_accepts_a_real_alert_shape():
+    schema = json.loads((ROOT / "docs" / "alert.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert sorted(schema["properties"]["detector"]["enum"]) == sorted(DETECTORS)
+    alert = {
+        "alert_id": "0" * 32,
+        "series": "s",
+        "topic": "t",
+        "partition": 0,
+        "detector": "adversarial_vae",
+        "model_version": None,
+        "score": 1.5,
+        "threshold": 0.2,
+        "window_start": "2026-11-22T10:00:00.000Z",
+        "window_end": "2026-11-22T10:00:00.000Z",
+        "window_start_offset": 4,
+        "window_end_offset": 4,
+        "feature_scores": [0.1],
+        "detected_at": "2026-11-22T10:00:01.000Z",
+    }
+    jsonschema.validate(alert, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**alert, "detector": "isolation_forest"}, schema)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from streamdet.detectors import (
+    AdversarialVAEDetector,
     Seq2SeqDetector,
     VAEGMMDetector,
     VAELSTMDetector,
@@ -16,6 +17,7 @@ from streamdet.detectors import (
 )
 from streamdet.errors import ModelLoadError
 from tests.helpers import make_series
+from tests.test_adversarial_vae import manifold_rows, vulnerable_classifier
 
 FRESH_PROCESS_SCORER = """
 import sys, numpy as np
@@ -41,14 +43,21 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
     vaegmm = VAEGMMDetector(epochs=1, samples=3, seed=0, feature_names=["a", "b"])
     vaegmm.fit(rows)
     vaegmm.infer_threshold(rows)
+    clean, _ = manifold_rows(300, 0)
+    adversarial = AdversarialVAEDetector(
+        classifier=vulnerable_classifier(root / "classifier.keras"), epochs=1, samples=3, seed=0
+    )
+    adversarial.fit(clean)
+    adversarial.infer_threshold(clean)
     return {
+        "adversarial_vae": (adversarial.save(root / "adversarial_vae"), clean),
         "seq2seq": (seq2seq.save(root / "seq2seq"), series),
         "vae_lstm": (vae_lstm.save(root / "vae_lstm"), series),
         "vaegmm": (vaegmm.save(root / "vaegmm"), rows),
     }
 
 
-@pytest.mark.parametrize("name", ["seq2seq", "vae_lstm", "vaegmm"])
+@pytest.mark.parametrize("name", ["seq2seq", "vae_lstm", "vaegmm", "adversarial_vae"])
 def test_load_in_a_fresh_process_gives_identical_scores(saved_models, name, tmp_path):
     directory, series = saved_models[name]
     in_process = load_detector(directory).score(series).instance_score

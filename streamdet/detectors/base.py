@@ -102,10 +102,14 @@ def train_epochs(
     label: str,
     progress: ProgressFn,
     seed: int | None = None,
+    first_epoch: int = 1,
+    total_epochs: int | None = None,
 ) -> list[dict[str, float]]:
     """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
 
     Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
+    ``first_epoch`` and ``total_epochs`` number the lines when a caller runs the epochs
+    one call at a time (to change a schedule between them).
     """
     n = len(arrays[0])
     dataset = (
@@ -115,7 +119,8 @@ def train_epochs(
         .prefetch(tf.data.AUTOTUNE)
     )
     history: list[dict[str, float]] = []
-    for epoch in range(1, epochs + 1):
+    total = total_epochs or epochs
+    for epoch in range(first_epoch, first_epoch + epochs):
         started = time.perf_counter()
         totals: dict[str, float] = {}
         batches = 0
@@ -127,7 +132,7 @@ def train_epochs(
         means = {key: value / max(batches, 1) for key, value in totals.items()}
         history.append(means)
         shown = " ".join(f"{k}={v:.5g}" for k, v in means.items())
-        progress(f"{label} epoch {epoch}/{epochs} {shown} ({time.perf_counter() - started:.1f}s)")
+        progress(f"{label} epoch {epoch}/{total} {shown} ({time.perf_counter() - started:.1f}s)")
     return history
 
 

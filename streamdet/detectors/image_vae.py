@@ -85,7 +85,10 @@ class ImageVAEDetector(KerasDetector):
     dropout
         Dropout rate in the encoder.
     loss
-        ``bce`` (images in [0, 1]) or ``mse``; the same loss is the outlier score.
+        Training reconstruction loss: ``bce`` (images in [0, 1]) or ``mse``.
+    score_loss
+        The reconstruction loss used as the outlier score (default: ``loss``). MSE bounds each
+        pixel's contribution, where BCE lets a few uncertain stroke-edge pixels dominate.
     epochs, batch_size, learning_rate
         Training schedule; the learning rate follows a cosine decay to 0 over all steps.
     kl_warmup_epochs
@@ -104,6 +107,7 @@ class ImageVAEDetector(KerasDetector):
         filters: int = 32,
         dropout: float = 0.2,
         loss: Loss = "bce",
+        score_loss: Loss | None = None,
         epochs: int = 10,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -112,13 +116,16 @@ class ImageVAEDetector(KerasDetector):
         score_batch_size: int = 1024,
         seed: int | None = None,
     ) -> None:
-        if loss not in ("bce", "mse"):
-            raise InvalidInputError(f"loss must be 'bce' or 'mse'; got {loss!r}")
+        if loss not in ("bce", "mse") or score_loss not in (None, "bce", "mse"):
+            raise InvalidInputError(
+                f"loss and score_loss must be 'bce' or 'mse'; got {loss!r}, {score_loss!r}"
+            )
         super().__init__(
             latent_dim=latent_dim,
             filters=filters,
             dropout=dropout,
             loss=loss,
+            score_loss=score_loss,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -149,8 +156,10 @@ class ImageVAEDetector(KerasDetector):
             )
         return array
 
-    def _pixel_loss(self, images: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        if self.params["loss"] == "bce":
+    def _pixel_loss(
+        self, images: tf.Tensor, logits: tf.Tensor, loss: str | None = None
+    ) -> tf.Tensor:
+        if (loss or self.params["loss"]) == "bce":
             return tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits)
         return tf.square(images - tf.sigmoid(logits))
 
@@ -209,9 +218,11 @@ class ImageVAEDetector(KerasDetector):
                 (images,),
                 epochs=1,
                 batch_size=p["batch_size"],
-                label=f"image_vae epoch {epoch + 1}/{n_epochs}:",
+                label="image_vae",
                 progress=progress,
                 seed=p["seed"],
+                first_epoch=epoch + 1,
+                total_epochs=n_epochs,
             )
         self._compile_loss()
         self.threshold = None
@@ -224,14 +235,23 @@ class ImageVAEDetector(KerasDetector):
         encoder, decoder = self.encoder, self.decoder
         assert encoder is not None and decoder is not None
         pixel_loss = self._pixel_loss
+        score_loss = self.params.get("score_loss") or self.params["loss"]
 
         def losses(x: tf.Tensor) -> tf.Tensor:
             mean, _ = encoder(x, training=False)
-            return pixel_loss(x, decoder(mean, training=False))
+            return pixel_loss(x, decoder(mean, training=False), score_loss)
 
         self._loss_fn = tf.function(
             losses, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)]
         )
+
+    def set_score_loss(self, loss: Loss) -> None:
+        """Score with another reconstruction loss from now on (no retraining needed)."""
+        if loss not in ("bce", "mse"):
+            raise InvalidInputError(f"score_loss must be 'bce' or 'mse'; got {loss!r}")
+        self.params["score_loss"] = loss
+        if self.fitted:
+            self._compile_loss()
 
     def score(self, X: np.ndarray) -> Scores:
         """Per-pixel loss (n, H, W, C) and its sum per image."""
