@@ -106,6 +106,12 @@ class AdversarialVAEDetector(KerasDetector):
         Loss weights of the prediction KL, the reconstruction term and the latent KL.
     samples
         Latent draws averaged at prediction (1: the mean code).
+    input_noise
+        Train as a denoiser: the encoder sees each training instance with ±a added to every
+        element (a uniform in [0, input_noise] per instance; clipped to [0, 1] for images,
+        in standard units for rows), while the targets stay the clean instance and the
+        classifier's prediction on it. This teaches the VAE to undo large perturbations
+        (FGSM, PGD) instead of reproducing them. 0: train on clean inputs only.
     feature_names
         Column names for rows (the daemon maps JSON fields by them).
     """
@@ -130,6 +136,7 @@ class AdversarialVAEDetector(KerasDetector):
         w_recon: float = 0.01,
         beta: float = 0.01,
         samples: int = 1,
+        input_noise: float = 0.0,
         epochs: int = 10,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -143,6 +150,8 @@ class AdversarialVAEDetector(KerasDetector):
             raise InvalidInputError(f"temperature must be > 0; got {temperature}")
         if samples < 1:
             raise InvalidInputError(f"samples must be >= 1; got {samples}")
+        if input_noise < 0:
+            raise InvalidInputError(f"input_noise must be >= 0; got {input_noise}")
         self.classifier: keras.Model | None = None
         if isinstance(classifier, keras.Model):
             self.classifier = classifier
@@ -163,6 +172,7 @@ class AdversarialVAEDetector(KerasDetector):
             w_recon=w_recon,
             beta=beta,
             samples=samples,
+            input_noise=input_noise,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -298,11 +308,26 @@ class AdversarialVAEDetector(KerasDetector):
         w_model, w_recon, beta = float(p["w_model"]), float(p["w_recon"]), float(p["beta"])
         temperature = float(p["temperature"])
 
+        input_noise = float(p["input_noise"])
+        images = self.images
+
+        def perturbed(x_in: tf.Tensor) -> tf.Tensor:
+            """x_in plus ±a on every element, a uniform in [0, input_noise] per instance."""
+            if input_noise <= 0:
+                return x_in
+            shape = tf.shape(x_in)
+            amplitude = tf.random.uniform(
+                tf.concat([shape[:1], tf.ones_like(shape[1:])], axis=0), 0.0, input_noise
+            )
+            signs = tf.sign(tf.random.uniform(shape, -1.0, 1.0))
+            noisy = x_in + amplitude * signs
+            return tf.clip_by_value(noisy, 0.0, 1.0) if images else noisy
+
         @tf.function
         def step(x: tf.Tensor, x_in: tf.Tensor) -> dict[str, tf.Tensor]:
             target = tf.stop_gradient(self._probabilities(x, temperature))
             with tf.GradientTape() as tape:
-                mean, log_var = encoder(x_in, training=True)
+                mean, log_var = encoder(perturbed(x_in), training=True)
                 z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
                 out, x_hat = self._decode(z, training=True)
                 model_kl = tf.reduce_mean(prediction_kl(target, self._probabilities(x_hat)))
