@@ -155,6 +155,7 @@ def _evaluate_mnist(args: argparse.Namespace) -> None:
         digit=args.digit,
         epochs=args.epochs,
         score_loss=args.score_loss,
+        train_limit=args.train_limit,
         seed=args.seed,
     )
     print(
@@ -527,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     adv = mn.add_argument_group("adversarial task")
     adv.add_argument("--classifier-epochs", type=int, default=3)
     adv.add_argument("--n-test", type=int, default=1000, help="test images to attack")
-    adv.add_argument("--train-limit", type=int, help="use only the first N training images")
+    mn.add_argument("--train-limit", type=int, help="train on a random N of the training images")
     adv.add_argument("--cw-iterations", type=int, default=100)
     adv.add_argument("--pgd-iterations", type=int, default=40)
     adv.add_argument("--params", help="adversarial_vae parameters as JSON")

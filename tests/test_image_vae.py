@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -61,3 +65,42 @@ def test_mnist_files_load_and_recall_threshold_keeps_the_target():
     scores = np.r_[np.linspace(1, 2, 1000), np.linspace(0, 1.5, 1000)]
     threshold = threshold_for_recall(labels, scores, 0.997)
     assert (scores[labels == 1] > threshold).mean() >= 0.997
+
+
+def test_evaluate_mnist_digit_holdout_command_reports_both_score_losses(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamdet.cli",
+            "evaluate",
+            "mnist",
+            "--task",
+            "digit-holdout",
+            "--digit",
+            "5",
+            "--train-limit",
+            "2000",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "image_vae epoch 1/1" in done.stderr
+    assert "mse score" in done.stdout and "bce score" in done.stdout
+    result = json.loads((tmp_path / "mnist_digit_holdout.json").read_text())
+    assert result["training"]["training_images"] == 2000
+    assert result["score_loss"] == "mse"
+    assert set(result["by_score_loss"]) == {"bce", "mse"}
+    assert result["auroc"] == result["by_score_loss"]["mse"]["auroc"]
+    point = result["operating_point"]
+    assert point["recall"] >= 0.997 and 0.0 <= point["false_positive_rate"] <= 1.0
+    # Any model beats chance on a held-out digit it never reconstructed.
+    assert result["by_score_loss"]["bce"]["auroc"] > 0.5
+    assert (tmp_path / "mnist_holdout_roc_pr.png").exists()
+    assert load_detector(tmp_path / "model").params["score_loss"] == "mse"

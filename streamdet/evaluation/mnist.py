@@ -79,6 +79,7 @@ def run(
     epochs: int = 10,
     recall: float = 0.997,
     score_loss: str = "mse",
+    train_limit: int | None = None,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -87,6 +88,9 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train, x_test, y_test = load_mnist(folder)
     train = (x_train[y_train != digit] / 255.0).astype(np.float32)[..., None]
+    if train_limit:
+        # The stored training images are grouped by digit: sample, do not truncate.
+        train = train[np.random.default_rng(seed).permutation(len(train))[:train_limit]]
     test = (x_test / 255.0).astype(np.float32)[..., None]
     labels = (y_test == digit).astype(np.int8)
     progress(
