@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,13 @@ def write_daemon_config(
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``streamdet <args>`` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamdet.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

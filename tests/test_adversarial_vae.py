@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -16,6 +14,7 @@ from streamdet.detectors import AdversarialVAEDetector, load_detector
 from streamdet.errors import InvalidInputError, ModelLoadError, NotFittedError
 from streamdet.evaluation.attacks import fgsm
 from streamdet.evaluation.metrics import roc_auc
+from tests.helpers import run_cli
 
 DIMS = 16
 _rng = np.random.default_rng(5)
@@ -122,33 +121,25 @@ def test_adversarial_vae_reports_unusable_inputs_and_classifiers(row_classifier,
 
 
 def test_evaluate_mnist_adversarial_command_writes_json_plots_and_table(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamdet.cli",
-            "evaluate",
-            "mnist",
-            "--task",
-            "adversarial",
-            "--train-limit",
-            "1500",
-            "--epochs",
-            "1",
-            "--classifier-epochs",
-            "1",
-            "--n-test",
-            "60",
-            "--cw-iterations",
-            "5",
-            "--pgd-iterations",
-            "5",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_cli(
+        "evaluate",
+        "mnist",
+        "--task",
+        "adversarial",
+        "--train-limit",
+        "1500",
+        "--epochs",
+        "1",
+        "--classifier-epochs",
+        "1",
+        "--n-test",
+        "60",
+        "--cw-iterations",
+        "5",
+        "--pgd-iterations",
+        "5",
+        "--out",
+        str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
     assert "classifier epoch 1/1" in done.stderr and "adversarial_vae epoch 1/1" in done.stderr

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from streamdet.evaluation.data import data_root
 from streamdet.evaluation.vae_lstm_nab import load_series, sequence_labels
+from tests.helpers import run_cli
 
 
 def test_vae_lstm_nab_reads_split_segments_and_labels_like_the_notebook():
@@ -21,25 +20,17 @@ def test_vae_lstm_nab_reads_split_segments_and_labels_like_the_notebook():
 
 
 def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamdet.cli",
-            "evaluate",
-            "vae-lstm-nab",
-            "--series",
-            "ec2_request",
-            "--epochs-vae",
-            "1",
-            "--epochs-lstm",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_cli(
+        "evaluate",
+        "vae-lstm-nab",
+        "--series",
+        "ec2_request",
+        "--epochs-vae",
+        "1",
+        "--epochs-lstm",
+        "1",
+        "--out",
+        str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
     assert "vae_lstm VAE epoch 1/1" in done.stderr

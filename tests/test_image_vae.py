@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from streamdet.errors import InvalidInputError, NotFittedError
 from streamdet.evaluation.data import data_root
 from streamdet.evaluation.metrics import roc_auc
 from streamdet.evaluation.mnist import load_mnist, threshold_for_recall
+from tests.helpers import run_cli
 
 
 def strokes(n: int, seed: int, vertical: bool) -> np.ndarray:
@@ -68,27 +67,19 @@ def test_mnist_files_load_and_recall_threshold_keeps_the_target():
 
 
 def test_evaluate_mnist_digit_holdout_command_reports_both_score_losses(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamdet.cli",
-            "evaluate",
-            "mnist",
-            "--task",
-            "digit-holdout",
-            "--digit",
-            "5",
-            "--train-limit",
-            "2000",
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_cli(
+        "evaluate",
+        "mnist",
+        "--task",
+        "digit-holdout",
+        "--digit",
+        "5",
+        "--train-limit",
+        "2000",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
     assert "image_vae epoch 1/1" in done.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from streamdet.evaluation.nab import (
     optimise_threshold,
     scaled_sigmoid,
 )
+from tests.helpers import run_cli
 
 STANDARD = CostProfile("standard", tp=1.0, fn=1.0, fp=0.11)
 LOW_FN = CostProfile("reward_low_FN_rate", tp=1.0, fn=2.0, fp=0.11)
@@ -136,27 +135,19 @@ def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
     write_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
     params = json.dumps({"seq_len": 16, "latent_dim": 8, "epochs": 8})
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamdet.cli",
-            "evaluate",
-            "nab",
-            "--data",
-            str(tmp_path / "corpus"),
-            "--out",
-            str(out),
-            "--params",
-            params,
-            "--edge-window",
-            "50",
-            "--history",
-            "300",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_cli(
+        "evaluate",
+        "nab",
+        "--data",
+        str(tmp_path / "corpus"),
+        "--out",
+        str(out),
+        "--params",
+        params,
+        "--edge-window",
+        "50",
+        "--history",
+        "300",
     )
     assert done.returncode == 0, done.stderr
     assert "nab [2/2] synthetic/s1.csv" in done.stderr  # progress per file

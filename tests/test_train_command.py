@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from kafka import KafkaProducer
 
 from streamdet.detectors import load_detector
 from streamdet.sources.simulator import SensorSimulator
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +29,7 @@ def write_config(folder: Path, topic: str, bootstrap: str | None = None) -> Path
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamdet.cli", "train", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_cli("train", *args)
 
 
 def test_train_from_csv_file_and_bad_csv(tmp_path):

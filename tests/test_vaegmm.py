@@ -9,6 +9,7 @@ from streamdet.detectors import VAEGMMDetector
 from streamdet.errors import InvalidInputError, NotFittedError
 from streamdet.evaluation.data import data_root
 from streamdet.evaluation.metrics import roc_auc
+from tests.helpers import run_cli
 
 
 def manifold_rows(n: int, seed: int) -> np.ndarray:
@@ -74,23 +75,15 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
     X = np.r_[manifold_rows(800, 5), 2 * np.random.default_rng(6).normal(size=(40, 6))]
     y = np.r_[np.zeros(800), np.ones(40)].astype(np.int8)
     np.savez(tmp_path / "table.npz", X=X.astype(np.float32), y=y)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamdet.cli",
-            "evaluate",
-            "tabular",
-            "--npz",
-            str(tmp_path / "table.npz"),
-            "--epochs",
-            "30",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_cli(
+        "evaluate",
+        "tabular",
+        "--npz",
+        str(tmp_path / "table.npz"),
+        "--epochs",
+        "30",
+        "--out",
+        str(tmp_path / "out"),
     )
     assert done.returncode == 0, done.stderr
     assert "IsolationForest" in done.stdout

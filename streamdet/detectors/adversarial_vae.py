@@ -403,19 +403,6 @@ class AdversarialVAEDetector(KerasDetector):
         kl, squared, _, _ = self._run(X)
         return Scores(kl, squared)
 
-    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
-        """Scores plus ``is_adversarial`` = instance score above the threshold."""
-        scores = self.score(X)
-        threshold = np.inf if self.threshold is None else float(self.threshold)
-        return {
-            "meta": {**self._meta(), "outlier_type": "instance"},
-            "data": {
-                "is_adversarial": (scores.instance_score > threshold).astype(np.int8),
-                "instance_score": scores.instance_score,
-                "feature_score": scores.feature_score,
-            },
-        }
-
     def correct(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
         """Class of each instance: predicted on the reconstruction where flagged, else on x.
 

@@ -211,13 +211,14 @@ class KerasDetector(ABC):
         self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
 
     def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
-        """Scores plus ``is_outlier`` = instance score above the threshold."""
+        """Scores plus the flag (``outcome_key``, e.g. ``is_outlier``) = instance score above
+        the threshold."""
         scores = self.score(X)
         threshold = np.inf if self.threshold is None else float(self.threshold)
         return {
             "meta": {**self._meta(), "outlier_type": "instance"},
             "data": {
-                "is_outlier": (scores.instance_score > threshold).astype(np.int8),
+                self.outcome_key: (scores.instance_score > threshold).astype(np.int8),
                 "instance_score": scores.instance_score,
                 "feature_score": scores.feature_score,
             },
