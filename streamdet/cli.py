@@ -231,6 +231,7 @@ def _check_config(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    import logging
     import os
 
     from streamdet.app import Application
@@ -243,6 +244,14 @@ def _run(args: argparse.Namespace) -> None:
         overrides["STREAMDET_KAFKA__BOOTSTRAP_SERVERS"] = args.kafka
 
     config = load_config(args.config, environ={**os.environ, **overrides})
+    # Library warnings reach the operator; group membership changes (joins, assignments,
+    # coordinator moves) too, since "why is nothing consumed" starts there.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("kafka.coordinator").setLevel(logging.INFO)
     raise SystemExit(Application(config).run())
 
 

@@ -18,17 +18,26 @@ from streamdet.config import KafkaConfig
 from streamdet.kafka_client import client_settings
 from streamdet.sources.base import Message
 
+METADATA_MAX_AGE_MS = 30_000
+
 
 class KafkaSource:
     def __init__(self, config: KafkaConfig, topics: list[str], max_poll_records: int = 2000):
         self.consumer = KafkaConsumer(
-            *topics,
             group_id=config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_poll_records,
+            # A member that joined before its topics' metadata arrived gets no partitions
+            # until the next refresh: keep that window at 30 s, not the default 5 min.
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **client_settings(config),
         )
+        # Know the topics' partitions before joining the group, so the first assignment is
+        # not an empty one (seen on restarts: minutes without consuming).
+        for topic in topics:
+            self.consumer.partitions_for_topic(topic)
+        self.consumer.subscribe(topics)
         self._scored_through: dict[tuple[str, int], int] = {}
 
     def poll(self, timeout_ms: int) -> list[Message]:
