@@ -3,21 +3,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streamdet.detectors import (
-    AdversarialVAEDetector,
-    Seq2SeqDetector,
-    VAEGMMDetector,
-    VAELSTMDetector,
-    load_detector,
-)
+from streamdet.detectors import DETECTORS, VAELSTMDetector, load_detector
 from streamdet.errors import ModelLoadError
-from tests.helpers import make_series
-from tests.test_adversarial_vae import manifold_rows, vulnerable_classifier
 
 FRESH_PROCESS_SCORER = """
 import sys, numpy as np
@@ -29,35 +20,7 @@ print(detector.name, detector.input_shape, detector.threshold)
 """
 
 
-@pytest.fixture(scope="module")
-def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, np.ndarray]]:
-    root = tmp_path_factory.mktemp("models")
-    series, _ = make_series(n=400, n_features=2, seed=7)
-    seq2seq = Seq2SeqDetector(seq_len=12, latent_dim=8, epochs=1, stride=4, seed=0)
-    seq2seq.fit(series)
-    seq2seq.infer_threshold(series, threshold_perc=97, feature_wise=True)
-    vae_lstm = VAELSTMDetector(window=8, n_windows=3, epochs_vae=1, epochs_lstm=1, seed=0)
-    vae_lstm.fit(series)
-    vae_lstm.infer_threshold(series)
-    rows = series[:, :2] + 0.1 * np.arange(len(series))[:, None] % 3
-    vaegmm = VAEGMMDetector(epochs=1, samples=3, seed=0, feature_names=["a", "b"])
-    vaegmm.fit(rows)
-    vaegmm.infer_threshold(rows)
-    clean, _ = manifold_rows(300, 0)
-    adversarial = AdversarialVAEDetector(
-        classifier=vulnerable_classifier(root / "classifier.keras"), epochs=1, samples=3, seed=0
-    )
-    adversarial.fit(clean)
-    adversarial.infer_threshold(clean)
-    return {
-        "adversarial_vae": (adversarial.save(root / "adversarial_vae"), clean),
-        "seq2seq": (seq2seq.save(root / "seq2seq"), series),
-        "vae_lstm": (vae_lstm.save(root / "vae_lstm"), series),
-        "vaegmm": (vaegmm.save(root / "vaegmm"), rows),
-    }
-
-
-@pytest.mark.parametrize("name", ["seq2seq", "vae_lstm", "vaegmm", "adversarial_vae"])
+@pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_load_in_a_fresh_process_gives_identical_scores(saved_models, name, tmp_path):
     directory, series = saved_models[name]
     in_process = load_detector(directory).score(series).instance_score

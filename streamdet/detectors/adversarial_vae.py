@@ -44,7 +44,9 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    score_in_fixed_batches,
     set_seed,
+    shared_draw_noise,
     tf,
     train_epochs,
 )
@@ -141,7 +143,7 @@ class AdversarialVAEDetector(KerasDetector):
         batch_size: int = 128,
         learning_rate: float = 1e-3,
         feature_names: list[str] | None = None,
-        score_batch_size: int = 1024,
+        score_batch_size: int = 64,
         seed: int | None = None,
     ) -> None:
         if recon_loss not in (None, "bce", "mse"):
@@ -378,7 +380,7 @@ class AdversarialVAEDetector(KerasDetector):
                 if samples > 1:
                     # Fixed-seed noise: the same input always scores the same (replays
                     # after a restart raise the same alerts).
-                    noise = tf.random.stateless_normal(tf.shape(mean), seed=[draw, 104729])
+                    noise = shared_draw_noise(mean, draw, 104729)
                     z = mean + tf.exp(0.5 * log_var) * noise
                 _, x_hat = self._decode(z)
                 q = self._probabilities(x_hat)
@@ -394,9 +396,7 @@ class AdversarialVAEDetector(KerasDetector):
     def _run(self, X: np.ndarray) -> tuple[np.ndarray, ...]:
         self._require_fitted("score()")
         data = self._instances(X)
-        size = int(self.params["score_batch_size"])
-        parts = [self._score_fn(tf.constant(data[i : i + size])) for i in range(0, len(data), size)]
-        return tuple(np.concatenate([part[k].numpy() for part in parts]) for k in range(4))
+        return score_in_fixed_batches(self._score_fn, data, int(self.params["score_batch_size"]))
 
     def score(self, X: np.ndarray) -> Scores:
         """KL(M(x) ‖ M(x')) per instance, and (x - x')² per element."""

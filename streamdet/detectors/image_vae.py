@@ -30,6 +30,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    score_in_fixed_batches,
     set_seed,
     tf,
     train_epochs,
@@ -113,7 +114,7 @@ class ImageVAEDetector(KerasDetector):
         learning_rate: float = 1e-3,
         kl_warmup_epochs: int = 5,
         clipnorm: float = 1.0,
-        score_batch_size: int = 1024,
+        score_batch_size: int = 64,
         seed: int | None = None,
     ) -> None:
         if loss not in ("bce", "mse") or score_loss not in (None, "bce", "mse"):
@@ -257,12 +258,9 @@ class ImageVAEDetector(KerasDetector):
         """Per-pixel loss (n, H, W, C) and its sum per image."""
         self._require_fitted("score()")
         images = self._images(X)
-        size = int(self.params["score_batch_size"])
-        parts = [
-            self._loss_fn(tf.constant(images[i : i + size])).numpy()
-            for i in range(0, len(images), size)
-        ]
-        pixels = np.concatenate(parts)
+        (pixels,) = score_in_fixed_batches(
+            self._loss_fn, images, int(self.params["score_batch_size"])
+        )
         return Scores(pixels.sum(axis=(1, 2, 3)), pixels)
 
     def _model_files(self) -> dict[str, keras.Model]:

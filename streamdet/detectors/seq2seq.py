@@ -32,6 +32,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    score_in_fixed_batches,
     set_seed,
     tf,
     train_epochs,
@@ -130,7 +131,7 @@ class Seq2SeqDetector(KerasDetector):
         normalise: bool = True,
         outlier_perc: float = 100.0,
         outlier_type: OutlierType = "instance",
-        score_batch_size: int = 1024,
+        score_batch_size: int = 64,
         jit_compile: bool = True,
         teacher_forcing: bool = False,
         seed: int | None = None,
@@ -292,29 +293,20 @@ class Seq2SeqDetector(KerasDetector):
         )
 
     def _run_decoder(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Decode a batch padded to the next power of two.
+        """Decode normalised windows in batches of one fixed shape (``score_batch_size``).
 
-        XLA compiles one executable per concrete batch size; a live stream produces
-        micro-batches of every size, and each new size would stall scoring for a
-        compilation. Padding bounds the sizes to log2(score_batch_size) + 1 buckets.
+        One shape is also one XLA compilation: a live stream's micro-batches of every size
+        never stall scoring for a new one.
         """
-        n = len(data)
-        bucket = 1 << max(n - 1, 0).bit_length()
-        if bucket != n:
-            data = np.concatenate([data, np.zeros((bucket - n, *data.shape[1:]), data.dtype)])
-        recon, thr = self._decode(tf.constant(data))
-        return recon.numpy()[:n], thr.numpy()[:n]
+        size = int(self.params["score_batch_size"])
+        recon, thr = score_in_fixed_batches(self._decode, data, size)
+        return recon, thr
 
     def _raw_feature_scores(self, windows: np.ndarray) -> np.ndarray:
         """Squared error minus the estimated threshold, before the static threshold."""
         data = self._normalise(windows)
-        size = int(self.params["score_batch_size"])
-        parts = []
-        for start in range(0, len(data), size):
-            chunk = data[start : start + size]
-            recon, thr = self._run_decoder(chunk)
-            parts.append(np.square(chunk - recon) - thr)
-        return np.concatenate(parts)
+        recon, thr = self._run_decoder(data)
+        return np.square(data - recon) - thr
 
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         """Autoregressive reconstruction of windows, in the input's units."""
@@ -352,9 +344,13 @@ class Seq2SeqDetector(KerasDetector):
         """Feature scores (batch, seq_len, F) and instance scores (batch,)."""
         self._require_fitted("score()")
         raw = self._raw_feature_scores(self._windows(X, 1))
-        static = 0.0 if self.threshold is None else np.asarray(self.threshold)
+        static = np.asarray(0.0 if self.threshold is None else self.threshold)
         feature_score = raw - static
         perc = self.params["outlier_perc"] if outlier_perc is None else outlier_perc
+        if static.ndim == 0:
+            # The same arithmetic infer_threshold used: a window whose score set the threshold
+            # lands exactly on 0, never a rounding step above it.
+            return Scores(top_percent_mean(raw, perc) - static, feature_score)
         return Scores(top_percent_mean(feature_score, perc), feature_score)
 
     def predict(

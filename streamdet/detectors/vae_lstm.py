@@ -28,6 +28,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    score_in_fixed_batches,
     set_seed,
     tf,
     train_epochs,
@@ -131,7 +132,7 @@ class VAELSTMDetector(KerasDetector):
         learning_rate_lstm: float = 2e-4,
         lstm_stride: int = 1,
         normalise: bool = True,
-        score_batch_size: int = 1024,
+        score_batch_size: int = 64,
         seed: int | None = None,
     ) -> None:
         if n_windows < 2:
@@ -339,12 +340,9 @@ class VAELSTMDetector(KerasDetector):
         """
         self._require_fitted("score()")
         data = self._normalise(self._sequences(X))
-        size = int(self.params["score_batch_size"])
-        parts = [
-            self._score_fn(tf.constant(data[i : i + size])).numpy()
-            for i in range(0, len(data), size)
-        ]
-        feature_score = np.concatenate(parts)
+        (feature_score,) = score_in_fixed_batches(
+            self._score_fn, data, int(self.params["score_batch_size"])
+        )
         return Scores(feature_score.sum(axis=(1, 2)), feature_score)
 
     # ---- persistence hooks ------------------------------------------------------------

@@ -36,7 +36,9 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    score_in_fixed_batches,
     set_seed,
+    shared_draw_noise,
     tf,
     train_epochs,
 )
@@ -172,7 +174,7 @@ class VAEGMMDetector(KerasDetector):
         learning_rate: float = 1e-3,
         normalise: bool = True,
         feature_names: list[str] | None = None,
-        score_batch_size: int = 8192,
+        score_batch_size: int = 256,
         seed: int | None = None,
     ) -> None:
         if elbo_cov not in ("fixed", "features", "full"):
@@ -316,14 +318,20 @@ class VAEGMMDetector(KerasDetector):
         return self.training
 
     def _latent_features(
-        self, x: tf.Tensor, sample: bool, draw: int = 0
+        self, x: tf.Tensor, sample: bool, draw: int = 0, per_row_noise: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """[z, reconstruction features] and x̂. Draw ``draw`` uses fixed-seed noise, so the
-        same rows always score the same (replays raise the same alerts)."""
+        same row always scores the same, in any batch (replays raise the same alerts).
+        ``per_row_noise`` gives every row its own draw (for estimating the mixture, where
+        the codes must spread as the posterior does)."""
         assert self.encoder is not None and self.decoder is not None
         mean, log_var = self.encoder(x, training=False)
         if sample:
-            noise = tf.random.stateless_normal(tf.shape(mean), seed=[draw, 7919])
+            noise = (
+                tf.random.stateless_normal(tf.shape(mean), seed=[draw, 7919])
+                if per_row_noise
+                else shared_draw_noise(mean, draw, 7919)
+            )
             z = mean + tf.exp(0.5 * log_var) * noise
         else:
             z = mean
@@ -343,7 +351,9 @@ class VAEGMMDetector(KerasDetector):
         for start in range(0, len(data), size):
             # Sampled codes, as in training and at prediction, so the mixture describes
             # what the scorer will see.
-            zc, _ = self._latent_features(tf.constant(data[start : start + size]), sample=True)
+            zc, _ = self._latent_features(
+                tf.constant(data[start : start + size]), sample=True, per_row_noise=True
+            )
             gamma = self.density(zc, training=False).numpy().astype(np.float64)
             z = zc.numpy().astype(np.float64)
             weight += gamma.sum(axis=0)
@@ -378,13 +388,10 @@ class VAEGMMDetector(KerasDetector):
         """Sample energy per row (instance) and squared reconstruction error per feature."""
         self._require_fitted("score()")
         data = self._normalise(self._rows(X))
-        size = int(self.params["score_batch_size"])
-        energies, errors = [], []
-        for start in range(0, len(data), size):
-            energy, error = self._energy_fn(tf.constant(data[start : start + size]))
-            energies.append(energy.numpy())
-            errors.append(error.numpy())
-        return Scores(np.concatenate(energies), np.concatenate(errors))
+        energy, error = score_in_fixed_batches(
+            self._energy_fn, data, int(self.params["score_batch_size"])
+        )
+        return Scores(energy, error)
 
     # ---- persistence hooks ------------------------------------------------------------
     def _model_files(self) -> dict[str, keras.Model]:
