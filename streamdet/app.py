@@ -1,16 +1,23 @@
 """The daemon: one :class:`Application` wires source -> windows -> detectors -> sinks/metrics.
 
 It holds no model math: detectors score, :class:`~streamdet.pipeline.models.TopicModel`
-trains and loads, threshold policies decide, sinks deliver.
+trains and loads, :class:`~streamdet.pipeline.policy.AlertPolicy` decides, sinks deliver,
+and :class:`~streamdet.pipeline.checkpoint.Checkpoint` owns offsets and the commit order.
 
 Delivery is at least once. Offsets are committed only after the alerts and dead letters of
-everything consumed so far are acknowledged, and the committed offset is the replay point
-that lets a restarted daemon rebuild every series' window (see
-:mod:`streamdet.sources.kafka`). Windows rebuilt from replayed events are not scored again.
+everything before them are acknowledged, and the committed offset is the replay point that
+lets a restarted daemon (or the member a rebalance hands a partition to) rebuild every
+series' window. Windows rebuilt from replayed events are not scored again.
+
+Nothing a message holds, and no broker or training failure, ends the loop: bad messages go
+to the dead-letter sink with a reason, failed sends and commits are retried with backoff,
+and a failed training is reported and retried while the other topics carry on.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import signal
 import time
 from collections import deque
@@ -24,15 +31,18 @@ from streamdet.config import StreamdetConfig, TopicConfig
 from streamdet.errors import ConfigError
 from streamdet.metrics import Metrics, SeriesScoreExporter
 from streamdet.pipeline.batcher import MicroBatcher
-from streamdet.pipeline.decode import InvalidMessage, decode_image, decode_timeseries
+from streamdet.pipeline.checkpoint import Checkpoint, Unsettled
+from streamdet.pipeline.decode import Event, InvalidMessage, decode_image, decode_timeseries
 from streamdet.pipeline.models import TopicModel
+from streamdet.pipeline.policy import AlertPolicy
 from streamdet.pipeline.window_store import ReadyWindow, WindowStore
 from streamdet.progress import ProgressFn, stderr_progress
-from streamdet.sinks.alerts import AlertSink, FanOutAlertSink, JsonLinesAlertSink, alert_id, iso_ms
+from streamdet.sinks.alerts import AlertSink, FanOutAlertSink, JsonLinesAlertSink, build_alert
 from streamdet.sinks.dead_letter import DeadLetterSink, JsonLinesDeadLetterSink
-from streamdet.sources.base import Message, Source
+from streamdet.sources.base import Message, Source, TopicPartition
 from streamdet.sources.simulator import SensorSimulator, SimulatorSource
-from streamdet.thresholds import AnomalyLikelihood
+
+log = logging.getLogger("streamdet.app")
 
 
 @dataclass
@@ -42,14 +52,26 @@ class TopicRuntime:
     config: TopicConfig
     windows: WindowStore
     model: TopicModel
-    # Windows completed while the model trains, scored once it is ready (bounded: the oldest
-    # are dropped first, and counted, if training outlasts it).
-    backlog: deque[ReadyWindow] = field(default_factory=lambda: deque(maxlen=200_000))
-    likelihoods: dict[str, AnomalyLikelihood] = field(default_factory=dict)
-    last_alert_ms: dict[str, int] = field(default_factory=dict)
+    policy: AlertPolicy
+    # Windows completed while the model is not ready, scored in order once it is. Bounded in
+    # bytes: past the limit the topic's partitions pause instead of windows being dropped.
+    backlog: deque[ReadyWindow] = field(default_factory=deque)
+    backlog_bytes: int = 0
+    paused: bool = False
     exported_state: str = ""
+    exported_failures: int = 0
+    exported_evictions: int = 0
     windows_scored: int = 0
     counted_training: bool = False
+
+    def queue(self, window: ReadyWindow) -> None:
+        self.backlog.append(window)
+        self.backlog_bytes += window.values.nbytes
+
+    def unqueue(self) -> ReadyWindow:
+        window = self.backlog.popleft()
+        self.backlog_bytes -= window.values.nbytes
+        return window
 
 
 class Application:
@@ -82,6 +104,7 @@ class Application:
         )
         self._serve_metrics = serve_metrics
         store = Path(config.models.store)
+        cooldown_ms = int(config.alerts.cooldown_s * 1000)
         self.topics: dict[str, TopicRuntime] = {}
         for topic in config.topics:
             n_features = (
@@ -96,8 +119,10 @@ class Application:
                 1 if model.tabular else topic.window.stride,
                 "accept" if model.tabular else topic.window.out_of_order,
                 topic.window.lateness_ms,
+                topic.max_series,
             )
-            self.topics[topic.name] = TopicRuntime(topic, windows, model)
+            policy = AlertPolicy(topic.threshold, cooldown_ms, topic.max_series)
+            self.topics[topic.name] = TopicRuntime(topic, windows, model, policy)
         self._producer: Any = None
         if source is None or alert_sink is None or dead_letters is None:
             default_source, default_alerts, default_dlq = self._default_io()
@@ -107,6 +132,32 @@ class Application:
         self.source = source
         self.alert_sink = alert_sink
         self.dead_letters = dead_letters
+        self.checkpoint = Checkpoint(
+            source,
+            dead_letters,
+            config.batching.commit_interval_ms / 1000,
+            on_failure=lambda exc: self.metrics.commit_failures.labels(type(exc).__name__).inc(),
+        )
+        self._rebalances: deque[tuple[str, set[TopicPartition]]] = deque()
+        source.on_rebalance(
+            lambda partitions: self._rebalances.append(("revoked", partitions)),
+            lambda partitions: self._rebalances.append(("assigned", partitions)),
+        )
+        self._init_metrics()
+        self.batcher: MicroBatcher[ReadyWindow] = MicroBatcher(
+            config.batching.max_batch, config.batching.max_delay_ms
+        )
+        # Alerts not yet acknowledged by the sink, with their windows: sent again until they
+        # are, and nothing after them is committed.
+        self._unpublished: list[tuple[dict[str, Any], ReadyWindow]] = []
+        self._publish_failures = 0
+        self._publish_retry_at = 0.0
+        self._stop = False
+        self._last_report = self._last_lag = time.monotonic()
+        self._last_loop = time.monotonic()
+        self.alerts_published = 0
+
+    def _init_metrics(self) -> None:
         for name, runtime in self.topics.items():
             # Create each topic's series at 0 so dashboards and rules see them from the start.
             detector = runtime.config.detector.name
@@ -116,21 +167,19 @@ class Application:
                 self.metrics.skipped,
                 self.metrics.replayed,
                 self.metrics.trainings,
+                self.metrics.training_failures,
+                self.metrics.series_evicted,
+                self.metrics.model_refused,
             ):
                 counter.labels(name)
             self.metrics.windows.labels(name, detector)
             self.metrics.alerts.labels(name, detector)
             self.metrics.model_ready.labels(name).set(0)
-        self.batcher: MicroBatcher[ReadyWindow] = MicroBatcher(
-            config.batching.max_batch, config.batching.max_delay_ms
-        )
-        self._next_offsets: dict[tuple[str, int], int] = {}
-        self._assignment: set[tuple[str, int]] = set()
-        self._assignment_checked = 0.0
-        self._stop = False
-        self._last_report = self._last_commit = self._last_lag = time.monotonic()
-        self._last_loop = time.monotonic()
-        self.alerts_published = 0
+            self.metrics.backlog_bytes.labels(name).set(0)
+            refusals = runtime.model.load_refusals
+            if refusals:
+                self.metrics.model_refused.labels(name).inc(refusals)
+        self.metrics.broker_up.set(1)
 
     def _default_io(self) -> tuple[Source, AlertSink, DeadLetterSink]:
         cfg = self.config
@@ -173,24 +222,27 @@ class Application:
         if self._serve_metrics:
             from streamdet.http import serve
 
-            m = self.config.metrics
-            server = serve(m.host, m.port, self.metrics.registry, self.healthy, self.ready)
+            server = serve(self.config.metrics, self.metrics.registry, self.healthy, self.ready)
+            scheme = "https" if self.config.metrics.tls_certfile else "http"
             self.progress(
-                f"metrics at http://{m.host}:{server.server_port}/metrics (and /healthz, /readyz)"
+                f"metrics at {scheme}://{self.config.metrics.host}:{server.server_port}/metrics "
+                "(and /healthz, /readyz)"
             )
         poll_ms = self.config.batching.poll_timeout_ms
         try:
             while not self._stop:
                 self._last_loop = time.monotonic()
-                for message in self.source.poll(poll_ms):
+                messages = self.source.poll(poll_ms)
+                self._apply_rebalances()
+                for message in messages:
                     self._handle(message)
-                self._release_backlogs()
+                self._tend_models()
                 self._score_if_due(force=False)
                 self._commit(force=False)
                 self._report()
-                if getattr(self.source, "exhausted", False) and not self._training():
+                if self.source.exhausted and not self._busy():
                     break
-            self._release_backlogs()
+            self._tend_models(drain=True)
             self._score_if_due(force=True)
             self._commit(force=True)
         finally:
@@ -209,35 +261,68 @@ class Application:
         return True, "consume loop running"
 
     def ready(self) -> tuple[bool, str]:
-        """Partitions assigned (Kafka) and every topic's model loaded."""
-        assigned = getattr(self.source, "assigned", None)
-        if assigned is not None and not self._assignment:
+        """Broker reachable, partitions assigned (Kafka) and every topic's model loaded."""
+        if not self.source.connected():
+            return False, "the Kafka broker cannot be reached"
+        assignment = self.source.assignment()
+        if assignment is not None and not assignment:
             return False, "no partitions assigned yet"
-        waiting = [n for n, t in self.topics.items() if not t.model.ready]
+        waiting = [t for t in self.topics.values() if not t.model.ready]
         if waiting:
-            states = ", ".join(f"{n}: {self.topics[n].model.state}" for n in waiting)
+            states = ", ".join(f"{t.config.name}: {self._model_state(t)}" for t in waiting)
             return False, f"models not ready ({states})"
         return True, "consuming with every model loaded"
 
-    def _training(self) -> bool:
-        return any(t.model.state == "training" for t in self.topics.values())
+    @staticmethod
+    def _model_state(runtime: TopicRuntime) -> str:
+        model = runtime.model
+        if model.state == "failed" and model.retry_at is not None:
+            wait = max(model.retry_at - time.monotonic(), 0)
+            return f"failed: {model.error} (retry in {wait:.0f}s)"
+        return model.state
 
-    # ---- hot path ---------------------------------------------------------------------
+    def _busy(self) -> bool:
+        return any(
+            t.model.state == "training" or (t.model.ready and t.backlog)
+            for t in self.topics.values()
+        )
+
+    # ---- rebalances ---------------------------------------------------------------------
+    def _apply_rebalances(self) -> None:
+        """Partitions moved to another member: drop their state (the new owner rebuilds it
+        from the last commit). New partitions: their restart marks are read fresh."""
+        while self._rebalances:
+            kind, partitions = self._rebalances.popleft()
+            self.progress(f"rebalance: {kind} {sorted(partitions)}")
+            if kind == "assigned":
+                self.checkpoint.assign(partitions)
+                continue
+            self.checkpoint.revoke(partitions)
+
+            def gone(window: ReadyWindow, moved: set[TopicPartition] = partitions) -> bool:
+                return (window.topic, window.partition) in moved
+
+            self.batcher.remove_if(gone)
+            for name, runtime in self.topics.items():
+                mine = {p for t, p in partitions if t == name}
+                if not mine:
+                    continue
+                runtime.windows.drop_partitions(mine)
+                kept = [w for w in runtime.backlog if not gone(w)]
+                runtime.backlog.clear()
+                runtime.backlog_bytes = 0
+                for window in kept:
+                    runtime.queue(window)
+
+    # ---- hot path -------------------------------------------------------------------------
     def _handle(self, message: Message) -> None:
         runtime = self.topics.get(message.topic)
         if runtime is None:
             return
-        key = (message.topic, message.partition)
-        self._next_offsets[key] = max(self._next_offsets.get(key, -1), message.offset + 1)
+        self.checkpoint.consumed(message)
         self.metrics.events.labels(message.topic).inc()
-        try:
-            if runtime.config.kind == "image":
-                event = decode_image(message, runtime.config.format, runtime.model.instance_shape)
-            else:
-                event = decode_timeseries(message, runtime.config.format, runtime.model.tabular)
-        except InvalidMessage as exc:
-            self.metrics.invalid.labels(message.topic, exc.reason).inc()
-            self.dead_letters.send(message, exc.reason, str(exc))
+        event = self._decode(runtime, message)
+        if event is None:
             return
         if not runtime.model.ready:
             runtime.model.offer(
@@ -245,177 +330,275 @@ class Application:
             )
         dropped = runtime.windows.dropped_late
         now = time.monotonic()
-        scored_through = getattr(self.source, "scored_through", None)
         for window in runtime.windows.add_all(event, now):
-            if scored_through and window.end_offset <= scored_through(
-                window.topic, window.partition
-            ):
+            if self.checkpoint.already_scored(window.topic, window.partition, window.end_offset):
                 self.metrics.replayed.labels(message.topic).inc()
-            elif runtime.model.ready:
+            elif runtime.model.ready and not runtime.backlog:
                 self.batcher.add(window, now)
             else:
-                if len(runtime.backlog) == runtime.backlog.maxlen:
-                    self.metrics.skipped.labels(message.topic).inc()
-                runtime.backlog.append(window)
+                runtime.queue(window)
         if runtime.windows.dropped_late > dropped:
             self.metrics.late.labels(message.topic).inc()
-        self.metrics.series.labels(message.topic).set(len(runtime.windows))
+
+    def _decode(self, runtime: TopicRuntime, message: Message) -> Event | None:
+        topic = runtime.config
+        now_ms = int(time.time() * 1000)
+        try:
+            if topic.kind == "image":
+                shape: Any = runtime.model.instance_shape
+                return decode_image(message, topic.format, shape, topic.limits, now_ms)
+            return decode_timeseries(
+                message, topic.format, runtime.model.tabular, topic.limits, now_ms
+            )
+        except InvalidMessage as exc:
+            self._dead_letter(message, exc.reason, exc.detail)
+        except Exception as exc:  # a decoder bug must not stop the partition either
+            log.exception(
+                "decoding %s/%d@%d failed", message.topic, message.partition, message.offset
+            )
+            self._dead_letter(message, "decode_error", f"{type(exc).__name__}: {exc}"[:300])
+        return None
+
+    def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        self.metrics.invalid.labels(message.topic, reason).inc()
+        self.dead_letters.send(message, reason, detail)
 
     def _all_partitions_seen(self, topic: str) -> bool:
         """True when every partition of ``topic`` assigned to us has delivered data."""
-        assigned = getattr(self.source, "assigned", None)
-        if assigned is None:
+        assignment = self.source.assignment()
+        if assignment is None:
             return True
-        now = time.monotonic()
-        # An empty assignment means "not known yet" (before the group join completes): ask
-        # again rather than trusting a cached empty set, which would vacuously pass.
-        if not self._assignment or now - self._assignment_checked > 1.0:
-            self._assignment = assigned()
-            self._assignment_checked = now
-        mine = [key for key in self._assignment if key[0] == topic]
-        return bool(mine) and all(key in self._next_offsets for key in mine)
+        # An empty assignment means "not known yet" (before the group join completes).
+        mine = [key for key in assignment if key[0] == topic]
+        return bool(mine) and all(self.checkpoint.seen(key) for key in mine)
 
-    def _release_backlogs(self) -> None:
+    def _tend_models(self, drain: bool = False) -> None:
+        """Retry failed trainings, export model states, release backlogs in slices (so the
+        loop keeps polling and honours SIGTERM) and pause topics whose backlog is full."""
         now = time.monotonic()
+        limit = self.config.batching.max_backlog_bytes
         for name, runtime in self.topics.items():
+            runtime.model.retry_if_due()
             if runtime.model.state != runtime.exported_state:
                 self._export_model(name, runtime)
             if runtime.model.ready and runtime.backlog:
-                self.progress(
-                    f"topic {name}: scoring {len(runtime.backlog)} windows that arrived "
-                    "during training"
-                )
-                while runtime.backlog:
-                    self.batcher.add(runtime.backlog.popleft(), now)
+                budget = len(runtime.backlog) if drain else 4 * self.config.batching.max_batch
+                while runtime.backlog and budget:
+                    self.batcher.add(runtime.unqueue(), now)
+                    budget -= 1
                     if self.batcher.due(now):
                         self._score_if_due(force=True)
+            self.metrics.backlog_bytes.labels(name).set(runtime.backlog_bytes)
+            if not runtime.paused and runtime.backlog_bytes > limit:
+                self._pause(runtime, True)
+            elif runtime.paused and runtime.backlog_bytes <= limit // 2:
+                self._pause(runtime, False)
+            self.metrics.series.labels(name).set(len(runtime.windows))
+            evicted = runtime.windows.evicted - runtime.exported_evictions
+            if evicted:
+                self.metrics.series_evicted.labels(name).inc(evicted)
+                runtime.exported_evictions = runtime.windows.evicted
+
+    def _pause(self, runtime: TopicRuntime, pause: bool) -> None:
+        name = runtime.config.name
+        partitions = {key for key in self.checkpoint.partitions() if key[0] == name}
+        assignment = self.source.assignment()
+        if assignment is not None:
+            partitions |= {key for key in assignment if key[0] == name}
+        (self.source.pause if pause else self.source.resume)(partitions)
+        runtime.paused = pause
+        self.progress(
+            f"topic {name}: {'pausing' if pause else 'resuming'} consumption "
+            f"({runtime.backlog_bytes} bytes of windows wait for the model)"
+        )
 
     def _score_if_due(self, force: bool) -> None:
         now = time.monotonic()
-        if not (force and len(self.batcher)) and not self.batcher.due(now):
+        if (force and len(self.batcher)) or self.batcher.due(now):
+            batch = self.batcher.drain()
+            self.metrics.batch_size.observe(len(batch))
+            by_topic: dict[str, list[ReadyWindow]] = {}
+            for window in batch:
+                by_topic.setdefault(window.topic, []).append(window)
+            for topic, windows in by_topic.items():
+                self._unpublished.extend(self._score_topic(self.topics[topic], windows))
+        self._publish(force)
+
+    def _publish(self, force: bool) -> None:
+        """Send the alerts not yet acknowledged; on failure keep them and retry later."""
+        now = time.monotonic()
+        if not self._unpublished or (not force and now < self._publish_retry_at):
             return
-        batch = self.batcher.drain()
-        self.metrics.batch_size.observe(len(batch))
-        alerts: list[tuple[dict[str, Any], float]] = []
-        by_topic: dict[str, list[ReadyWindow]] = {}
-        for window in batch:
-            by_topic.setdefault(window.topic, []).append(window)
-        for topic, windows in by_topic.items():
-            alerts.extend(self._score_topic(self.topics[topic], windows))
-        self.alert_sink.publish([alert for alert, _ in alerts])
+        try:
+            self.alert_sink.publish([alert for alert, _ in self._unpublished])
+        except Exception as exc:  # broker away, timeout, full disk: keep, retry, never crash
+            self._publish_failures += 1
+            delay = min(0.5 * 2 ** (self._publish_failures - 1), 30.0)
+            self._publish_retry_at = now + delay
+            self.metrics.publish_failures.inc()
+            log.warning(
+                "publishing %d alert(s) failed (%s: %s); retrying in %.1fs",
+                len(self._unpublished),
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            return
         published = time.monotonic()
-        for alert, _ in alerts:
+        for alert, window in self._unpublished:
             self.metrics.alerts.labels(alert["topic"], alert["detector"]).inc()
-        # Every window's verdict is settled once its batch's alerts are acknowledged.
-        for window in batch:
             self.metrics.e2e_latency.observe(published - window.received_at)
-        self.alerts_published += len(alerts)
+        self.alerts_published += len(self._unpublished)
+        self._unpublished = []
+        self._publish_failures = 0
+        self._publish_retry_at = 0.0
 
     def _score_topic(
         self, runtime: TopicRuntime, windows: list[ReadyWindow]
-    ) -> list[tuple[dict[str, Any], float]]:
-        """Score one topic's windows; return (alert, receipt time) for each alert raised."""
+    ) -> list[tuple[dict[str, Any], ReadyWindow]]:
+        """Score one topic's windows; the alerts they raise, with their windows."""
         detector = runtime.model.detector
         assert detector is not None
         started = time.perf_counter()
-        prediction = detector.predict(
-            runtime.model.instances(np.stack([w.values for w in windows]))
-        )
+        scored = self._predict(runtime, windows)
         self.metrics.scoring_latency.observe(time.perf_counter() - started)
-        data = prediction["data"]
         name = detector.name
         topic = runtime.config.name
         threshold = np.asarray(detector.threshold, dtype=np.float64)
         self.metrics.windows.labels(topic, name).inc(len(windows))
         runtime.windows_scored += len(windows)
         self.metrics.threshold.labels(topic, name).set(float(threshold.mean()))
-        policy = runtime.config.threshold
-        cooldown_ms = int(self.config.alerts.cooldown_s * 1000)
         alerts = []
-        for i, window in enumerate(windows):
-            score = float(data["instance_score"][i])
+        for window, (score, flagged, feature) in scored:
             self.metrics.score.labels(topic, name).observe(score)
             self.series_scores.observe(topic, window.series, score)
-            if policy.policy == "likelihood":
-                tracker = runtime.likelihoods.setdefault(
-                    window.series, AnomalyLikelihood(history=policy.history, log_scale=False)
-                )
-                flagged = tracker.update(score) >= policy.likelihood
-            else:
-                flagged = bool(data[detector.outcome_key][i])
-            if not flagged:
+            if not runtime.policy.decide(window.series, score, flagged, window.end_ts_ms):
                 continue
-            last = runtime.last_alert_ms.get(window.series)
-            if last is not None and window.end_ts_ms - last < cooldown_ms:
-                continue
-            runtime.last_alert_ms[window.series] = window.end_ts_ms
-            feature = np.asarray(data["feature_score"][i])
-            alert = {
-                "alert_id": alert_id(topic, window.partition, window.end_offset, name),
-                "series": window.series,
-                "topic": topic,
-                "partition": window.partition,
-                "detector": name,
-                "model_version": detector.training.get("model_version"),
-                "score": score,
-                "threshold": threshold.tolist(),
-                "window_start": iso_ms(window.start_ts_ms),
-                "window_end": iso_ms(window.end_ts_ms),
-                "window_start_offset": window.start_offset,
-                "window_end_offset": window.end_offset,
-                "feature_scores": feature.reshape(-1, feature.shape[-1]).mean(axis=0).tolist(),
-                "detected_at": iso_ms(int(time.time() * 1000)),
-            }
-            alerts.append((alert, window.received_at))
+            alert = build_alert(window, detector, score, threshold, feature)
+            alerts.append((alert, window))
         return alerts
 
+    def _predict(
+        self, runtime: TopicRuntime, windows: list[ReadyWindow]
+    ) -> list[tuple[ReadyWindow, tuple[float, bool, np.ndarray]]]:
+        """(window, (score, detector's flag, feature scores)) for every window that scores.
+
+        If the batch fails, each window is scored alone and the ones that still fail (or
+        score NaN) go to the dead-letter sink: one bad window never costs its batch.
+        """
+        detector = runtime.model.detector
+        assert detector is not None
+        try:
+            return self._predict_batch(runtime, windows)
+        except Exception as exc:
+            if len(windows) == 1:
+                self._dead_letter_window(windows[0], exc)
+                return []
+        results = []
+        for window in windows:
+            try:
+                results.extend(self._predict_batch(runtime, [window]))
+            except Exception as exc:
+                self._dead_letter_window(window, exc)
+        return results
+
+    def _predict_batch(
+        self, runtime: TopicRuntime, windows: list[ReadyWindow]
+    ) -> list[tuple[ReadyWindow, tuple[float, bool, np.ndarray]]]:
+        detector = runtime.model.detector
+        assert detector is not None
+        prediction = detector.predict(
+            runtime.model.instances(np.stack([w.values for w in windows]))
+        )
+        data = prediction["data"]
+        scores = np.asarray(data["instance_score"], dtype=np.float64)
+        if not np.all(np.isfinite(scores)):
+            bad = int(np.argmin(np.isfinite(scores)))
+            raise ValueError(f"the detector scored window {bad} of the batch {scores[bad]}")
+        flags = np.asarray(data[detector.outcome_key]).astype(bool)
+        features = data["feature_score"]
+        return [
+            (w, (float(scores[i]), bool(flags[i]), np.asarray(features[i])))
+            for i, w in enumerate(windows)
+        ]
+
+    def _dead_letter_window(self, window: ReadyWindow, exc: Exception) -> None:
+        """A window that cannot be scored: its last message's position and why."""
+        description = {
+            "series": window.series,
+            "window_start_offset": window.start_offset,
+            "window_end_offset": window.end_offset,
+        }
+        message = Message(
+            window.topic,
+            window.partition,
+            window.end_offset,
+            window.series.encode("utf-8", "replace"),
+            json.dumps(description).encode(),
+            window.end_ts_ms,
+        )
+        self._dead_letter(message, "scoring_failed", f"{type(exc).__name__}: {exc}"[:300])
+
+    def _unsettled(self) -> Unsettled:
+        """Per partition, the lowest start and end offsets of windows consumed but not yet
+        scored and acknowledged (in the batcher, a backlog, unpublished alerts, or events
+        held for reordering)."""
+        unsettled: Unsettled = {}
+
+        def note(key: TopicPartition, start: int, end: int) -> None:
+            low_start, low_end = unsettled.get(key, (start, end))
+            unsettled[key] = (min(low_start, start), min(low_end, end))
+
+        pending = [w for _, w in self._unpublished] + self.batcher.items()
+        for runtime in self.topics.values():
+            pending.extend(runtime.backlog)
+            for partition, offset in runtime.windows.unreleased().items():
+                note((runtime.config.name, partition), offset, offset)
+        for window in pending:
+            note((window.topic, window.partition), window.start_offset, window.end_offset)
+        return unsettled
+
     def _commit(self, force: bool) -> None:
-        """Commit replay points once nothing consumed is still waiting to be scored."""
-        now = time.monotonic()
-        interval = self.config.batching.commit_interval_ms / 1000
-        if not force and now - self._last_commit < interval:
+        if not force and not self.checkpoint.due(time.monotonic()):
             return
-        if len(self.batcher) or not self._next_offsets:
-            return
-        if any(runtime.backlog for runtime in self.topics.values()):
-            return
-        self.dead_letters.confirm()
-        positions: dict[tuple[str, int], tuple[int, int]] = {}
-        for (topic, partition), next_offset in self._next_offsets.items():
-            needed = self.topics[topic].windows.replay_points().get(partition, next_offset)
-            positions[(topic, partition)] = (min(needed, next_offset), next_offset - 1)
-        commit_positions = getattr(self.source, "commit_positions", None)
-        if commit_positions is not None:
-            commit_positions(positions)
-        else:
-            self.source.commit({k: replay for k, (replay, _) in positions.items()})
-        self._last_commit = now
+        replay_points: dict[TopicPartition, int] = {}
+        for name, runtime in self.topics.items():
+            for partition, offset in runtime.windows.replay_points().items():
+                replay_points[(name, partition)] = offset
+        self.checkpoint.commit(
+            replay_points,
+            self._unsettled(),
+            force=force,
+            max_replay_lag=self.config.batching.max_replay_lag,
+        )
 
     def _report(self) -> None:
         now = time.monotonic()
-        assigned = getattr(self.source, "assigned", None)
-        if assigned is not None and now - self._assignment_checked > 1.0:
-            self._assignment = assigned()
-            self._assignment_checked = now
-        lag = getattr(self.source, "lag", None)
-        if lag is not None and now - self._last_lag >= 5:
+        if now - self._last_lag >= 5:
             self._last_lag = now
-            for (topic, partition), behind in lag().items():
+            for (topic, partition), behind in self.source.lag().items():
                 self.metrics.lag.labels(topic, str(partition)).set(behind)
+            self.metrics.broker_up.set(1.0 if self.source.connected() else 0.0)
         if now - self._last_report < 10:
             return
         self._last_report = now
         self.series_scores.export()
         for name, runtime in self.topics.items():
             self.progress(
-                f"topic {name}: model {runtime.model.state}, {len(runtime.windows)} series, "
-                f"{runtime.windows_scored} windows scored, {self.alerts_published} alert(s) so far"
+                f"topic {name}: model {self._model_state(runtime)}, {len(runtime.windows)} "
+                f"series, {runtime.windows_scored} windows scored, "
+                f"{self.alerts_published} alert(s) so far"
             )
 
     def _export_model(self, name: str, runtime: TopicRuntime) -> None:
         model = runtime.model
         runtime.exported_state = model.state
         self.metrics.model_ready.labels(name).set(1.0 if model.ready else 0.0)
+        if model.failures > runtime.exported_failures:
+            self.metrics.training_failures.labels(name).inc(
+                model.failures - runtime.exported_failures
+            )
+            runtime.exported_failures = model.failures
         if model.ready and model.detector is not None:
             info = model.detector.training
             self.metrics.model_info.labels(

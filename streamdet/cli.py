@@ -369,7 +369,7 @@ def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str
             record.timestamp,
         )
         try:
-            event = decode_timeseries(message, topic.format)
+            event = decode_timeseries(message, topic.format, limits=topic.limits)
         except InvalidMessage:
             invalid += 1
             continue

@@ -2,7 +2,13 @@
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored
 setting. Environment variables ``STREAMDET_<SECTION>__<FIELD>`` (e.g.
-``STREAMDET_KAFKA__BOOTSTRAP_SERVERS``) override the file; values are parsed as YAML scalars.
+``STREAMDET_KAFKA__BOOTSTRAP_SERVERS``) override the file. Their values are taken as they
+are (pydantic converts numbers and booleans); only a value starting with ``[`` or ``{`` is
+read as YAML, and ``null`` means none. Passwords are never parsed, so ``a #b`` stays whole.
+
+Secrets (``sasl_password``, ``ssl_password``, the metrics endpoint's password) are
+``SecretStr``: printed as ``**********`` by ``check-config``, in errors and in logs. Each can
+also come from a file (``sasl_password_file``), e.g. a mounted Kubernetes secret.
 
 >>> cfg = load_config_text("topics: [{name: t, detector: {name: seq2seq}}]")
 >>> cfg.topics[0].window.seq_len
@@ -21,7 +27,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from streamdet.errors import ConfigError
 
@@ -38,24 +51,52 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _read_secret_file(path: str | None, field: str) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        return SecretStr(Path(path).read_text().rstrip("\r\n"))
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
+
+
 class SecurityConfig(Frozen):
     """Passed through to kafka-python's client settings."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: str | None = Field(
+        default=None, description="read sasl_password from this file (trailing newline cut)"
+    )
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = Field(default=None, description="of ssl_keyfile")
+    ssl_password_file: str | None = None
+    ssl_check_hostname: bool = True
 
     @model_validator(mode="after")
-    def _sasl_complete(self) -> SecurityConfig:
+    def _complete_and_consistent(self) -> SecurityConfig:
+        for name in ("sasl_password", "ssl_password"):
+            from_file = _read_secret_file(getattr(self, f"{name}_file"), f"{name}_file")
+            if from_file is not None:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"give {name} or {name}_file, not both")
+                object.__setattr__(self, name, from_file)
         if self.protocol.startswith("SASL") and not (
             self.sasl_mechanism and self.sasl_username and self.sasl_password
         ):
             raise ValueError(
-                f"protocol {self.protocol} needs sasl_mechanism, sasl_username and sasl_password"
+                f"protocol {self.protocol} needs sasl_mechanism, sasl_username and "
+                "sasl_password (or sasl_password_file)"
+            )
+        ssl_files = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, n)]
+        if ssl_files and not self.protocol.endswith("SSL"):
+            raise ValueError(
+                f"{', '.join(ssl_files)} given with protocol {self.protocol}, which does not "
+                "use TLS: set protocol to SSL or SASL_SSL (or remove them)"
             )
         return self
 
@@ -66,6 +107,21 @@ class KafkaConfig(Frozen):
     bootstrap_servers: str | None = None
     group_id: str = "streamdet"
     client_id: str = "streamdet"
+    group_instance_id: str | None = Field(
+        default=None,
+        description="static membership: a restart within session_timeout_ms keeps partitions",
+    )
+    assignment: Literal["cooperative-sticky", "range"] = Field(
+        default="cooperative-sticky",
+        description="partition assignment: cooperative-sticky moves only the partitions "
+        "that must move",
+    )
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
+    delivery_timeout_ms: int = Field(
+        default=120_000,
+        ge=1_000,
+        description="a producer retries a send for this long (not a count of retries)",
+    )
     security: SecurityConfig = SecurityConfig()
 
 
@@ -87,6 +143,27 @@ class MessageFormat(Frozen):
     )
 
 
+class LimitsConfig(Frozen):
+    """What one message may hold. A message beyond a limit goes to the dead-letter topic
+    with its reason; it never stops the daemon."""
+
+    max_message_bytes: int = Field(default=1_048_576, ge=64)
+    max_json_depth: int = Field(default=32, ge=2, le=1000)
+    max_series_chars: int = Field(default=256, ge=1)
+    max_future_ms: int | None = Field(
+        default=86_400_000,
+        ge=0,
+        description="events stamped further ahead of the wall clock: timestamp_out_of_range",
+    )
+    max_age_ms: int | None = Field(
+        default=None,
+        ge=0,
+        description="events older than this (by the wall clock): timestamp_out_of_range; "
+        "null: any age (replays of history)",
+    )
+    max_image_pixels: int = Field(default=16_777_216, ge=1)
+
+
 class WindowConfig(Frozen):
     seq_len: int = Field(default=50, ge=2)
     stride: int = Field(default=1, ge=1)
@@ -99,6 +176,9 @@ class DetectorConfig(Frozen):
     params: dict[str, Any] = {}
     model_dir: str | None = None
     warmup_events: int = Field(default=2000, ge=10)
+    retry_after_s: float = Field(
+        default=30.0, gt=0, description="first retry of a failed training; doubles each time"
+    )
 
 
 class ThresholdConfig(Frozen):
@@ -125,9 +205,15 @@ class TopicConfig(Frozen):
     name: str = Field(min_length=1)
     kind: Literal["timeseries", "tabular", "image"] = "timeseries"
     format: MessageFormat = MessageFormat()
+    limits: LimitsConfig = LimitsConfig()
     window: WindowConfig = WindowConfig()
     detector: DetectorConfig
     threshold: ThresholdConfig = ThresholdConfig()
+    max_series: int = Field(
+        default=100_000,
+        ge=1,
+        description="series tracked at once; beyond it the least recently seen is forgotten",
+    )
 
     @model_validator(mode="after")
     def _detector_fits_kind(self) -> TopicConfig:
@@ -157,14 +243,36 @@ class DeadLetterConfig(Frozen):
 
 
 class MetricsConfig(Frozen):
+    """The HTTP endpoint (/metrics, /healthz, /readyz). Bound to localhost unless told
+    otherwise; optional TLS and basic auth for anything wider."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretStr | None = None
+    basic_auth_password_file: str | None = None
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_connections: int = Field(default=16, ge=1, le=1024)
     series_allowlist: tuple[str, ...] = Field(
         default=(), description="series whose score is always exported as a gauge"
     )
     top_k_series: int = Field(
         default=10, ge=0, le=1000, description="plus the K highest-scoring series (a hard cap)"
     )
+
+
+    @model_validator(mode="after")
+    def _auth_and_tls_complete(self) -> MetricsConfig:
+        from_file = _read_secret_file(self.basic_auth_password_file, "basic_auth_password_file")
+        if from_file is not None:
+            object.__setattr__(self, "basic_auth_password", from_file)
+        if bool(self.basic_auth_username) != bool(self.basic_auth_password):
+            raise ValueError("basic auth needs both basic_auth_username and basic_auth_password")
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("TLS needs both tls_certfile and tls_keyfile")
+        return self
 
 
 class ModelsConfig(Frozen):
@@ -176,6 +284,17 @@ class BatchingConfig(Frozen):
     max_delay_ms: int = Field(default=50, ge=0)
     poll_timeout_ms: int = Field(default=200, ge=1)
     commit_interval_ms: int = Field(default=1000, ge=0)
+    max_backlog_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="windows waiting for a model; beyond it the topic's partitions pause",
+    )
+    max_replay_lag: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="a restart re-reads at most this many messages per partition; series "
+        "silent for longer rebuild their window from scratch",
+    )
 
 
 class SimulatorConfig(Frozen):
@@ -218,10 +337,30 @@ def _format_errors(exc: ValidationError, source: str) -> ConfigError:
         if error["type"] == "extra_forbidden":
             lines.append(f"  {path}: unknown key (check the spelling; unknown keys are refused)")
             continue
-        bad = f"{error['input']!r} is not valid: " if error["type"] != "missing" else ""
+        shown = "(hidden)" if _holds_secret(error["loc"], error["input"]) else repr(error["input"])
+        bad = f"{shown} is not valid: " if error["type"] != "missing" else ""
         hint = f" (allowed: {allowed})" if allowed and allowed not in message else ""
         lines.append(f"  {path}: {bad}{message}{hint}")
     return ConfigError("\n".join(lines))
+
+
+def _holds_secret(loc: tuple[Any, ...], value: Any) -> bool:
+    """An error about a secret, or about a section holding one, never echoes its input."""
+    if any("password" in str(part) for part in loc):
+        return True
+    text = repr(value)
+    return "password" in text or "secret" in text
+
+
+def _env_value(field: str, value: str) -> Any:
+    """An override as the operator wrote it: YAML only for lists and mappings."""
+    if "password" in field:
+        return value
+    if value in ("null", "~"):
+        return None
+    if value.lstrip().startswith(("[", "{")):
+        return yaml.safe_load(value)
+    return value
 
 
 def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
@@ -235,7 +374,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[path[-1]] = yaml.safe_load(value)
+        node[path[-1]] = _env_value(path[-1], value)
     return merged
 
 

@@ -116,6 +116,46 @@ class Metrics:
             ["topic", "series"],
             registry=r,
         )
+        self.series_evicted = Counter(
+            "streamdet_series_evicted",
+            "Series forgotten because the topic tracks max_series already (least recent first).",
+            ["topic"],
+            registry=r,
+        )
+        self.backlog_bytes = Gauge(
+            "streamdet_backlog_bytes",
+            "Bytes of windows waiting for the topic's model (partitions pause past the limit).",
+            ["topic"],
+            registry=r,
+        )
+        self.training_failures = Counter(
+            "streamdet_model_training_failures",
+            "Trainings that failed (each is retried with backoff; the reason is in /readyz).",
+            ["topic"],
+            registry=r,
+        )
+        self.model_refused = Counter(
+            "streamdet_model_load_refusals",
+            "Stored models refused at load (corrupt, incompatible, no threshold).",
+            ["topic"],
+            registry=r,
+        )
+        self.commit_failures = Counter(
+            "streamdet_commit_failures",
+            "Offset commits (or dead-letter confirmations) that failed and were retried.",
+            ["error"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "streamdet_alert_publish_failures",
+            "Alert publications that failed and were retried (alerts are kept until sent).",
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "streamdet_broker_up",
+            "1 while the Kafka broker answers (always 1 for the embedded simulator).",
+            registry=r,
+        )
         self.series_suppressed = Counter(
             "streamdet_series_scores_suppressed",
             "Series scores not exported as gauges (outside allowlist/top-K).",

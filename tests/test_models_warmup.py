@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ def topic_model(tmp_path, warmup: int = 10) -> TopicModel:
         }
     )
     model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
-    model._train = lambda data: setattr(model, "trained_on", data)  # record, don't train
+    model.train = lambda series: setattr(model, "trained_on", series)  # record, don't train
     return model
 
 
@@ -70,3 +72,50 @@ def test_threshold_margin_raises_the_inferred_threshold(tmp_path):
         model = TopicModel(topic, tmp_path / str(margin), 1, progress=lambda m: None)
         thresholds.append(model.train(series).threshold)
     assert thresholds[1] == pytest.approx(thresholds[0] + 0.5 * abs(thresholds[0]))
+
+
+def test_a_failed_training_is_reported_and_retried_with_backoff(tmp_path):
+    topic = TopicConfig.model_validate(
+        {
+            "name": "t",
+            "window": {"seq_len": 2},
+            "detector": {"name": "seq2seq", "warmup_events": 10, "retry_after_s": 5},
+        }
+    )
+    model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
+    attempts = []
+
+    def flaky(series):
+        attempts.append(series)
+        if len(attempts) < 3:
+            raise OSError("No space left on device")
+        model.state = "ready"
+
+    model.train = flaky
+    for step in range(10):
+        model.offer("a", np.array([step], np.float32))
+    start(model)
+    assert model.state == "failed" and model.error == "OSError: No space left on device"
+    first_retry = model.retry_at
+    assert not model.retry_if_due(now=first_retry - 0.1)
+    assert model.retry_if_due(now=first_retry)
+    start(model)
+    assert model.state == "failed" and model.failures == 2
+    assert model.retry_at - time.monotonic() > 9  # the backoff doubled: 5 s, then 10 s
+    assert model.retry_if_due(now=model.retry_at)
+    start(model)
+    assert model.state == "ready" and len(attempts) == 3
+    assert attempts[0] is attempts[2]  # the same warm-up data, kept for the retries
+
+
+def test_mistyped_params_fail_with_the_detectors_message(tmp_path):
+    topic = TopicConfig.model_validate(
+        {
+            "name": "t",
+            "window": {"seq_len": 4},
+            "detector": {"name": "seq2seq", "params": {"latent_dims": 8}},
+        }
+    )
+    model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
+    with pytest.raises(Exception, match="detector.params does not fit seq2seq.*latent_dims"):
+        model.train({"a": np.zeros((20, 1), np.float32)})

@@ -356,15 +356,33 @@ class KerasDetector(ABC):
                 models[file_name] = keras.saving.load_model(path, compile=False, safe_mode=True)
             except Exception as exc:  # Keras raises many types for a bad archive
                 raise ModelLoadError(f"{path} could not be loaded by Keras: {exc}") from exc
-        detector = cls(**meta.get("params", {}))
+        try:
+            detector = cls(**meta.get("params", {}))
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(
+                f"{directory}: its params do not fit this streamdet's {cls.name}: {exc}"
+            ) from None
         detector.input_shape = shape
         norm = meta.get("normalisation") or {}
-        detector.mean = np.asarray(norm.get("mean"), dtype=np.float32)
-        detector.std = np.asarray(norm.get("std"), dtype=np.float32)
-        threshold = meta.get("threshold")
-        detector.threshold = (
-            np.asarray(threshold, dtype=np.float64) if isinstance(threshold, list) else threshold
-        )
+        try:
+            detector.mean = np.asarray(norm.get("mean"), dtype=np.float32)
+            detector.std = np.asarray(norm.get("std"), dtype=np.float32)
+            threshold = meta.get("threshold")
+            detector.threshold = (
+                np.asarray(threshold, dtype=np.float64)
+                if isinstance(threshold, list)
+                else threshold
+            )
+            if threshold is not None and not np.all(np.isfinite(np.asarray(threshold, float))):
+                raise ValueError("the threshold is not finite")
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(
+                f"{directory}: unusable threshold or normalisation: {exc}"
+            ) from None
+        if not (np.all(np.isfinite(detector.mean)) and np.all(np.isfinite(detector.std))):
+            raise ModelLoadError(f"{directory}: the normalisation holds NaN or inf")
+        if np.any(detector.std <= 0):
+            raise ModelLoadError(f"{directory}: the normalisation has a zero or negative std")
         detector.training = meta.get("training") or {}
         detector.extra_state = {
             key: np.asarray(value) if isinstance(value, list) else value

@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -36,6 +37,13 @@ class MicroBatcher(Generic[Item]):
         if not self._items:
             return False
         return len(self._items) >= self.max_batch or now - self._oldest >= self.max_delay_s
+
+    def items(self) -> list[Item]:
+        """What waits, oldest first (a copy)."""
+        return list(self._items)
+
+    def remove_if(self, condition: Callable[[Item], bool]) -> None:
+        self._items = [item for item in self._items if not condition(item)]
 
     def drain(self) -> list[Item]:
         items, self._items = self._items, []

@@ -1,5 +1,10 @@
 """Turn a raw message into a (series, timestamp, values) event, or say exactly why not.
 
+Whatever bytes a message holds, decoding returns an :class:`Event` or raises
+:class:`InvalidMessage` with one of :data:`REASONS`. Limits (size, JSON depth, number range,
+event time around the wall clock, series names, image size) are checked before the work
+they guard, so a hostile message costs no more than a valid one.
+
 >>> from streamdet.config import MessageFormat
 >>> from streamdet.sources.base import Message
 >>> msg = Message("s", 0, 7, None, b'{"sensor": "a", "ts": 1700000000, "value": 1.5}', 0)
@@ -24,19 +29,31 @@ from datetime import datetime
 
 import numpy as np
 
-from streamdet.config import MessageFormat
+from streamdet.config import LimitsConfig, MessageFormat
 from streamdet.errors import StreamdetError
 from streamdet.sources.base import Message
 
 REASONS = (
+    "too_large",
+    "too_deep",
     "undecodable_json",
     "missing_field",
     "wrong_type",
     "non_finite",
+    "number_out_of_range",
+    "timestamp_out_of_range",
+    "invalid_series",
     "feature_count",
     "undecodable_image",
+    "image_too_large",
     "wrong_shape",
+    "scoring_failed",
+    "decode_error",
 )
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Timestamps must be dates: from 1970-01-01 to the end of the year 9999.
+LATEST_MS = 253_402_300_799_999
+DEFAULT_LIMITS = LimitsConfig()
 
 
 class InvalidMessage(StreamdetError):
@@ -70,114 +87,274 @@ def parse_timestamp_ms(raw: object) -> int:
     """
     if isinstance(raw, bool):
         raise ValueError("a boolean is not a timestamp")
-    if isinstance(raw, int | float):
+    if isinstance(raw, int):
+        return raw if abs(raw) >= 1e11 else raw * 1000
+    if isinstance(raw, float):
         if not math.isfinite(raw):
             raise ValueError("timestamp is not finite")
         # Epoch seconds stay below 1e11 until the year 5138; milliseconds are above it.
         return int(raw) if abs(raw) >= 1e11 else round(raw * 1000)
     if isinstance(raw, str):
+        if len(raw) > 64:
+            raise ValueError("an ISO 8601 timestamp has at most 64 characters")
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         return int(parsed.timestamp() * 1000)
     raise ValueError(f"expected epoch seconds/milliseconds or ISO 8601, got {type(raw).__name__}")
 
 
-def decode_timeseries(message: Message, fmt: MessageFormat, tabular: bool = False) -> Event:
+# ---- the parts every message kind shares ------------------------------------------------
+def _check_size(message: Message, limits: LimitsConfig) -> None:
+    if len(message.value) > limits.max_message_bytes:
+        raise InvalidMessage(
+            message,
+            "too_large",
+            f"{len(message.value)} bytes; the topic's limit is {limits.max_message_bytes}",
+        )
+
+
+def _json_depth(value: object) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            depth = max(depth, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return depth
+
+
+def _json_object(message: Message, raw: bytes, limits: LimitsConfig) -> dict:
+    too_deep = f"JSON nested deeper than {limits.max_json_depth} levels"
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise InvalidMessage(message, "too_deep", too_deep) from None
+    except (UnicodeDecodeError, ValueError) as exc:  # bad JSON, integers over 4,300 digits
+        raise InvalidMessage(message, "undecodable_json", str(exc)[:200]) from None
+    if not isinstance(body, dict):
+        raise InvalidMessage(message, "wrong_type", "the JSON value must be an object")
+    if _json_depth(body) > limits.max_json_depth:
+        raise InvalidMessage(message, "too_deep", too_deep)
+    return body
+
+
+def _series(
+    message: Message, body: dict, fmt: MessageFormat, fallback: bool, limits: LimitsConfig
+) -> str:
+    """The ``series_key`` field; else the message key; else (if ``fallback``) the topic."""
+    if fmt.series_key is not None and fmt.series_key in body:
+        raw = body[fmt.series_key]
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise InvalidMessage(
+                message, "invalid_series", f"{fmt.series_key!r} is {type(raw).__name__}"
+            )
+        if isinstance(raw, int) and not -(2**63) <= raw < 2**63:
+            raise InvalidMessage(message, "invalid_series", "the series number is too large")
+        series = str(raw)
+    elif fmt.series_key is not None and not fallback:
+        raise InvalidMessage(message, "missing_field", f"no field {fmt.series_key!r}")
+    elif message.key is not None:
+        series = message.key.decode("utf-8", "replace")
+    elif fallback:
+        series = message.topic
+    else:
+        raise InvalidMessage(message, "missing_field", "no message key to name the series")
+    if not series or len(series) > limits.max_series_chars:
+        raise InvalidMessage(
+            message,
+            "invalid_series",
+            f"a series name has 1 to {limits.max_series_chars} characters; got {len(series)}",
+        )
+    try:
+        series.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage(
+            message, "invalid_series", "the series name is not valid UTF-8 (lone surrogate)"
+        ) from None
+    return series
+
+
+def _timestamp(
+    message: Message,
+    body: dict,
+    fmt: MessageFormat,
+    optional: bool,
+    limits: LimitsConfig,
+    now_ms: int | None,
+) -> int:
+    field = fmt.timestamp_field
+    if field is None or (optional and field not in body):
+        timestamp_ms = message.timestamp_ms
+    else:
+        if field not in body:
+            raise InvalidMessage(message, "missing_field", f"no field {field!r}")
+        try:
+            timestamp_ms = parse_timestamp_ms(body[field])
+        except OverflowError:
+            raise InvalidMessage(
+                message, "timestamp_out_of_range", f"{field} is too large"
+            ) from None
+        except ValueError as exc:
+            raise InvalidMessage(message, "wrong_type", f"{field}: {exc}") from None
+    if not 0 <= timestamp_ms <= LATEST_MS:
+        digits = len(str(abs(timestamp_ms)))
+        shown = str(timestamp_ms) if digits < 20 else f"a {digits}-digit number of"
+        raise InvalidMessage(
+            message, "timestamp_out_of_range", f"{shown} ms is not a date in 1970..9999"
+        )
+    if now_ms is not None:
+        ahead = timestamp_ms - now_ms
+        if limits.max_future_ms is not None and ahead > limits.max_future_ms:
+            raise InvalidMessage(
+                message,
+                "timestamp_out_of_range",
+                f"{ahead / 1000:.0f} s ahead of the wall clock "
+                f"(limits.max_future_ms: {limits.max_future_ms})",
+            )
+        if limits.max_age_ms is not None and -ahead > limits.max_age_ms:
+            raise InvalidMessage(
+                message,
+                "timestamp_out_of_range",
+                f"{-ahead / 1000:.0f} s old (limits.max_age_ms: {limits.max_age_ms})",
+            )
+    return timestamp_ms
+
+
+def _number(message: Message, name: str, raw: object) -> float:
+    if isinstance(raw, list):
+        raise InvalidMessage(
+            message,
+            "feature_count",
+            f"{name!r} holds a list of {len(raw)}; each value field holds one number",
+        )
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise InvalidMessage(
+            message, "wrong_type", f"{name!r} is {type(raw).__name__}, not a number"
+        )
+    try:
+        value = float(raw)
+    except OverflowError:
+        raise InvalidMessage(message, "number_out_of_range", f"{name!r} is too large") from None
+    if not math.isfinite(value):
+        raise InvalidMessage(message, "non_finite", f"{name!r} is {raw}")
+    if abs(value) > FLOAT32_MAX:
+        raise InvalidMessage(
+            message, "number_out_of_range", f"{name!r} = {value:g} is beyond float32 (±3.4e38)"
+        )
+    return value
+
+
+# ---- time series and rows ---------------------------------------------------------------
+def decode_timeseries(
+    message: Message,
+    fmt: MessageFormat,
+    tabular: bool = False,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+    now_ms: int | None = None,
+) -> Event:
     """Decode one JSON message according to its topic's format.
 
     ``tabular`` rows need no series or timestamp: a missing series field falls back to the
     message key, then the topic; a missing timestamp field to the Kafka timestamp.
+    ``now_ms`` (the wall clock) turns on the event-time bounds of ``limits``.
     """
-    try:
-        body = json.loads(message.value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage(message, "undecodable_json", str(exc)) from None
-    if not isinstance(body, dict):
-        raise InvalidMessage(message, "wrong_type", "the JSON value must be an object")
-
-    if tabular and (fmt.series_key is None or fmt.series_key not in body):
-        series = message.key.decode("utf-8", "replace") if message.key else message.topic
-    elif fmt.series_key is None:
-        if message.key is None:
-            raise InvalidMessage(message, "missing_field", "no message key to name the series")
-        series = message.key.decode("utf-8", "replace")
-    else:
-        if fmt.series_key not in body:
-            raise InvalidMessage(message, "missing_field", f"no field {fmt.series_key!r}")
-        series = str(body[fmt.series_key])
-
-    if fmt.timestamp_field is None or (tabular and fmt.timestamp_field not in body):
-        timestamp_ms = message.timestamp_ms
-    else:
-        if fmt.timestamp_field not in body:
-            raise InvalidMessage(message, "missing_field", f"no field {fmt.timestamp_field!r}")
-        try:
-            timestamp_ms = parse_timestamp_ms(body[fmt.timestamp_field])
-        except ValueError as exc:
-            raise InvalidMessage(message, "wrong_type", f"{fmt.timestamp_field}: {exc}") from None
-
+    _check_size(message, limits)
+    body = _json_object(message, message.value, limits)
+    series = _series(message, body, fmt, tabular, limits)
+    timestamp_ms = _timestamp(message, body, fmt, tabular, limits, now_ms)
     values = []
     for name in fmt.value_fields:
         if name not in body:
             raise InvalidMessage(message, "missing_field", f"no field {name!r}")
-        raw = body[name]
-        if isinstance(raw, list):
-            raise InvalidMessage(
-                message,
-                "feature_count",
-                f"{name!r} holds a list of {len(raw)}; each value field holds one number",
-            )
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise InvalidMessage(
-                message, "wrong_type", f"{name!r} is {type(raw).__name__}, not a number"
-            )
-        if not math.isfinite(raw):
-            raise InvalidMessage(message, "non_finite", f"{name!r} is {raw}")
-        values.append(raw)
+        values.append(_number(message, name, body[name]))
     return Event(series, timestamp_ms, np.asarray(values, dtype=np.float32), message)
 
 
+# ---- images -----------------------------------------------------------------------------
 PNG_MAGIC = b"\x89PNG"
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _image_array(raw: bytes, message: Message, channels: int) -> np.ndarray:
+def _check_declared(message: Message, declared: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    """Refuse an image by the size its header declares, before any of it is decoded."""
+    pixels = math.prod(int(d) for d in declared)
+    if pixels > math.prod(expected):
+        raise InvalidMessage(
+            message,
+            "image_too_large",
+            f"the header declares shape {tuple(declared)}, expected {tuple(expected)}",
+        )
+    if pixels != math.prod(expected):
+        raise InvalidMessage(
+            message, "wrong_shape", f"image of shape {tuple(declared)}, expected {tuple(expected)}"
+        )
+
+
+def _image_array(raw: bytes, message: Message, shape: tuple[int, int, int]) -> np.ndarray:
+    channels = shape[2]
     if raw.startswith(PNG_MAGIC):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         try:
-            with Image.open(io.BytesIO(raw)) as image:
+            with Image.open(io.BytesIO(raw)) as image:  # reads the header only
+                width, height = image.size
+                _check_declared(message, (height, width, channels), shape)
                 array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InvalidMessage(message, "undecodable_image", f"bad PNG: {exc}") from None
+        except InvalidMessage:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise InvalidMessage(message, "image_too_large", str(exc)[:300]) from None
+        except Exception as exc:  # PIL raises many types on hostile files
+            detail = f"bad PNG: {type(exc).__name__}: {exc}"[:300]
+            raise InvalidMessage(message, "undecodable_image", detail) from None
         return array[..., None] if array.ndim == 2 else array
     if raw.startswith(NPY_MAGIC):
+        stream = io.BytesIO(raw)
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                declared, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            else:
+                declared, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        except Exception as exc:
+            detail = f"bad .npy header: {type(exc).__name__}: {exc}"[:300]
+            raise InvalidMessage(message, "undecodable_image", detail) from None
+        if dtype.hasobject:
+            raise InvalidMessage(message, "wrong_type", "an array of objects is not an image")
+        _check_declared(message, tuple(declared), shape)
         try:
             return np.load(io.BytesIO(raw), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InvalidMessage(message, "undecodable_image", f"bad .npy: {exc}") from None
+        except Exception as exc:
+            detail = f"bad .npy: {type(exc).__name__}: {exc}"[:300]
+            raise InvalidMessage(message, "undecodable_image", detail) from None
     raise InvalidMessage(message, "undecodable_image", "neither PNG nor .npy bytes")
 
 
-def decode_image(message: Message, fmt: MessageFormat, shape: tuple[int, int, int]) -> Event:
+def decode_image(
+    message: Message,
+    fmt: MessageFormat,
+    shape: tuple[int, int, int],
+    limits: LimitsConfig = DEFAULT_LIMITS,
+    now_ms: int | None = None,
+) -> Event:
     """PNG bytes, raw ``.npy`` bytes, or JSON with a base64 PNG in ``fmt.image_field``.
 
     8-bit images are scaled to [0, 1]; float images must already be in [0, 1]. The values
     come back flattened (height * width * channels), as the window store holds rows.
     """
+    _check_size(message, limits)
     body: dict = {}
     raw = message.value
     if raw[:1] == b"{":
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidMessage(message, "undecodable_json", str(exc)) from None
-        if not isinstance(body, dict) or fmt.image_field not in body:
+        body = _json_object(message, raw, limits)
+        if fmt.image_field not in body:
             raise InvalidMessage(message, "missing_field", f"no field {fmt.image_field!r}")
         try:
             raw = base64.b64decode(body[fmt.image_field], validate=True)
         except (binascii.Error, TypeError, ValueError) as exc:
             raise InvalidMessage(message, "undecodable_image", f"bad base64: {exc}") from None
-    array = _image_array(raw, message, shape[2])
+    array = _image_array(raw, message, shape)
     if array.ndim == 2:
         array = array[..., None]
     if tuple(array.shape) != tuple(shape):
@@ -187,7 +364,8 @@ def decode_image(message: Message, fmt: MessageFormat, shape: tuple[int, int, in
     if array.dtype == np.uint8:
         values = array.astype(np.float32) / 255.0
     elif np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = array.astype(np.float32)
         if not np.isfinite(values).all():
             raise InvalidMessage(message, "non_finite", "the image holds NaN or inf")
         if values.min() < 0 or values.max() > 1:
@@ -198,14 +376,6 @@ def decode_image(message: Message, fmt: MessageFormat, shape: tuple[int, int, in
             )
     else:
         raise InvalidMessage(message, "wrong_type", f"pixels of dtype {array.dtype}")
-    if fmt.series_key and fmt.series_key in body:
-        series = str(body[fmt.series_key])
-    else:
-        series = message.key.decode("utf-8", "replace") if message.key else message.topic
-    timestamp_ms = message.timestamp_ms
-    if fmt.timestamp_field and fmt.timestamp_field in body:
-        try:
-            timestamp_ms = parse_timestamp_ms(body[fmt.timestamp_field])
-        except ValueError as exc:
-            raise InvalidMessage(message, "wrong_type", f"{fmt.timestamp_field}: {exc}") from None
+    series = _series(message, body, fmt, True, limits)
+    timestamp_ms = _timestamp(message, body, fmt, True, limits, now_ms)
     return Event(series, timestamp_ms, values.reshape(-1), message)

@@ -22,7 +22,14 @@ from streamdet.windows import sliding_windows
 
 
 class TopicModel:
-    """States: ``warming`` (collecting), ``training``, ``ready``, ``failed``."""
+    """States: ``warming`` (collecting), ``training``, ``ready``, ``failed``.
+
+    A training that fails for any reason (bad ``params``, a full disk, a bug) marks the
+    topic ``failed`` with the reason and is tried again after a backoff that doubles up to
+    ``MAX_RETRY_S``; the warm-up data is kept for that.
+    """
+
+    MAX_RETRY_S = 900.0
 
     def __init__(self, topic: TopicConfig, store: Path, n_features: int, progress: ProgressFn):
         self.topic = topic
@@ -34,6 +41,10 @@ class TopicModel:
         self.error: str | None = None
         self.training_events = 0
         self.trained_here = False
+        self.failures = 0
+        self.load_refusals = 0
+        self.retry_at: float | None = None
+        self._training_data: dict[str, np.ndarray] | None = None
         self._warmup: dict[str, list[np.ndarray]] = {}
         self._offered: dict[str, int] = {}
         self._thread: threading.Thread | None = None
@@ -75,6 +86,11 @@ class TopicModel:
             self.detector = load_detector(
                 self.directory, self.topic.detector.name, self.instance_shape
             )
+            if self.detector.threshold is None:
+                raise ModelLoadError(
+                    f"{self.directory}: the model has no threshold (infer_threshold was never "
+                    "run); the daemon would never alert"
+                )
             names = self.detector.params.get("feature_names")
             if (
                 self.topic.kind == "tabular"
@@ -85,8 +101,13 @@ class TopicModel:
                     f"{self.directory}: the model reads features {names}, but the topic's "
                     f"value_fields are {list(self.feature_names)}"
                 )
-        except ModelLoadError as exc:
-            self.progress(f"topic {self.topic.name}: stored model not usable ({exc}); retraining")
+        except Exception as exc:  # a refused or broken model is never half-loaded
+            self.detector = None
+            self.load_refusals += 1
+            self.progress(
+                f"topic {self.topic.name}: stored model refused ({type(exc).__name__}: {exc}); "
+                "training a new one from the stream"
+            )
             return
         self.training_events = int(self.detector.training.get("training_events", 0))
         self.state = "ready"
@@ -119,21 +140,42 @@ class TopicModel:
             rows.append(values)
         complete = all(len(v) >= needed for v in self._warmup.values())
         if (all_partitions_seen and complete) or offered >= 3 * needed:
-            self.state = "training"
-            data = {k: np.stack(v) for k, v in self._warmup.items()}
+            self._training_data = {k: np.stack(v) for k, v in self._warmup.items()}
             self._warmup = {}
-            self._thread = threading.Thread(
-                target=self._train, args=(data,), name=f"train-{self.topic.name}", daemon=True
-            )
-            self._thread.start()
+            self._start_training()
 
-    def _train(self, series: dict[str, np.ndarray]) -> None:
+    def _start_training(self) -> None:
+        self.state = "training"
+        self.retry_at = None
+        self._thread = threading.Thread(
+            target=self._train, name=f"train-{self.topic.name}", daemon=True
+        )
+        self._thread.start()
+
+    def retry_if_due(self, now: float | None = None) -> bool:
+        """Start the next attempt of a failed training once its backoff has passed."""
+        now = time.monotonic() if now is None else now
+        if self.state != "failed" or self.retry_at is None or now < self.retry_at:
+            return False
+        self.progress(f"topic {self.topic.name}: retrying training (attempt {self.failures + 1})")
+        self._start_training()
+        return True
+
+    def _train(self) -> None:
+        assert self._training_data is not None
         try:
-            self.train(series)
-        except (StreamdetError, ValueError) as exc:
+            self.train(self._training_data)
+            self._training_data = None
+        except Exception as exc:  # any failure: reported and retried, never a stuck topic
+            self.failures += 1
+            first = self.topic.detector.retry_after_s
+            delay = min(first * 2 ** (self.failures - 1), self.MAX_RETRY_S)
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.retry_at = time.monotonic() + delay
             self.state = "failed"
-            self.error = str(exc)
-            self.progress(f"topic {self.topic.name}: training failed: {exc}")
+            self.progress(
+                f"topic {self.topic.name}: training failed ({self.error}); retry in {delay:.0f}s"
+            )
 
     def train(self, series: dict[str, np.ndarray]) -> KerasDetector:
         """Fit, infer the threshold and save a model from per-series arrays (T, F), now."""
@@ -157,7 +199,13 @@ class TopicModel:
             params.setdefault("seq_len", self.seq_len)
         if self.topic.kind == "tabular":
             params["feature_names"] = list(self.feature_names)
-        detector = create_detector(self.topic.detector.name, **params)
+        try:
+            detector = create_detector(self.topic.detector.name, **params)
+        except TypeError as exc:
+            raise StreamdetError(
+                f"topic {self.topic.name}: detector.params does not fit "
+                f"{self.topic.detector.name}: {exc}"
+            ) from None
         detector.fit(windows, progress=self.progress)
         perc = self.topic.threshold.threshold_perc
         if detector.name == "seq2seq":

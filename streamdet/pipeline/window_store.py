@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,10 @@ class WindowStore:
     ``out_of_order='drop'`` drops an event older than its series' latest (counted in
     ``dropped_late``). ``'reorder'`` holds events for ``lateness_ms`` of event time and
     releases them in timestamp order; only events later than that bound are dropped.
+    A window of one event (rows, images) keeps no per-series state at all.
+
+    At most ``max_series`` series are tracked: beyond that the least recently updated one is
+    forgotten (counted in ``evicted``); it starts a new window if it comes back.
     """
 
     def __init__(
@@ -84,18 +89,53 @@ class WindowStore:
         stride: int = 1,
         out_of_order: str = "drop",
         lateness_ms: int = 0,
+        max_series: int = 100_000,
     ) -> None:
         self.seq_len = seq_len
         self.n_features = n_features
         self.stride = stride
         self.out_of_order = out_of_order
         self.lateness_ms = lateness_ms
+        self.max_series = max_series
         self.dropped_late = 0
-        self._series: dict[str, _Series] = {}
+        self.evicted = 0
+        self._series: OrderedDict[str, _Series] = OrderedDict()
         self._tiebreak = itertools.count()
 
     def __len__(self) -> int:
         return len(self._series)
+
+    def _state(self, series: str) -> _Series:
+        state = self._series.get(series)
+        if state is None:
+            state = self._series[series] = _Series(self.seq_len, self.n_features)
+            while len(self._series) > self.max_series:
+                self._series.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._series.move_to_end(series)
+        return state
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget series last fed by ``partitions`` (another consumer now owns them), and
+        events of those partitions held for reordering."""
+        for name in [n for n, s in self._series.items() if s.last_partition in partitions]:
+            del self._series[name]
+        for state in self._series.values():
+            kept = [p for p in state.pending if p[2].message.partition not in partitions]
+            if len(kept) != len(state.pending):
+                state.pending = kept
+                heapq.heapify(state.pending)
+
+    def unreleased(self) -> dict[int, int]:
+        """Per partition, the lowest offset of an event held for reordering: its window is
+        not emitted yet."""
+        lowest: dict[int, int] = {}
+        for state in self._series.values():
+            for _, _, held in state.pending:
+                partition, offset = held.message.partition, held.message.offset
+                lowest[partition] = min(lowest.get(partition, offset), offset)
+        return lowest
 
     def add(self, event: Event, received_at: float = 0.0) -> ReadyWindow | None:
         """Append one event; return the window it completes, if any.
@@ -107,9 +147,9 @@ class WindowStore:
         return ready[-1] if ready else None
 
     def add_all(self, event: Event, received_at: float = 0.0) -> list[ReadyWindow]:
-        state = self._series.get(event.series)
-        if state is None:
-            state = self._series[event.series] = _Series(self.seq_len, self.n_features)
+        if self.seq_len == 1 and self.out_of_order == "accept":
+            return [_single(event, received_at)]
+        state = self._state(event.series)
         if self.out_of_order == "accept":  # rows of tabular topics: order carries no meaning
             return self._append(state, event, received_at)
         if self.out_of_order == "drop":
@@ -162,3 +202,18 @@ class WindowStore:
                 received_at=received_at,
             )
         ]
+
+
+def _single(event: Event, received_at: float) -> ReadyWindow:
+    msg = event.message
+    return ReadyWindow(
+        topic=msg.topic,
+        series=event.series,
+        values=event.values[None, :],
+        start_ts_ms=event.timestamp_ms,
+        end_ts_ms=event.timestamp_ms,
+        start_offset=msg.offset,
+        end_offset=msg.offset,
+        partition=msg.partition,
+        received_at=received_at,
+    )

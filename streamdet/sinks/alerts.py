@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
+
+import numpy as np
 
 CE_TYPE = "io.streamdet.alert.v1"
 
@@ -26,6 +29,44 @@ def iso_ms(timestamp_ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp_ms / 1000)) + (
         f".{timestamp_ms % 1000:03d}Z"
     )
+
+
+def build_alert(
+    window: Any, detector: Any, score: float, threshold: np.ndarray, feature: np.ndarray
+) -> dict[str, Any]:
+    """The alert record of docs/alert.schema.json for one flagged window."""
+    name = detector.name
+    return {
+        "alert_id": alert_id(window.topic, window.partition, window.end_offset, name),
+        "series": window.series,
+        "topic": window.topic,
+        "partition": window.partition,
+        "detector": name,
+        "model_version": detector.training.get("model_version"),
+        "score": score,
+        "threshold": threshold.tolist(),
+        "window_start": iso_ms(window.start_ts_ms),
+        "window_end": iso_ms(window.end_ts_ms),
+        "window_start_offset": window.start_offset,
+        "window_end_offset": window.end_offset,
+        "feature_scores": feature.reshape(-1, feature.shape[-1]).mean(axis=0).tolist(),
+        "detected_at": iso_ms(int(time.time() * 1000)),
+    }
+
+
+def alert_json(alert: dict[str, Any]) -> str:
+    """The alert as one line of JSON. Non-finite numbers are written as null: JSON has no
+    NaN, and a subscriber's parser must never choke on an alert."""
+    clean = {k: _finite_or_none(v) for k, v in alert.items()}
+    return json.dumps(clean, sort_keys=True, allow_nan=False)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def cloudevent_headers(alert: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -69,7 +110,7 @@ class JsonLinesAlertSink:
     def publish(self, alerts: list[dict[str, Any]]) -> None:
         if not alerts:
             return
-        lines = "".join(json.dumps(a, sort_keys=True) + "\n" for a in alerts)
+        lines = "".join(alert_json(a) + "\n" for a in alerts)
         if self.echo:
             self.stream.write(lines)
             self.stream.flush()

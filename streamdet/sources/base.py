@@ -1,9 +1,19 @@
-"""What every source hands the pipeline: raw messages with their position in the stream."""
+"""What every source hands the pipeline, and what the daemon may ask of a source.
+
+A source delivers raw messages with their position in the stream, takes commits of
+:class:`Position` (the replay point plus the last offset whose windows were all emitted),
+and says which partitions it owns. Sources without consumer groups (the simulator, files)
+own every partition they deliver and answer ``assignment()`` with ``None``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+TopicPartition = tuple[str, int]
+PartitionsCallback = Callable[[set[TopicPartition]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +28,57 @@ class Message:
     timestamp_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What is committed for one partition.
+
+    ``replay_from`` is the oldest offset a restart must re-read to rebuild every window;
+    ``scored_through`` is the last offset whose windows have all been scored and their
+    alerts acknowledged, so windows rebuilt up to it are not alerted twice.
+    """
+
+    replay_from: int
+    scored_through: int
+
+
 class Source(Protocol):
     """A polled stream of messages whose progress is committed after alerts are safe."""
 
+    @property
+    def exhausted(self) -> bool:
+        """True when a finite source has delivered everything (never for Kafka)."""
+        ...
+
     def poll(self, timeout_ms: int) -> list[Message]: ...
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None: ...
+    def assignment(self) -> set[TopicPartition] | None:
+        """The partitions this member owns now; ``None``: every partition it delivers."""
+        ...
+
+    def restart_mark(self, partition: TopicPartition) -> int:
+        """``scored_through`` of the last commit for ``partition`` (-1: none)."""
+        ...
+
+    def commit(self, positions: dict[TopicPartition, Position]) -> None:
+        """Store ``positions``; raises if they were not stored."""
+        ...
+
+    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+        """Call ``revoked``/``assigned`` with the partitions a group rebalance moves."""
+        ...
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        """Stop fetching ``partitions`` until :meth:`resume` (back-pressure)."""
+        ...
+
+    def resume(self, partitions: set[TopicPartition]) -> None: ...
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages behind the log end per owned partition (empty if unknown)."""
+        ...
+
+    def connected(self) -> bool:
+        """False while the broker cannot be reached."""
+        ...
 
     def close(self) -> None: ...

@@ -1,101 +1,180 @@
-"""Kafka consumer source: manual commits, lag per partition, window-state replay on restart.
+"""Kafka consumer source: manual commits, rebalance callbacks, lag, window-state replay.
 
-Offsets are committed by the daemon only after the alerts of what was scored are
-acknowledged. The committed offset is the *replay point*: the oldest event still needed to
-rebuild every series' window, so a restart re-reads just enough history to refill its ring
-buffers. The commit's metadata carries ``scored_through``, the last offset already scored,
-so replayed windows are rebuilt without being scored (and alerted) twice.
+Offsets are committed by the daemon's :class:`~streamdet.pipeline.checkpoint.Checkpoint`
+only after the alerts of what was scored are acknowledged. The committed offset is the
+*replay point*: the oldest event still needed to rebuild every series' window, so a restart
+(or the member a partition moves to) re-reads just enough history to refill its windows.
+The commit's metadata carries ``scored_through`` so rebuilt windows are not alerted twice.
+
+Broker trouble never escapes as an exception from :meth:`KafkaSource.poll` or
+:meth:`KafkaSource.lag`: it is logged, ``connected()`` turns false, and the next call tries
+again. Commits do raise, so the checkpoint can retry them with backoff.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 
-from kafka import KafkaConsumer
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaPartition
 
 from streamdet.config import KafkaConfig
 from streamdet.kafka_client import client_settings
-from streamdet.sources.base import Message
+from streamdet.sources.base import Message, PartitionsCallback, Position, TopicPartition
 
 METADATA_MAX_AGE_MS = 30_000
+ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePartitionAssignor}
+log = logging.getLogger("streamdet.kafka")
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Forwards rebalances to the daemon. It runs on kafka-python's IO thread while the
+    daemon's loop is blocked in ``poll``, so the callbacks only change in-memory state
+    (blocking consumer calls are refused on that thread)."""
+
+    def __init__(self) -> None:
+        self.revoked: PartitionsCallback = lambda partitions: None
+        self.assigned: PartitionsCallback = lambda partitions: None
+
+    def on_partitions_revoked(self, revoked: set[KafkaPartition]) -> None:
+        self.revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    def on_partitions_assigned(self, assigned: set[KafkaPartition]) -> None:
+        self.assigned({(tp.topic, tp.partition) for tp in assigned})
+
+    def on_partitions_lost(self, lost: set[KafkaPartition]) -> None:
+        self.revoked({(tp.topic, tp.partition) for tp in lost})
 
 
 class KafkaSource:
     def __init__(self, config: KafkaConfig, topics: list[str], max_poll_records: int = 2000):
+        extra = {}
+        if config.group_instance_id:
+            extra["group_instance_id"] = config.group_instance_id
         self.consumer = KafkaConsumer(
             group_id=config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_poll_records,
+            partition_assignment_strategy=(ASSIGNORS[config.assignment],),
             # A member that joined before its topics' metadata arrived gets no partitions
             # until the next refresh: keep that window at 30 s, not the default 5 min.
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
+            session_timeout_ms=config.session_timeout_ms,
+            **extra,
             **client_settings(config),
         )
         # Know the topics' partitions before joining the group, so the first assignment is
         # not an empty one (seen on restarts: minutes without consuming).
         for topic in topics:
             self.consumer.partitions_for_topic(topic)
-        self.consumer.subscribe(topics)
-        self._scored_through: dict[tuple[str, int], int] = {}
+        self._listener = _Listener()
+        self.consumer.subscribe(topics, listener=self._listener)
+        self._connected = True
+        self._last_error = 0.0
+
+    @property
+    def exhausted(self) -> bool:
+        return False
+
+    def _broker_failed(self, what: str, exc: Exception) -> None:
+        self._connected = False
+        now = time.monotonic()
+        if now - self._last_error > 10:  # one line per 10 s during an outage, not per call
+            log.warning("kafka: %s failed: %s: %s", what, type(exc).__name__, exc)
+            self._last_error = now
 
     def poll(self, timeout_ms: int) -> list[Message]:
-        records = self.consumer.poll(timeout_ms=timeout_ms)
+        try:
+            records = self.consumer.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            self._broker_failed("poll", exc)
+            time.sleep(timeout_ms / 1000)
+            return []
         messages = []
-        for partition, batch in records.items():
-            key = (partition.topic, partition.partition)
-            if key not in self._scored_through:
-                self._scored_through[key] = self._read_scored_through(partition)
+        for batch in records.values():
             for r in batch:
                 messages.append(
                     Message(r.topic, r.partition, r.offset, r.key, r.value or b"", r.timestamp)
                 )
+        if messages:
+            self._connected = True
         return messages
 
-    def _read_scored_through(self, partition: TopicPartition) -> int:
-        committed = self.consumer.committed(partition, metadata=True)
+    def assignment(self) -> set[TopicPartition]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def restart_mark(self, partition: TopicPartition) -> int:
+        """``scored_through`` from the committed metadata; -1 when there is none. If the
+        broker cannot say, -1 too: windows are then re-scored (duplicate alert ids), never
+        lost."""
+        for attempt in range(3):
+            try:
+                committed = self.consumer.committed(KafkaPartition(*partition), metadata=True)
+                break
+            except KafkaError as exc:
+                self._broker_failed(f"reading the commit of {partition}", exc)
+                time.sleep(0.5 * 2**attempt)
+        else:
+            return -1
         if committed is None or not committed.metadata:
             return -1
         try:
             return int(json.loads(committed.metadata).get("scored_through", -1))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             return -1
 
-    def scored_through(self, topic: str, partition: int) -> int:
-        """Offsets at or below this were scored before a restart: rebuild, don't re-alert."""
-        return self._scored_through.get((topic, partition), -1)
-
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit ``{(topic, partition): replay point}`` with the scored-through marker."""
-        self.commit_positions({k: (v, v - 1) for k, v in offsets.items()})
-
-    def commit_positions(self, positions: dict[tuple[str, int], tuple[int, int]]) -> None:
-        """Commit ``{(topic, partition): (replay point, last scored offset)}``."""
-        payload = {}
-        for (topic, partition), (replay_from, scored) in positions.items():
-            scored = max(scored, self._scored_through.get((topic, partition), -1))
-            self._scored_through[(topic, partition)] = scored
-            payload[TopicPartition(topic, partition)] = OffsetAndMetadata(
-                replay_from, json.dumps({"scored_through": scored}), -1
+    def commit(self, positions: dict[TopicPartition, Position]) -> None:
+        payload = {
+            KafkaPartition(topic, partition): OffsetAndMetadata(
+                p.replay_from, json.dumps({"scored_through": p.scored_through}), -1
             )
+            for (topic, partition), p in positions.items()
+        }
         if payload:
             self.consumer.commit(payload)
+            self._connected = True
 
-    def assigned(self) -> set[tuple[str, int]]:
-        """The (topic, partition) pairs this consumer currently owns."""
-        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+        self._listener.revoked = revoked
+        self._listener.assigned = assigned
 
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the log end, per assigned partition."""
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        owned = self.assignment()
+        self.consumer.pause(*(KafkaPartition(*tp) for tp in partitions if tp in owned))
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self.consumer.resume(*(KafkaPartition(*tp) for tp in partitions))
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages behind the log end, per assigned partition ({} if the broker is away)."""
         assigned = list(self.consumer.assignment())
         if not assigned:
             return {}
-        ends = self.consumer.end_offsets(assigned)
-        return {
-            (tp.topic, tp.partition): max(int(ends[tp]) - int(self.consumer.position(tp)), 0)
-            for tp in assigned
-        }
+        try:
+            ends = self.consumer.end_offsets(assigned)
+            lag = {
+                (tp.topic, tp.partition): max(int(ends[tp]) - int(self.consumer.position(tp)), 0)
+                for tp in assigned
+                if tp in ends
+            }
+        except (KafkaError, KeyError, ValueError) as exc:
+            self._broker_failed("reading end offsets", exc)
+            return {}
+        self._connected = True
+        return lag
+
+    def connected(self) -> bool:
+        return self._connected
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        try:
+            self.consumer.close(autocommit=False)
+        except KafkaError as exc:
+            log.warning("kafka: closing the consumer failed: %s", exc)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamdet.sources.base import Message
+from streamdet.sources.base import Message, PartitionsCallback, Position, TopicPartition
 
 KINDS = ("spike", "level_shift", "drift", "frequency")
 DURATION = {"spike": 3, "level_shift": 40, "drift": 60, "frequency": 40}
@@ -115,7 +115,10 @@ class SensorSimulator:
 
 
 class SimulatorSource:
-    """A :class:`~streamdet.sources.base.Source` that paces simulated events in real time."""
+    """A :class:`~streamdet.sources.base.Source` that paces simulated events in real time.
+
+    It owns its one partition for good (no rebalances) and keeps commits in memory.
+    """
 
     def __init__(
         self, topic: str, simulator: SensorSimulator, rate: float, max_events: int | None = None
@@ -126,7 +129,8 @@ class SimulatorSource:
         self.max_events = max_events
         self._offset = 0
         self._started = time.monotonic()
-        self.committed: dict[tuple[str, int], int] = {}
+        self._paused = False
+        self.committed: dict[TopicPartition, Position] = {}
 
     @property
     def exhausted(self) -> bool:
@@ -136,7 +140,7 @@ class SimulatorSource:
         due = int((time.monotonic() - self._started) * self.rate)
         if self.max_events is not None:
             due = min(due, self.max_events)
-        if due <= self._offset:
+        if due <= self._offset or self._paused:
             time.sleep(min(timeout_ms / 1000, 1 / self.rate))
             return []
         batch = []
@@ -155,8 +159,30 @@ class SimulatorSource:
             self._offset += 1
         return batch
 
-    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        self.committed.update(offsets)
+    def assignment(self) -> None:
+        return None
+
+    def restart_mark(self, partition: TopicPartition) -> int:
+        position = self.committed.get(partition)
+        return -1 if position is None else position.scored_through
+
+    def commit(self, positions: dict[TopicPartition, Position]) -> None:
+        self.committed.update(positions)
+
+    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+        """A simulator is never rebalanced."""
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self._paused = self._paused or (self.topic, 0) in partitions
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self._paused = self._paused and (self.topic, 0) not in partitions
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return {}
+
+    def connected(self) -> bool:
+        return True
 
     def close(self) -> None:
         """Nothing to release."""
