@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from streamdet.config import TopicConfig
+from streamdet.errors import StreamdetError
 from streamdet.pipeline.models import TopicModel
 
 
@@ -117,5 +118,5 @@ def test_mistyped_params_fail_with_the_detectors_message(tmp_path):
         }
     )
     model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
-    with pytest.raises(Exception, match="detector.params does not fit seq2seq.*latent_dims"):
+    with pytest.raises(StreamdetError, match=r"detector\.params does not fit seq2seq.*latent_dims"):
         model.train({"a": np.zeros((20, 1), np.float32)})
