@@ -30,6 +30,7 @@ Check = Callable[[], tuple[bool, str]]
 
 class _BoundedServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type, config: MetricsConfig) -> None:
         self._slots = threading.BoundedSemaphore(config.max_connections)

@@ -8,6 +8,7 @@ import pytest
 
 from streamdet.config import load_config, load_config_text
 from streamdet.errors import ConfigError
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,65 @@ def test_check_config_command_prints_the_effective_config_or_the_error(tmp_path)
     assert failed.returncode == 2
     assert "metrics.port: 99999 is not valid" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+SECRET = "s3cr3t #not-a-comment"
+
+
+def test_secrets_are_never_printed_by_check_config_or_errors(tmp_path):
+    secret_file = tmp_path / "password"
+    secret_file.write_text(SECRET + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "kafka:\n"
+        "  bootstrap_servers: localhost:9093\n"
+        "  security: {protocol: SASL_SSL, sasl_mechanism: SCRAM-SHA-512, sasl_username: u,\n"
+        f"             sasl_password_file: {secret_file}}}\n"
+        "topics: [{name: t, detector: {name: seq2seq}}]\n"
+    )
+    loaded = load_config(config, environ={})
+    assert loaded.kafka.security.sasl_password.get_secret_value() == SECRET
+    shown = run_cli("check-config", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert SECRET not in shown.stdout and "**********" in shown.stdout
+
+    # A validation error about the security block does not echo it.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "kafka:\n  security: {protocol: SASL_SSL, sasl_password: '" + SECRET + "', bogus: 1}\n"
+    )
+    failed = run_cli("check-config", "--config", str(bad))
+    assert failed.returncode == 2
+    assert "kafka.security.bogus: unknown key" in failed.stderr
+    assert SECRET not in failed.stderr + failed.stdout
+
+
+def test_environment_values_are_taken_as_written():
+    config = load_config_text(
+        "topics: [{name: t, detector: {name: seq2seq}}]",
+        environ={
+            "STREAMDET_KAFKA__SECURITY__PROTOCOL": "SASL_PLAINTEXT",
+            "STREAMDET_KAFKA__SECURITY__SASL_MECHANISM": "PLAIN",
+            "STREAMDET_KAFKA__SECURITY__SASL_USERNAME": "u",
+            "STREAMDET_KAFKA__SECURITY__SASL_PASSWORD": SECRET,
+            "STREAMDET_ALERTS__STDOUT": "false",
+            "STREAMDET_ALERTS__FILE": "null",
+            "STREAMDET_METRICS__SERIES_ALLOWLIST": "[a, b]",
+        },
+    )
+    assert config.kafka.security.sasl_password.get_secret_value() == SECRET  # ' #' kept
+    assert config.alerts.stdout is False and config.alerts.file is None
+    assert config.metrics.series_allowlist == ("a", "b")
+
+
+def test_tls_files_need_a_tls_protocol_and_secrets_one_source():
+    with pytest.raises(ConfigError, match="ssl_cafile given with protocol PLAINTEXT"):
+        load_config_text("kafka: {security: {ssl_cafile: ca.pem}}", environ={})
+    with pytest.raises(ConfigError, match="cannot read /nonexistent"):
+        load_config_text(
+            "kafka: {security: {protocol: SASL_SSL, sasl_mechanism: PLAIN, sasl_username: u,"
+            " sasl_password_file: /nonexistent}}",
+            environ={},
+        )
+    with pytest.raises(ConfigError, match="basic auth needs both"):
+        load_config_text("metrics: {basic_auth_username: prom}", environ={})
