@@ -136,37 +136,21 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | 
     raise TimeoutError(f"the Kafka broker did not open port {port} within {timeout:.0f}s")
 
 
-def start(run_dir: Path, port: int | None = None, timeout: float = 90.0) -> tuple[str, int]:
-    """Format a fresh KRaft log dir in ``run_dir`` and start the broker in the background.
-
-    Returns the bootstrap address and the broker's process id.
-    """
-    libs = fetch()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    controller_port = free_port()
-    log_dir = run_dir / "data"
-    shutil.rmtree(log_dir, ignore_errors=True)
-    config = run_dir / "server.properties"
-    config.write_text(SERVER.format(port=port, controller_port=controller_port, log_dir=log_dir))
-    (run_dir / "log4j.properties").write_text(LOG4J.format(log=run_dir / "server.log"))
-    java = [
+def _java(run_dir: Path) -> list[str]:
+    return [
         "java",
         "-Xms256m",
         "-Xmx1g",
         f"-Dlog4j.configuration=file:{run_dir / 'log4j.properties'}",
         "-cp",
-        f"{libs}/*",
+        f"{fetch()}/*",
     ]
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    out = (run_dir / "stdout.log").open("wb")
+
+
+def _launch(run_dir: Path, port: int, timeout: float) -> tuple[str, int]:
+    out = (run_dir / "stdout.log").open("ab")
     process = subprocess.Popen(
-        [*java, "kafka.Kafka", str(config)],
+        [*_java(run_dir), "kafka.Kafka", str(run_dir / "server.properties")],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -177,6 +161,34 @@ def start(run_dir: Path, port: int | None = None, timeout: float = 90.0) -> tupl
     (run_dir / "bootstrap").write_text(bootstrap)
     say(f"broker up at {bootstrap} (pid {process.pid}, logs in {run_dir})")
     return bootstrap, process.pid
+
+
+def start(run_dir: Path, port: int | None = None, timeout: float = 90.0) -> tuple[str, int]:
+    """Format a fresh KRaft log dir in ``run_dir`` and start the broker in the background.
+
+    Returns the bootstrap address and the broker's process id.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    controller_port = free_port()
+    log_dir = run_dir / "data"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    config = run_dir / "server.properties"
+    config.write_text(SERVER.format(port=port, controller_port=controller_port, log_dir=log_dir))
+    (run_dir / "log4j.properties").write_text(LOG4J.format(log=run_dir / "server.log"))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    subprocess.run(
+        [*_java(run_dir), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return _launch(run_dir, port, timeout)
+
+
+def resume(run_dir: Path, timeout: float = 90.0) -> tuple[str, int]:
+    """Start again a broker that :func:`stop` stopped: same ports, same data (an outage)."""
+    port = int((run_dir / "bootstrap").read_text().rsplit(":", 1)[1])
+    return _launch(run_dir, port, timeout)
 
 
 def stop(run_dir: Path, timeout: float = 20.0) -> None:

@@ -39,12 +39,15 @@ def value(sensor: int, step: int, spikes: set[int], rng: random.Random) -> float
     return round(float(base + (4.0 if step in spikes else 0.0)), 5)
 
 
-def stream(steps: range, spikes: set[int], seed: int = 0) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every sensor's event at each step, in step order."""
+def stream(
+    steps: range, spikes: set[int], seed: int = 0, sensors: tuple[str, ...] = SENSORS
+) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every sensor's event at each step, in step order; a spike at each of
+    ``spikes`` on every sensor."""
     rng = random.Random(seed)
     out = []
     for step in steps:
-        for i, sensor in enumerate(SENSORS):
+        for i, sensor in enumerate(sensors):
             event = {"sensor": sensor, "ts": BASE_MS + step * STEP_MS, "value": 0.0}
             event["value"] = value(i, step, spikes, rng)
             out.append((sensor.encode(), json.dumps(event).encode()))

@@ -31,10 +31,18 @@ def make_producer(config: KafkaConfig) -> KafkaProducer:
     )
 
 
+# A send that is not acknowledged within this is reported as failed; the daemon keeps the
+# alert or dead letter and sends it again later (the broker de-duplicates nothing, the
+# subscriber does, by alert_id).
+SEND_TIMEOUT_S = 5.0
+
+
 class KafkaAlertSink:
     """Alerts as JSON, keyed by series, with CloudEvents binary-mode headers."""
 
-    def __init__(self, producer: KafkaProducer, topic: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, producer: KafkaProducer, topic: str, timeout_s: float = SEND_TIMEOUT_S
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
@@ -67,7 +75,9 @@ class KafkaDeadLetterSink:
     letter was lost.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, producer: KafkaProducer, topic: str, timeout_s: float = SEND_TIMEOUT_S
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s

@@ -29,6 +29,10 @@ from streamdet.kafka_client import client_settings
 from streamdet.sources.base import Message, PartitionsCallback, Position, TopicPartition
 
 METADATA_MAX_AGE_MS = 30_000
+# Broker calls made from the consume loop wait at most this long, so an outage slows the
+# loop down but never stalls it past the health check's limit.
+CALL_TIMEOUT_MS = 2_000
+COMMIT_TIMEOUT_MS = 5_000
 ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePartitionAssignor}
 log = logging.getLogger("streamdet.kafka")
 
@@ -116,7 +120,9 @@ class KafkaSource:
         lost."""
         for attempt in range(3):
             try:
-                committed = self.consumer.committed(KafkaPartition(*partition), metadata=True)
+                committed = self.consumer.committed(
+                    KafkaPartition(*partition), metadata=True, timeout_ms=CALL_TIMEOUT_MS
+                )
                 break
             except KafkaError as exc:
                 self._broker_failed(f"reading the commit of {partition}", exc)
@@ -138,7 +144,7 @@ class KafkaSource:
             for (topic, partition), p in positions.items()
         }
         if payload:
-            self.consumer.commit(payload)
+            self.consumer.commit(payload, timeout_ms=COMMIT_TIMEOUT_MS)
             self._connected = True
 
     def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
@@ -158,9 +164,12 @@ class KafkaSource:
         if not assigned:
             return {}
         try:
-            ends = self.consumer.end_offsets(assigned)
+            ends = self.consumer.end_offsets(assigned, timeout_ms=CALL_TIMEOUT_MS)
             lag = {
-                (tp.topic, tp.partition): max(int(ends[tp]) - int(self.consumer.position(tp)), 0)
+                (tp.topic, tp.partition): max(
+                    int(ends[tp]) - int(self.consumer.position(tp, timeout_ms=CALL_TIMEOUT_MS)),
+                    0,
+                )
                 for tp in assigned
                 if tp in ends
             }
