@@ -13,8 +13,10 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 WORKDIR /app
 COPY --chown=streamdet config.yaml /app/config.yaml
 USER streamdet
-ENV STREAMDET_METRICS__HOST=0.0.0.0 \
-    STREAMDET_MODELS__STORE=/app/models \
+# The metrics endpoint listens on localhost only (the HEALTHCHECK below reaches it there).
+# To publish it, set STREAMDET_METRICS__HOST=0.0.0.0 together with basic auth and/or TLS
+# (metrics.basic_auth_*, metrics.tls_*), as deploy/k8s does.
+ENV STREAMDET_MODELS__STORE=/app/models \
     PYTHONUNBUFFERED=1
 EXPOSE 9108
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \

@@ -76,7 +76,10 @@ def serve(
         timeout = config.request_timeout_s
 
         def do_GET(self) -> None:
-            if expected is not None:
+            path = self.path.split("?", 1)[0]
+            # Probes carry no credentials (kubelet cannot send a secret) and reveal only a
+            # status; the metrics need the password when one is configured.
+            if expected is not None and path not in ("/healthz", "/readyz"):
                 given = (self.headers.get("Authorization") or "").encode()
                 if not hmac.compare_digest(given, expected):
                     self.send_response(401)
@@ -84,7 +87,6 @@ def serve(
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-            path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):

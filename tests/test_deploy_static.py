@@ -33,7 +33,7 @@ def test_kustomization_lists_every_manifest():
     assert listed == present
 
 
-def test_deployment_probes_service_monitor_and_config_fit_together():
+def test_deployment_probes_service_monitor_and_config_fit_together(tmp_path):
     objs = k8s_objects()
     assert {
         "Deployment",
@@ -67,8 +67,18 @@ def test_deployment_probes_service_monitor_and_config_fit_together():
     config_map = objs["ConfigMap"]
     mounted = {v["configMap"]["name"] for v in pod["spec"]["volumes"] if "configMap" in v}
     assert config_map["metadata"]["name"] in mounted
-    cluster = load_config_text(config_map["data"]["config.yaml"], "configmap", environ={})
+    password = tmp_path / "metrics-password"
+    password.write_text("from-the-secret\n")
+    text = config_map["data"]["config.yaml"].replace(
+        "/etc/streamdet-secrets/metrics-password", str(password)
+    )
+    cluster = load_config_text(text, "configmap", environ={})
+    # Listening beyond the pod needs credentials; the secret is mounted where the config says.
     assert ports["metrics"] == cluster.metrics.port and cluster.metrics.host == "0.0.0.0"
+    assert cluster.metrics.basic_auth_password.get_secret_value() == "from-the-secret"
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert "/etc/streamdet-secrets/metrics-password".startswith(mounts["secrets"])
+    assert monitor["spec"]["endpoints"][0]["basicAuth"]["password"]["key"] == "metrics-password"
     repo = load_config(ROOT / "config.yaml", environ={})
     assert cluster.topics == repo.topics, "configmap.yaml is stale: regenerate from config.yaml"
 

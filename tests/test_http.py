@@ -50,6 +50,8 @@ def test_basic_auth_is_required_when_configured():
         with pytest.raises(urllib.error.HTTPError):
             get(url, "prom:wrong")
         assert b"streamdet_demo_total 1.0" in get(url, "prom:pw").read()
+        # Probes stay open: a kubelet cannot send credentials, and they show only a status.
+        assert get(f"http://127.0.0.1:{server.server_port}/readyz").status == 200
     finally:
         server.shutdown()
 

@@ -32,6 +32,16 @@ TEMPLATE_VALUES = {
 }
 
 
+PROCESS_WIDE = (
+    "streamdet_end_to_end",
+    "streamdet_batch_size",
+    "streamdet_scoring_latency",
+    "streamdet_broker_up",
+    "streamdet_alert_publish_failures",
+    "streamdet_commit_failures",
+)
+
+
 def tool(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is not installed: `make test` installs Debian's prometheus package"
@@ -244,11 +254,9 @@ def test_dashboards_are_generated_and_structurally_sound(tmp_path):
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
             for target in panel["targets"]:
                 assert target["datasource"]["uid"] == "${datasource}", panel["title"]
-                assert (
-                    "$topic" in target["expr"]
-                    or "streamdet_end_to_end" in target["expr"]
-                    or "streamdet_batch_size" in target["expr"]
-                    or "streamdet_scoring_latency" in target["expr"]
+                # Every query follows the topic variable, but for process-wide metrics.
+                assert "$topic" in target["expr"] or any(
+                    name in target["expr"] for name in PROCESS_WIDE
                 ), target["expr"]
             grid = panel["gridPos"]
             assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["y"] >= 0

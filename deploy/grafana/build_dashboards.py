@@ -126,6 +126,14 @@ def overview() -> dict:
     ], unit="s", width=8)
     lay.add("Windows scored /s", [(f"sum by (topic, detector) (rate(streamdet_windows_scored_total{{{T}}}[{R}]))", "{{topic}} {{detector}}")],
             unit="ops", width=8)
+    lay.add("Broker reachable", [("min(streamdet_broker_up)", "broker up")], unit="bool", width=8,
+            description="0 while Kafka cannot be reached: consumption, alerts and commits are retried.")
+    lay.add("Send and commit failures /s", [
+        (f"sum(rate(streamdet_alert_publish_failures_total[{R}]))", "alert publications"),
+        (f"sum(rate(streamdet_commit_failures_total[{R}])) or vector(0)", "commits"),
+    ], unit="ops", width=8, description="Each failure is retried with backoff; nothing is dropped.")
+    lay.add("Series evicted /s", [(f"sum by (topic) (rate(streamdet_series_evicted_total{{{T}}}[{R}]))", "{{topic}}")],
+            unit="ops", width=8, description="Series forgotten because a topic tracks max_series already.")
     return dashboard("streamdet-overview", "streamdet / Overview", lay, with_detector=True)
 
 
@@ -158,7 +166,11 @@ def models() -> dict:
     lay.add("Trainings in the last hour", [(f"sum by (topic) (increase(streamdet_model_trainings_total{{{T}}}[1h]))", "{{topic}}")],
             unit="short", width=8, description="Bootstraps and retrainings done by the daemon.")
     lay.add("Windows rebuilt after restarts", [(f"sum by (topic) (streamdet_windows_rebuilt_total{{{T}}})", "{{topic}}")],
-            unit="short", width=24)
+            unit="short", width=8)
+    lay.add("Training failures in the last hour", [(f"sum by (topic) (increase(streamdet_model_training_failures_total{{{T}}}[1h]))", "{{topic}}")],
+            unit="short", width=8, description="Each is retried with backoff; /readyz names the reason.")
+    lay.add("Windows waiting for a model", [(f"streamdet_backlog_bytes{{{T}}}", "{{topic}}")],
+            unit="bytes", width=8, description="Past batching.max_backlog_bytes the topic's partitions pause.")
     return dashboard("streamdet-models", "streamdet / Models", lay, with_detector=False)
 
 
