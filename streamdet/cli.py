@@ -233,6 +233,11 @@ def _check_config(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     import logging
     import os
+    import signal
+
+    # Until the loop takes over SIGTERM (after TensorFlow and the model are loaded), a stop
+    # request ends start-up cleanly: nothing is consumed yet, so nothing is lost.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     from streamdet.app import Application
     from streamdet.config import load_config
