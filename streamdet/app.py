@@ -150,6 +150,8 @@ class Application:
         # Alerts not yet acknowledged by the sink, with their windows: sent again until they
         # are, and nothing after them is committed.
         self._unpublished: list[tuple[dict[str, Any], ReadyWindow]] = []
+        # Scored windows whose verdict is final once the alerts before them are acknowledged.
+        self._settling: list[ReadyWindow] = []
         self._publish_failures = 0
         self._publish_retry_at = 0.0
         self._stop = False
@@ -422,12 +424,16 @@ class Application:
                 by_topic.setdefault(window.topic, []).append(window)
             for topic, windows in by_topic.items():
                 self._unpublished.extend(self._score_topic(self.topics[topic], windows))
+            self._settling.extend(batch)
         self._publish(force)
 
     def _publish(self, force: bool) -> None:
         """Send the alerts not yet acknowledged; on failure keep them and retry later."""
         now = time.monotonic()
-        if not self._unpublished or (not force and now < self._publish_retry_at):
+        if not self._unpublished:
+            self._settled(now)
+            return
+        if not force and now < self._publish_retry_at:
             return
         try:
             self.alert_sink.publish([alert for alert, _ in self._unpublished])
@@ -444,14 +450,19 @@ class Application:
                 delay,
             )
             return
-        published = time.monotonic()
-        for alert, window in self._unpublished:
+        for alert, _ in self._unpublished:
             self.metrics.alerts.labels(alert["topic"], alert["detector"]).inc()
-            self.metrics.e2e_latency.observe(published - window.received_at)
         self.alerts_published += len(self._unpublished)
         self._unpublished = []
         self._publish_failures = 0
         self._publish_retry_at = 0.0
+        self._settled(time.monotonic())
+
+    def _settled(self, now: float) -> None:
+        """Every scored window's verdict is durable: observe its end-to-end latency."""
+        for window in self._settling:
+            self.metrics.e2e_latency.observe(now - window.received_at)
+        self._settling = []
 
     def _score_topic(
         self, runtime: TopicRuntime, windows: list[ReadyWindow]
