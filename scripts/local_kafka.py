@@ -163,10 +163,30 @@ def _launch(run_dir: Path, port: int, timeout: float) -> tuple[str, int]:
     return bootstrap, process.pid
 
 
-def start(run_dir: Path, port: int | None = None, timeout: float = 90.0) -> tuple[str, int]:
+SASL_SSL = """listeners=PLAINTEXT://127.0.0.1:{port},\
+SASL_SSL://127.0.0.1:{secure_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure_port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
+"""
+
+
+def start(
+    run_dir: Path,
+    port: int | None = None,
+    timeout: float = 90.0,
+    sasl_ssl: dict | None = None,
+) -> tuple[str, int]:
     """Format a fresh KRaft log dir in ``run_dir`` and start the broker in the background.
 
-    Returns the bootstrap address and the broker's process id.
+    ``sasl_ssl`` adds a SASL_SSL listener with SCRAM-SHA-512: ``{"keystore": PEM file with
+    the broker's PKCS#8 key and certificate chain, "users": {name: password}}``; its address
+    is written to ``run_dir/secure_bootstrap``. Returns the PLAINTEXT bootstrap address and
+    the broker's process id.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -174,11 +194,38 @@ def start(run_dir: Path, port: int | None = None, timeout: float = 90.0) -> tupl
     log_dir = run_dir / "data"
     shutil.rmtree(log_dir, ignore_errors=True)
     config = run_dir / "server.properties"
-    config.write_text(SERVER.format(port=port, controller_port=controller_port, log_dir=log_dir))
+    text = SERVER.format(port=port, controller_port=controller_port, log_dir=log_dir)
+    scram: list[str] = []
+    if sasl_ssl is not None:
+        secure_port = free_port()
+        kept = [
+            line
+            for line in text.splitlines()
+            if not line.startswith(("listeners=", "advertised.listeners=", "listener.security"))
+        ]
+        text = "\n".join(kept) + "\n" + SASL_SSL.format(
+            port=port,
+            secure_port=secure_port,
+            controller_port=controller_port,
+            keystore=sasl_ssl["keystore"],
+        )
+        for name, password in sasl_ssl["users"].items():
+            scram += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        (run_dir / "secure_bootstrap").write_text(f"127.0.0.1:{secure_port}")
+    config.write_text(text)
     (run_dir / "log4j.properties").write_text(LOG4J.format(log=run_dir / "server.log"))
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     subprocess.run(
-        [*_java(run_dir), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        [
+            *_java(run_dir),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+            *scram,
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )

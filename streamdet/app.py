@@ -187,11 +187,17 @@ class Application:
         cfg = self.config
         printed = JsonLinesAlertSink(cfg.alerts.file, echo=cfg.alerts.stdout)
         if cfg.kafka.bootstrap_servers:
+            from streamdet.kafka_client import refused_connections
             from streamdet.sinks.kafka import KafkaAlertSink, KafkaDeadLetterSink, make_producer
             from streamdet.sources.kafka import KafkaSource
 
-            self._producer = make_producer(cfg.kafka)
-            source = KafkaSource(cfg.kafka, [t.name for t in cfg.topics])
+            with refused_connections(cfg.kafka):
+                self._producer = make_producer(cfg.kafka)
+            try:
+                source = KafkaSource(cfg.kafka, [t.name for t in cfg.topics])
+            except Exception:
+                self._producer.close(timeout=1)
+                raise
             alerts = FanOutAlertSink(KafkaAlertSink(self._producer, cfg.alerts.topic), printed)
             return source, alerts, KafkaDeadLetterSink(self._producer, cfg.dead_letter.topic)
         sim = cfg.simulator

@@ -25,7 +25,7 @@ from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaPartition
 
 from streamdet.config import KafkaConfig
-from streamdet.kafka_client import client_settings
+from streamdet.kafka_client import client_settings, refused_connections
 from streamdet.sources.base import Message, PartitionsCallback, Position, TopicPartition
 
 METADATA_MAX_AGE_MS = 30_000
@@ -58,6 +58,12 @@ class _Listener(ConsumerRebalanceListener):
 
 class KafkaSource:
     def __init__(self, config: KafkaConfig, topics: list[str], max_poll_records: int = 2000):
+        with refused_connections(config):
+            self._connect(config, topics, max_poll_records)
+        self._connected = True
+        self._last_error = 0.0
+
+    def _connect(self, config: KafkaConfig, topics: list[str], max_poll_records: int) -> None:
         extra = {}
         if config.group_instance_id:
             extra["group_instance_id"] = config.group_instance_id
@@ -80,8 +86,6 @@ class KafkaSource:
             self.consumer.partitions_for_topic(topic)
         self._listener = _Listener()
         self.consumer.subscribe(topics, listener=self._listener)
-        self._connected = True
-        self._last_error = 0.0
 
     @property
     def exhausted(self) -> bool:
