@@ -397,7 +397,10 @@ class Application:
                     if self.batcher.due(now):
                         self._score_if_due(force=True)
             self.metrics.backlog_bytes.labels(name).set(runtime.backlog_bytes)
-            if not runtime.paused and runtime.backlog_bytes > limit:
+            # While warming the model needs more events, so the topic is never paused then
+            # (warming ends after at most three warm-ups' worth of the busiest series).
+            warming = runtime.model.state == "warming"
+            if not runtime.paused and not warming and runtime.backlog_bytes > limit:
                 self._pause(runtime, True)
             elif runtime.paused and runtime.backlog_bytes <= limit // 2:
                 self._pause(runtime, False)

@@ -165,3 +165,43 @@ def test_window_store_caps_series_and_keeps_no_state_for_rows():
         (window,) = rows.add_all(Event(f"s{i}", 0, np.ones(2, np.float32), message))
         assert window.end_offset == i and window.values.shape == (1, 2)
     assert len(rows) == 0 and rows.replay_points() == {}
+
+
+def test_a_full_backlog_pauses_its_topic_instead_of_dropping_windows(tmp_path):
+    """A model that cannot train: windows wait, and past max_backlog_bytes the source is
+    paused (the embedded simulator stands in for Kafka's pause)."""
+    import threading
+    import time
+
+    from streamdet.app import Application
+    from streamdet.config import load_config_text
+
+    config = load_config_text(
+        f"""
+topics:
+  - name: sensors
+    window: {{seq_len: 4}}
+    detector: {{name: seq2seq, params: {{latent_dims: 8}}, warmup_events: 10, retry_after_s: 600}}
+simulator: {{rate: 4000, sensors: 2}}
+batching: {{max_backlog_bytes: 2048}}
+alerts: {{file: null, stdout: false}}
+models: {{store: {tmp_path}}}
+""",
+        environ={},
+    )
+    app = Application(config, serve_metrics=False, progress=lambda m: None)
+    runner = threading.Thread(target=app.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not app.topics["sensors"].paused:
+            time.sleep(0.2)
+        runtime = app.topics["sensors"]
+        assert runtime.model.state == "failed" and runtime.paused
+        held = len(runtime.backlog)
+        time.sleep(1.0)
+        assert len(runtime.backlog) == held > 0  # nothing dropped, nothing more consumed
+        assert runtime.backlog_bytes > 2048
+    finally:
+        app.stop()
+        runner.join(30)
