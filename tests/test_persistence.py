@@ -76,3 +76,51 @@ def test_load_rejects_another_detector_shape_or_a_corrupt_file(saved_models, tmp
     (corrupt / "metadata.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         load_detector(corrupt)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda meta: meta["normalisation"].update(mean=[float("nan")] * 2), "NaN or inf"),
+        (lambda meta: meta["normalisation"].update(std=[0.0, 1.0]), "zero or negative std"),
+        (lambda meta: meta["params"].update(latent_dims=4), "params do not fit"),
+        (lambda meta: meta.update(threshold=[float("inf"), 1.0]), "threshold is not finite"),
+    ],
+)
+def test_a_model_with_broken_metadata_is_refused_not_half_loaded(
+    saved_models, tmp_path, change, message
+):
+    source, _ = saved_models["seq2seq"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in source.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((broken / "metadata.json").read_text())
+    change(meta)
+    (broken / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match=message):
+        load_detector(broken)
+
+
+def test_the_daemon_refuses_a_stored_model_without_threshold_and_counts_it(
+    saved_models, tmp_path
+):
+    from streamdet.config import TopicConfig
+    from streamdet.pipeline.models import TopicModel
+
+    source, _ = saved_models["seq2seq"]
+    store = tmp_path / "store" / "t"
+    store.mkdir(parents=True)
+    for f in source.iterdir():
+        (store / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((store / "metadata.json").read_text())
+    meta["threshold"] = None
+    (store / "metadata.json").write_text(json.dumps(meta))
+    topic = TopicConfig.model_validate(
+        {"name": "t", "window": {"seq_len": 12}, "detector": {"name": "seq2seq"},
+         "format": {"value_fields": ["a", "b"]}}
+    )  # fmt: skip
+    said = []
+    model = TopicModel(topic, tmp_path / "store", 2, progress=said.append)
+    assert model.state == "warming" and model.detector is None and model.load_refusals == 1
+    assert "stored model refused" in said[0] and "no threshold" in said[0]
