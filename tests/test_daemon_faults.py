@@ -10,6 +10,7 @@ import shutil
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,9 +92,16 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store / "normal"
 
 
-def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **kw) -> Path:
+def write_config(
+    folder: Path, bootstrap: str, topics: list[dict], port: int, **kw: Any
+) -> Path:
+    """A Kafka-mode config.yaml for ``topics``; ``kafka`` (a dict) adds to its section."""
     config = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"g-{topics[0]['name']}"},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "group_id": f"g-{topics[0]['name']}",
+            **kw.get("kafka", {}),
+        },
         "topics": topics,
         "alerts": {"topic": kw["alerts"], "cooldown_s": 0, "file": None},
         "dead_letter": {"topic": kw["dlq"]},
@@ -105,6 +113,15 @@ def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def daemon_config(
+    folder: Path, bootstrap: str, topic: str, model: Path, port: int | None = None, **kw: Any
+) -> Path:
+    """One topic that loads a copy of ``model``; ``window`` and ``kafka`` may be given."""
+    extra = {"window": kw.pop("window")} if "window" in kw else {}
+    topics = [with_model(topic_config(topic, **extra), model, folder)]
+    return write_config(folder, bootstrap, topics, port or free_port(), **kw)
 
 
 def with_model(topic: dict, model: Path, folder: Path) -> dict:
@@ -198,13 +215,8 @@ def test_poison_messages_never_stop_the_daemon_and_change_no_alert(
         topic, alerts, dlq = new_topic(name), new_topic("alerts"), new_topic("dlq")
         produce(kafka_bootstrap, topic, messages)
         folder = tmp_path / name
-        config = write_config(
-            folder,
-            kafka_bootstrap,
-            [with_model(topic_config(topic), trained_model, folder)],
-            free_port(),
-            alerts=alerts,
-            dlq=dlq,
+        config = daemon_config(
+            folder, kafka_bootstrap, topic, trained_model, alerts=alerts, dlq=dlq
         )
         runs[name] = run_until(
             config,
@@ -238,26 +250,15 @@ def test_live_out_of_order_traffic_alerts_with_reorder(
     spikes = {300, 420, 540}
     port = free_port()
     folder = tmp_path / "live"
-    config = write_config(
+    config = daemon_config(
         folder,
         kafka_bootstrap,
-        [
-            with_model(
-                topic_config(
-                    topic,
-                    window={
-                        "seq_len": SEQ_LEN,
-                        "out_of_order": "reorder",
-                        "lateness_ms": 5 * STEP_MS,
-                    },
-                ),
-                trained_model,
-                folder,
-            )
-        ],
+        topic,
+        trained_model,
         port,
         alerts=alerts,
         dlq=dlq,
+        window={"seq_len": SEQ_LEN, "out_of_order": "reorder", "lateness_ms": 5 * STEP_MS},
     )
     events = stream(range(650), spikes, seed=3)
     late = [events[i] for i in range(len(events)) if i % 10 == 5]

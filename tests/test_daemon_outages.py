@@ -25,14 +25,12 @@ from tests.test_daemon_embedded import free_port
 from tests.test_daemon_faults import (
     SEQ_LEN,
     caught,
+    daemon_config,
     metric,
     produce,
     step_of,
     stream,
-    topic_config,
     trained_model,
-    with_model,
-    write_config,
 )
 
 pytestmark = pytest.mark.kafka
@@ -80,13 +78,8 @@ def test_a_member_killed_hands_its_partitions_to_the_survivor(
         for member in ("a", "b"):
             folder = tmp_path / member
             port = free_port()
-            config = write_config(
-                folder,
-                kafka_bootstrap,
-                [with_model(topic_config(topic), trained_model, folder)],
-                port,
-                alerts=alerts_topic,
-                dlq=dlq,
+            config = daemon_config(
+                folder, kafka_bootstrap, topic, trained_model, port, alerts=alerts_topic, dlq=dlq
             )
             logs.append(folder / "daemon.log")
             ports.append(port)
@@ -152,13 +145,8 @@ def test_a_30s_broker_outage_loses_nothing(own_broker, tmp_path, trained_model):
     produce(bootstrap, "sensors", stream(range(450), before, sensors=SENSORS))
     folder = tmp_path / "daemon"
     port = free_port()
-    config = write_config(
-        folder,
-        bootstrap,
-        [with_model(topic_config("sensors"), trained_model, folder)],
-        port,
-        alerts="alerts",
-        dlq="dlq",
+    config = daemon_config(
+        folder, bootstrap, "sensors", trained_model, port, alerts="alerts", dlq="dlq"
     )
     log = folder / "daemon.log"
     reader = AlertReader(bootstrap, "alerts")
@@ -221,17 +209,16 @@ def test_five_sigkills_while_50k_events_flow_lose_no_alert(
     spikes = set(range(400, steps - SEQ_LEN, 450))
     events = stream(range(steps), spikes, seed=5, sensors=SENSORS)
     folder = tmp_path / "crash"
-    base = write_config(
+    base = daemon_config(
         folder,
         kafka_bootstrap,
-        [with_model(topic_config(topic), trained_model, folder)],
-        free_port(),
+        topic,
+        trained_model,
         alerts=alerts_topic,
         dlq=dlq,
+        kafka={"group_instance_id": "streamdet-0"},
     )
     config = yaml.safe_load(base.read_text())
-    config["kafka"]["group_instance_id"] = "streamdet-0"
-    base.write_text(yaml.safe_dump(config))
 
     producer_done = threading.Event()
 

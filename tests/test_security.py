@@ -10,20 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.conftest import _load_local_kafka
 from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon
-from tests.test_daemon_embedded import free_port
 from tests.test_daemon_faults import (
     caught,
+    daemon_config,
     produce,
     stream,
-    topic_config,
     trained_model,
-    with_model,
-    write_config,
 )
 
 pytestmark = pytest.mark.kafka
@@ -69,20 +65,21 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory):
         local_kafka.stop(run_dir)
 
 
-def secure_config(folder: Path, secure: str, ca: Path, password: str, port: int, **kw) -> Path:
-    config = write_config(folder, secure, kw.pop("topics"), port, **kw)
+def secure_config(folder: Path, secure: str, ca: Path, password: str, model: Path) -> Path:
+    """A daemon on the SASL_SSL listener, its password in a file (as a mounted secret)."""
+    folder.mkdir(parents=True, exist_ok=True)
     secret = folder / "sasl-password"
     secret.write_text(password + "\n")
-    data = yaml.safe_load(config.read_text())
-    data["kafka"]["security"] = {
+    security = {
         "protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_username": USER,
         "sasl_password_file": str(secret),
         "ssl_cafile": str(ca),
     }
-    config.write_text(yaml.safe_dump(data))
-    return config
+    return daemon_config(
+        folder, secure, "sensors", model, alerts="alerts", dlq="dlq", kafka={"security": security}
+    )
 
 
 def test_scram_over_tls_consumes_and_alerts(secure_broker, tmp_path, trained_model):
@@ -92,16 +89,7 @@ def test_scram_over_tls_consumes_and_alerts(secure_broker, tmp_path, trained_mod
     admin.close()
     produce(plaintext, "sensors", stream(range(500), {400}))
     folder = tmp_path / "good"
-    config = secure_config(
-        folder,
-        secure,
-        ca,
-        PASSWORD,
-        free_port(),
-        topics=[with_model(topic_config("sensors"), trained_model, folder)],
-        alerts="alerts",
-        dlq="dlq",
-    )
+    config = secure_config(folder, secure, ca, PASSWORD, trained_model)
     reader = AlertReader(plaintext, "alerts")
     log = folder / "daemon.log"
     daemon = start_daemon(config, log)
@@ -121,16 +109,7 @@ def test_wrong_credentials_refuse_to_start_with_a_clear_message(
     _, secure, ca = secure_broker
     wrong = "not the password"
     folder = tmp_path / "wrong"
-    config = secure_config(
-        folder,
-        secure,
-        ca,
-        wrong,
-        free_port(),
-        topics=[with_model(topic_config("sensors"), trained_model, folder)],
-        alerts="alerts",
-        dlq="dlq",
-    )
+    config = secure_config(folder, secure, ca, wrong, trained_model)
     started = time.time()
     done = subprocess.run(
         [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
