@@ -120,3 +120,18 @@ def test_mistyped_params_fail_with_the_detectors_message(tmp_path):
     model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
     with pytest.raises(StreamdetError, match=r"detector\.params does not fit seq2seq.*latent_dims"):
         model.train({"a": np.zeros((20, 1), np.float32)})
+
+
+def test_the_warm_up_holds_at_most_max_series_series(tmp_path):
+    topic = TopicConfig.model_validate(
+        {
+            "name": "t",
+            "window": {"seq_len": 2},
+            "detector": {"name": "seq2seq", "warmup_events": 10},
+            "max_series": 5,
+        }
+    )
+    model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
+    for i in range(1000):  # a producer inventing a new series key with every event
+        model.offer(f"s{i}", np.array([1.0], np.float32), all_partitions_seen=False)
+    assert len(model._warmup) == 5 and len(model._offered) == 5

@@ -132,6 +132,8 @@ class TopicModel:
         if self.state != "warming":
             return
         needed = self.topic.detector.warmup_events
+        if series not in self._offered and len(self._offered) >= self.topic.max_series:
+            return  # the warm-up keeps as many series as the topic tracks, no more
         offered = self._offered[series] = self._offered.get(series, 0) + 1
         rows = self._warmup.setdefault(series, [])
         # Exactly the first ``warmup_events`` of each series: later events are scored, never
