@@ -137,24 +137,25 @@ def hostile_messages(count: int, seed: int) -> dict[bytes, str]:
     rng = random.Random(seed)
     out = [raw for raw, _ in TIMESERIES_POISON.values() if len(raw) < 900_000]
     out.append(b'{"sensor": "pump-0", "ts": 1, "pad": "' + b"x" * 200_000 + b'"}')
+    def event(n: int, **fields: object) -> dict:
+        return {"n": n, "sensor": "pump-0", "ts": BASE_MS, "value": 1.0, **fields}
+
+    # Each maker takes a serial number, so every message differs from every other.
     makers = [
-        lambda: bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 200))),
-        lambda: json.dumps({"sensor": "pump-0", "ts": BASE_MS})[: rng.randint(0, 30)].encode(),
-        lambda: json.dumps(
-            {"sensor": "pump-0", "ts": BASE_MS, "value": rng.choice(["x", None, [1], {}])}
-        ).encode(),
-        lambda: b'{"sensor": "pump-0", "v": ' + b"[" * rng.randint(40, 3000) + b"}",
-        lambda: json.dumps(
-            {"sensor": "pump-0", "ts": BASE_MS, "value": rng.choice([1e39, -1e300])}
-        ).encode(),
-        lambda: json.dumps(
-            {"sensor": "pump-1", "ts": rng.choice([-1, 10**20, "soon"]), "value": 1}
-        ).encode(),
-        lambda: json.dumps({"sensor": "\ud800" * rng.randint(1, 3), "ts": BASE_MS, "value": 1})
-        .encode("utf-8", "surrogatepass"),
+        lambda n: n.to_bytes(4, "big") + rng.randbytes(rng.randint(0, 200)),
+        lambda n: json.dumps(event(n)).encode()[: -rng.randint(1, 40)],
+        lambda n: json.dumps(event(n, value=rng.choice(["x", None, [1], {}, True]))).encode(),
+        lambda n: b'{"n": %d, "v": ' % n + b"[" * rng.randint(40, 3000) + b"}",
+        lambda n: json.dumps(event(n, value=rng.choice([1e39, -1e300, 3.5e38]))).encode(),
+        lambda n: json.dumps(event(n, ts=rng.choice([-1, 10**20, "soon", None]))).encode(),
+        lambda n: json.dumps(event(n, sensor="\ud800" * rng.randint(1, 3))).encode(
+            "utf-8", "surrogatepass"
+        ),
+        lambda n: json.dumps(event(n, sensor="s" * rng.randint(257, 5000))).encode(),
     ]
     while len(out) < count:
-        out.append(rng.choice(makers)())
+        out.append(rng.choice(makers)(len(out)))
+    assert len(set(out)) == count
     limits = LimitsConfig(**TOPIC_LIMITS)
     now_ms = int(time.time() * 1000)
     reasons = {}
@@ -204,7 +205,7 @@ def test_poison_messages_never_stop_the_daemon_and_change_no_alert(
 ):
     spikes = {700, 900, 1100}
     valid = stream(range(1200), spikes)
-    hostile = hostile_messages(2000, seed=1)
+    hostile = hostile_messages(10_000, seed=1)
     rng = random.Random(2)
     mixed: list[tuple[bytes | None, bytes]] = list(valid)
     for raw in hostile:
