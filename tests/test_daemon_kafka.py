@@ -117,6 +117,16 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
 
         spike_alerts = [a["alert_id"] for a in reader.alerts if caught([a], expected[0])]
         daemon = start_daemon(config, log)  # loads the saved model, resumes from the commit
+        # Ready (model loaded, partitions assigned) before judging: the first run may already
+        # have caught everything before its SIGTERM took effect.
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                assert daemon.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
         reader.wait_for(lambda alerts: all(caught(alerts, x) for x in expected), 240, daemon, log)
         time.sleep(2)
         assert stop_daemon(daemon) < 10
