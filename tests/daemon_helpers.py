@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -65,6 +66,20 @@ def start_daemon(config: Path, log: Path) -> subprocess.Popen:
             stderr=stderr,
             env=dict(os.environ),
         )
+
+
+def wait_until_ready(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Until ``/readyz`` answers 200 (model loaded, partitions assigned); fail with the
+    daemon's log if it exits or is not ready in time."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            return
+        except OSError:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+    raise AssertionError(f"not ready within {timeout:.0f}s\n{log.read_text()[-3000:]}")
 
 
 def stop_daemon(process: subprocess.Popen) -> float:

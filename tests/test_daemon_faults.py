@@ -22,7 +22,13 @@ from streamdet.config import LimitsConfig, MessageFormat, TopicConfig
 from streamdet.pipeline.decode import InvalidMessage, decode_timeseries
 from streamdet.pipeline.models import TopicModel
 from streamdet.sources.base import Message
-from tests.daemon_helpers import AlertReader, dead_letters, start_daemon, stop_daemon
+from tests.daemon_helpers import (
+    AlertReader,
+    dead_letters,
+    start_daemon,
+    stop_daemon,
+    wait_until_ready,
+)
 from tests.test_daemon_embedded import free_port
 from tests.test_poison import TIMESERIES_POISON
 
@@ -272,13 +278,7 @@ def test_live_out_of_order_traffic_alerts_with_reorder(
     daemon = start_daemon(config, log)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=0)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:  # ready: model loaded, partition assigned
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until_ready(port, daemon, log, 60)
         for key, raw in ordered:  # live: ~400 events/s, far below what the daemon scores
             producer.send(topic, key=key, value=raw)
             time.sleep(0.0025)

@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from streamdet.sources.simulator import SensorSimulator
-from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon
+from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon, wait_until_ready
 from tests.helpers import write_daemon_config
 from tests.test_daemon_embedded import free_port
 
@@ -119,14 +119,7 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
         daemon = start_daemon(config, log)  # loads the saved model, resumes from the commit
         # Ready (model loaded, partitions assigned) before judging: the first run may already
         # have caught everything before its SIGTERM took effect.
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except OSError:
-                assert daemon.poll() is None, log.read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_ready(port, daemon, log, 120)
         reader.wait_for(lambda alerts: all(caught(alerts, x) for x in expected), 240, daemon, log)
         time.sleep(2)
         assert stop_daemon(daemon) < 10

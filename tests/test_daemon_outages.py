@@ -20,7 +20,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import TopicPartition
 
 from tests.conftest import _load_local_kafka
-from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon
+from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon, wait_until_ready
 from tests.test_daemon_embedded import free_port
 from tests.test_daemon_faults import (
     SEQ_LEN,
@@ -85,13 +85,8 @@ def test_a_member_killed_hands_its_partitions_to_the_survivor(
             ports.append(port)
             daemons.append(start_daemon(config, logs[-1]))
         reader.wait_for(lambda got: all_caught(got, early), 180, daemons[0], logs[0])
-        deadline = time.time() + 90  # each member owns partitions before the kill
-        while time.time() < deadline and not all(
-            fetch(f"http://127.0.0.1:{port}/readyz")[0] == 200 for port in ports
-        ):
-            time.sleep(1)
-        for port, log in zip(ports, logs, strict=True):
-            assert fetch(f"http://127.0.0.1:{port}/readyz")[0] == 200, log.read_text()[-2000:]
+        for port, daemon, log in zip(ports, daemons, logs, strict=True):
+            wait_until_ready(port, daemon, log, 90)  # each member owns partitions
         daemons[1].kill()  # SIGKILL: no revoke, no last commit
         daemons[1].wait(10)
         produce(kafka_bootstrap, topic, stream(range(400, 900), late, seed=1, sensors=SENSORS))
@@ -249,10 +244,7 @@ def test_five_sigkills_while_50k_events_flow_lose_no_alert(
             kills.append(round(delay, 1))
         producer_done.wait(120)
         daemon = start_daemon(base, log)
-        final_port = config["metrics"]["port"]
-        deadline = time.time() + 120
-        while time.time() < deadline and fetch(f"http://127.0.0.1:{final_port}/readyz")[0] != 200:
-            time.sleep(1)
+        wait_until_ready(config["metrics"]["port"], daemon, log, 120)
         reader.wait_for(lambda got: all_caught(got, spikes), 300, daemon, log)
         consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}")
         deadline = time.time() + 120
