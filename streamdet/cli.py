@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from streamdet.errors import StreamdetError
@@ -223,6 +224,34 @@ def _evaluate_mnist_adversarial(args: argparse.Namespace) -> None:
     )
 
 
+def _registered(kind: str) -> Any:
+    """An argparse ``type`` accepting the registered detectors of ``kind`` (read when the
+    option is used: importing the registry loads TensorFlow)."""
+
+    def parse(name: str) -> str:
+        from streamdet.detectors import detectors_for
+
+        allowed = detectors_for(kind)
+        if name not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a registered {kind} detector; allowed: {', '.join(allowed)}"
+            )
+        return name
+
+    parse.__name__ = f"{kind} detector"
+    return parse
+
+
+def _schema(args: argparse.Namespace) -> None:
+    from streamdet.sinks.alerts import alert_schema
+
+    text = json.dumps(alert_schema(), indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
 def _check_config(args: argparse.Namespace) -> None:
     from streamdet.config import load_config
 
@@ -432,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", default="config.yaml")
     check.set_defaults(func=_check_config)
 
+    schema = commands.add_parser("schema", help="print the alert JSON Schema")
+    schema.add_argument("--out", help="write it to this file (docs/alert.schema.json)")
+    schema.set_defaults(func=_schema)
+
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", default="config.yaml")
     run.add_argument("--max-events", type=int, help="simulator: stop after this many events")
@@ -465,7 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     nab = benchmarks.add_parser("nab", help="any corpus in NAB layout, NAB scoring")
     nab.add_argument("--data", required=True, help="corpus root (data/, labels/, config/)")
-    nab.add_argument("--detector", choices=["seq2seq", "vae_lstm"], default="seq2seq")
+    nab.add_argument(
+        "--detector",
+        type=_registered("timeseries"),
+        default="seq2seq",
+        help="a registered timeseries detector (default seq2seq)",
+    )
     nab.add_argument("--out", default="eval/nab")
     nab.add_argument("--params", help="detector parameters as JSON, over the defaults")
     nab.add_argument("--history", type=int, default=2000, help="likelihood history (rows)")

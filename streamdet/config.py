@@ -33,16 +33,25 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from streamdet.errors import ConfigError
 
-DETECTORS_BY_KIND = {
-    "timeseries": ("seq2seq", "vae_lstm"),
-    "tabular": ("vaegmm", "adversarial_vae"),
-    "image": ("image_vae", "adversarial_vae"),
-}
+
+def detectors_for(kind: str) -> tuple[str, ...]:
+    """The registered detectors that score ``kind`` topics (the registry lives with the
+    detectors, so it is imported on first use: TensorFlow is slow to load)."""
+    from streamdet.detectors import detectors_for as registered_for
+
+    return registered_for(kind)
+
+
+def detector_names() -> tuple[str, ...]:
+    from streamdet.detectors import DETECTORS
+
+    return tuple(sorted(DETECTORS))
 
 
 class Frozen(BaseModel):
@@ -172,13 +181,20 @@ class WindowConfig(Frozen):
 
 
 class DetectorConfig(Frozen):
-    name: Literal["seq2seq", "vae_lstm", "vaegmm", "image_vae", "adversarial_vae"]
+    name: str = Field(description="a registered detector (streamdet.detectors.DETECTORS)")
     params: dict[str, Any] = {}
     model_dir: str | None = None
     warmup_events: int = Field(default=2000, ge=10)
     retry_after_s: float = Field(
         default=30.0, gt=0, description="first retry of a failed training; doubles each time"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in detector_names():
+            raise ValueError(f"unknown detector {name!r}; allowed: {', '.join(detector_names())}")
+        return name
 
 
 class ThresholdConfig(Frozen):
@@ -219,7 +235,7 @@ class TopicConfig(Frozen):
     def _detector_fits_kind(self) -> TopicConfig:
         if self.kind == "image" and self.format.image_shape is None:
             raise ValueError("image topics need format.image_shape: [height, width, channels]")
-        allowed = DETECTORS_BY_KIND[self.kind]
+        allowed = detectors_for(self.kind)
         if self.detector.name not in allowed:
             raise ValueError(
                 f"detector {self.detector.name!r} does not score {self.kind} topics; "

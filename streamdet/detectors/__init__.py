@@ -1,4 +1,9 @@
-"""Detectors: one module each, all behind :class:`~streamdet.detectors.base.Detector`."""
+"""Detectors: one module each, all behind :class:`~streamdet.detectors.base.Detector`.
+
+Each module registers its class with ``@register``; importing this package imports them all,
+so :data:`DETECTORS` (the registry) is complete. ``OutlierSeq2Seq``, ``OutlierVAEGMM`` and
+``AdversarialVAE`` are the same classes under alibi-detect's names.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from streamdet.detectors.adversarial_vae import AdversarialVAEDetector
-from streamdet.detectors.base import Detector, KerasDetector, Scores, read_metadata
+from streamdet.detectors.base import (
+    REGISTRY,
+    Detector,
+    KerasDetector,
+    Scores,
+    detectors_for,
+    read_metadata,
+    register,
+)
 from streamdet.detectors.image_vae import ImageVAEDetector
 from streamdet.detectors.seq2seq import Seq2SeqDetector
 from streamdet.detectors.vae_lstm import VAELSTMDetector
 from streamdet.detectors.vaegmm import VAEGMMDetector
 from streamdet.errors import ConfigError, ModelLoadError
 
-DETECTORS: dict[str, type[KerasDetector]] = {
-    Seq2SeqDetector.name: Seq2SeqDetector,
-    VAELSTMDetector.name: VAELSTMDetector,
-    VAEGMMDetector.name: VAEGMMDetector,
-    ImageVAEDetector.name: ImageVAEDetector,
-    AdversarialVAEDetector.name: AdversarialVAEDetector,
-}
+DETECTORS: dict[str, type[KerasDetector]] = REGISTRY
 
 
 def create_detector(name: str, **params: Any) -> KerasDetector:
@@ -55,5 +62,7 @@ __all__ = [
     "VAEGMMDetector",
     "VAELSTMDetector",
     "create_detector",
+    "detectors_for",
     "load_detector",
+    "register",
 ]

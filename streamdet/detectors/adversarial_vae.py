@@ -44,6 +44,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    register,
     score_in_fixed_batches,
     set_seed,
     shared_draw_noise,
@@ -82,6 +83,7 @@ def prediction_kl(p: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(p * (tf.math.log(p) - tf.math.log(q)), axis=-1)
 
 
+@register
 class AdversarialVAEDetector(KerasDetector):
     """Adversarial-input detector and corrector for a frozen Keras classifier.
 
@@ -119,6 +121,7 @@ class AdversarialVAEDetector(KerasDetector):
     """
 
     name: ClassVar[str] = "adversarial_vae"
+    kinds: ClassVar[tuple[str, ...]] = ("tabular", "image")
     data_type: ClassVar[str] = "image"
     outcome_key: ClassVar[str] = "is_adversarial"
 

@@ -28,8 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-FORMAT_VERSION = 1
+# 2: Seq2Seq's threshold estimator became one ``threshold_net`` sub-model (alibi's layout).
+FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
+KINDS = ("timeseries", "tabular", "image")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,27 @@ class Detector(Protocol):
 
     @classmethod
     def load(cls, directory: str | Path) -> Self: ...
+
+
+REGISTRY: dict[str, type[KerasDetector]] = {}
+
+
+def register(cls: type[KerasDetector]) -> type[KerasDetector]:
+    """Class decorator: make a detector known to the config, the daemon, the CLI and the
+    alert schema. A detector declares its ``name``, the topic ``kinds`` it scores and its
+    context length (:meth:`KerasDetector.context_length`); nothing else needs editing."""
+    if not cls.name or (cls.name in REGISTRY and REGISTRY[cls.name] is not cls):
+        raise ValueError(f"detector name {cls.name!r} is empty or already registered")
+    unknown = set(cls.kinds) - set(KINDS)
+    if not cls.kinds or unknown:
+        raise ValueError(f"{cls.__name__}.kinds must be a non-empty subset of {KINDS}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def detectors_for(kind: str) -> tuple[str, ...]:
+    """Registered detector names that score topics of ``kind``, sorted."""
+    return tuple(sorted(name for name, cls in REGISTRY.items() if kind in cls.kinds))
 
 
 def _sha256(path: Path) -> str:
@@ -186,9 +209,19 @@ class KerasDetector(ABC):
     """
 
     name: ClassVar[str] = "base"
+    # Topic kinds (``KINDS``) this detector scores in the daemon.
+    kinds: ClassVar[tuple[str, ...]] = ()
     data_type: ClassVar[str] = "time-series"
     # The key of ``predict()["data"]`` that says whether an instance is flagged.
     outcome_key: ClassVar[str] = "is_outlier"
+    # What the daemon passes to ``infer_threshold`` besides ``threshold_perc``.
+    stream_threshold_kwargs: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def context_length(cls, params: dict[str, Any], window_seq_len: int) -> int:
+        """Events one scored time-series instance spans, given the topic's ``params`` and its
+        ``window.seq_len`` (rows and images are one event each)."""
+        return window_seq_len
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

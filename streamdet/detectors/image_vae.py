@@ -30,6 +30,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    register,
     score_in_fixed_batches,
     set_seed,
     tf,
@@ -74,6 +75,7 @@ def build_image_vae(
     return encoder, decoder
 
 
+@register
 class ImageVAEDetector(KerasDetector):
     """Convolutional VAE outlier detector for images of shape (H, W, C) with values in [0, 1].
 
@@ -100,6 +102,7 @@ class ImageVAEDetector(KerasDetector):
     """
 
     name: ClassVar[str] = "image_vae"
+    kinds: ClassVar[tuple[str, ...]] = ("image",)
     data_type: ClassVar[str] = "image"
 
     def __init__(

@@ -32,6 +32,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    register,
     score_in_fixed_batches,
     set_seed,
     tf,
@@ -80,6 +81,7 @@ def _shift_right(x: tf.Tensor) -> tf.Tensor:
     return tf.concat([tf.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
 
 
+@register
 class Seq2SeqDetector(KerasDetector):
     """BiLSTM/LSTM sequence-to-sequence outlier detector with a learned threshold.
 
@@ -116,6 +118,14 @@ class Seq2SeqDetector(KerasDetector):
     """
 
     name: ClassVar[str] = "seq2seq"
+    kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
+    # A topic's threshold is a quantile of whole windows' scores, so ``threshold_perc`` is
+    # the share of warm-up windows that stay quiet.
+    stream_threshold_kwargs: ClassVar[dict[str, Any]] = {"level": "instance"}
+
+    @classmethod
+    def context_length(cls, params: dict[str, Any], window_seq_len: int) -> int:
+        return int(params.get("seq_len") or window_seq_len)
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    register,
     score_in_fixed_batches,
     set_seed,
     tf,
@@ -89,6 +90,7 @@ def build_embedding_lstm(n_steps: int, code_size: int, units: int) -> keras.Mode
     return keras.Model(codes, out, name="embedding_lstm")
 
 
+@register
 class VAELSTMDetector(KerasDetector):
     """VAE-LSTM detector for univariate or multivariate series.
 
@@ -116,6 +118,11 @@ class VAELSTMDetector(KerasDetector):
     """
 
     name: ClassVar[str] = "vae_lstm"
+    kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
+
+    @classmethod
+    def context_length(cls, params: dict[str, Any], window_seq_len: int) -> int:
+        return int(params.get("window", 48)) * int(params.get("n_windows", 12))
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ from streamdet.detectors.base import (
     KerasDetector,
     Scores,
     keras,
+    register,
     score_in_fixed_batches,
     set_seed,
     shared_draw_noise,
@@ -124,6 +125,7 @@ def build_dense_vae(
     return encoder, decoder
 
 
+@register
 class VAEGMMDetector(KerasDetector):
     """VAE + GMM energy outlier detector for rows of numeric features.
 
@@ -152,6 +154,7 @@ class VAEGMMDetector(KerasDetector):
     """
 
     name: ClassVar[str] = "vaegmm"
+    kinds: ClassVar[tuple[str, ...]] = ("tabular",)
     data_type: ClassVar[str] = "tabular"
 
     def __init__(

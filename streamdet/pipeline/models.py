@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from streamdet.config import TopicConfig
-from streamdet.detectors import KerasDetector, create_detector, load_detector
+from streamdet.detectors import DETECTORS, KerasDetector, create_detector, load_detector
 from streamdet.errors import ModelLoadError, StreamdetError
 from streamdet.progress import ProgressFn
 from streamdet.windows import sliding_windows
@@ -74,10 +74,8 @@ class TopicModel:
         """Events per scored instance for this topic's detector (1: a tabular row)."""
         if self.tabular:
             return 1
-        params = self.topic.detector.params
-        if self.topic.detector.name == "vae_lstm":
-            return int(params.get("window", 48)) * int(params.get("n_windows", 12))
-        return self.topic.window.seq_len
+        detector_class = DETECTORS[self.topic.detector.name]
+        return detector_class.context_length(self.topic.detector.params, self.topic.window.seq_len)
 
     def _try_load(self) -> None:
         if not (self.directory / "metadata.json").exists():
@@ -197,8 +195,6 @@ class TopicModel:
         windows = np.concatenate([sliding_windows(v, self.seq_len) for v in usable.values()])
         windows = self.instances(windows)
         params: dict[str, Any] = dict(self.topic.detector.params)
-        if self.topic.detector.name == "seq2seq":
-            params.setdefault("seq_len", self.seq_len)
         if self.topic.kind == "tabular":
             params["feature_names"] = list(self.feature_names)
         try:
@@ -210,10 +206,7 @@ class TopicModel:
             ) from None
         detector.fit(windows, progress=self.progress)
         perc = self.topic.threshold.threshold_perc
-        if detector.name == "seq2seq":
-            detector.infer_threshold(windows, threshold_perc=perc, level="instance")
-        else:
-            detector.infer_threshold(windows, threshold_perc=perc)
+        detector.infer_threshold(windows, threshold_perc=perc, **detector.stream_threshold_kwargs)
         margin = self.topic.threshold.margin_perc / 100.0
         if margin:
             # Scores just past the warm-up's highest are the normal data's own tail: a margin

@@ -117,3 +117,63 @@ class JsonLinesAlertSink:
         if self.path is not None:
             with self.path.open("a") as handle:
                 handle.write(lines)
+
+
+def alert_schema() -> dict[str, Any]:
+    """The JSON Schema of an alert (``docs/alert.schema.json`` is this, written by
+    ``streamdet schema``); ``detector`` lists the registered detectors."""
+    from streamdet.detectors import DETECTORS
+
+    described = {
+        "alert_id": "sha256 of topic:partition:window_end_offset:detector (first 32 hex "
+        "digits): the same window always gets the same id, so consumers can de-duplicate "
+        "replays",
+        "score": "instance score; for seq2seq the static threshold is already subtracted "
+        "(alert when > 0); for adversarial_vae the KL divergence between the classifier's "
+        "predictions on the input and on its reconstruction",
+    }
+    number_or_list = [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]
+    timestamp = {"type": "string", "format": "date-time"}
+    offset = {"type": "integer", "minimum": 0}
+    properties: dict[str, Any] = {
+        "alert_id": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$",
+            "description": described["alert_id"],
+        },
+        "series": {"type": "string"},
+        "topic": {"type": "string", "description": "the source topic"},
+        "partition": {"type": "integer", "minimum": 0},
+        "detector": {"type": "string", "enum": sorted(DETECTORS)},
+        "model_version": {"type": ["string", "null"]},
+        "score": {"type": "number", "description": described["score"]},
+        "threshold": {
+            "description": "the detector's static threshold: a number, or one per feature",
+            "oneOf": number_or_list,
+        },
+        "window_start": timestamp,
+        "window_end": timestamp,
+        "window_start_offset": offset,
+        "window_end_offset": offset,
+        "feature_scores": {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 1,
+            "description": "mean feature score per value field over the window",
+        },
+        "detected_at": timestamp,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://streamdet.dev/schemas/alert.v1.json",
+        "title": "streamdet alert",
+        "description": (
+            "One anomaly alert, published as JSON on the alert topic (key: series) with "
+            "CloudEvents binary-mode headers ce_specversion=1.0, ce_type=" + CE_TYPE + ", "
+            "ce_source=streamdet/<topic>, ce_id=<alert_id>, ce_time=<detected_at>."
+        ),
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
