@@ -528,7 +528,8 @@ class Application:
         detector = runtime.model.detector
         assert detector is not None
         prediction = detector.predict(
-            runtime.model.instances(np.stack([w.values for w in windows]))
+            runtime.model.instances(np.stack([w.values for w in windows])),
+            return_feature_score=True,
         )
         data = prediction["data"]
         scores = np.asarray(data["instance_score"], dtype=np.float64)

@@ -17,24 +17,39 @@ from streamdet.errors import InvalidInputError
 
 
 def percentile_threshold(
-    scores: np.ndarray, threshold_perc: float, feature_wise: bool = False
+    scores: np.ndarray, threshold_perc: float | np.ndarray, feature_wise: bool = False
 ) -> float | np.ndarray:
-    """Percentile of ``scores``; per feature (last axis) when ``feature_wise``.
+    """Percentile of ``scores``; per feature (last axis) when ``feature_wise`` or when
+    ``threshold_perc`` holds one percentile per feature.
 
     >>> percentile_threshold(np.arange(101.0), 95)
     95.0
     >>> percentile_threshold(np.array([[0.0, 10.0], [1.0, 20.0]]), 100, feature_wise=True)
     array([ 1., 20.])
+    >>> percentile_threshold(np.array([[0.0, 10.0], [1.0, 20.0]]), np.array([0, 100]))
+    array([ 0., 20.])
     """
-    if not 0.0 <= threshold_perc <= 100.0:
-        raise InvalidInputError(f"threshold_perc must be within [0, 100]; got {threshold_perc}")
+    perc = np.asarray(threshold_perc, dtype=np.float64)
+    if perc.ndim > 1 or not np.all((perc >= 0.0) & (perc <= 100.0)):
+        raise InvalidInputError(
+            f"threshold_perc must be a number or one number per feature, each within "
+            f"[0, 100]; got {threshold_perc}"
+        )
     values = np.asarray(scores, dtype=np.float64)
     if values.size == 0:
         raise InvalidInputError("cannot infer a threshold from zero scores")
+    if perc.ndim == 1:
+        if values.ndim < 2 or len(perc) != values.shape[-1]:
+            raise InvalidInputError(
+                f"threshold_perc has {len(perc)} values; it needs one per feature "
+                f"({values.shape[-1] if values.ndim >= 2 else 'no feature axis'})"
+            )
+        flat = values.reshape(-1, values.shape[-1])
+        return np.array([np.percentile(flat[:, k], p) for k, p in enumerate(perc)])
     if feature_wise:
         flat = values.reshape(-1, values.shape[-1])
-        return np.percentile(flat, threshold_perc, axis=0)
-    return float(np.percentile(values, threshold_perc))
+        return np.percentile(flat, float(perc), axis=0)
+    return float(np.percentile(values, float(perc)))
 
 
 def top_percent_mean(feature_scores: np.ndarray, outlier_perc: float = 100.0) -> np.ndarray:

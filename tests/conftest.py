@@ -105,16 +105,16 @@ def saved_models(
     series, _ = make_series(n=400, n_features=2, seed=7)
     seq2seq = Seq2SeqDetector(seq_len=12, latent_dim=8, epochs=1, stride=4, seed=0)
     seq2seq.fit(series)
-    seq2seq.infer_threshold(series, threshold_perc=97, feature_wise=True)
+    seq2seq.infer_threshold(series, threshold_perc=np.array([97, 97]))
     vae_lstm = VAELSTMDetector(window=8, n_windows=3, epochs_vae=1, epochs_lstm=1, seed=0)
     vae_lstm.fit(series)
     vae_lstm.infer_threshold(series)
     rows = series[:, :2] + 0.1 * np.arange(len(series))[:, None] % 3
-    vaegmm = VAEGMMDetector(epochs=1, samples=3, seed=0, feature_names=["a", "b"])
+    vaegmm = VAEGMMDetector.tuned(epochs=1, samples=3, seed=0, feature_names=["a", "b"])
     vaegmm.fit(rows)
     vaegmm.infer_threshold(rows)
     clean, _ = manifold_rows(300, 0)
-    adversarial = AdversarialVAEDetector(
+    adversarial = AdversarialVAEDetector.tuned(
         classifier=vulnerable_classifier(root / "classifier.keras"), epochs=1, samples=3, seed=0
     )
     adversarial.fit(clean)

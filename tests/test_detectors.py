@@ -35,7 +35,7 @@ def test_seq2seq_threshold_kinds_and_outlier_types(seq2seq, synthetic_series):
     normal, _ = synthetic_series(n=600, seed=3)
     seq2seq.infer_threshold(normal, threshold_perc=99)
     assert np.ndim(seq2seq.threshold) == 0
-    seq2seq.infer_threshold(normal, threshold_perc=99, feature_wise=True)
+    seq2seq.infer_threshold(normal, threshold_perc=np.array([99, 99]))
     assert np.shape(seq2seq.threshold) == (2,)
 
     # With a 100th-percentile instance threshold nothing in the same data is flagged,
@@ -60,6 +60,8 @@ def test_seq2seq_threshold_kinds_and_outlier_types(seq2seq, synthetic_series):
 
 def test_seq2seq_bad_input_names_the_problem(seq2seq):
     with pytest.raises(InvalidInputError, match=r"expected instances of shape \(20, 2\)"):
+        seq2seq.score(np.zeros((4, 10, 2), dtype=np.float32))
+    with pytest.raises(InvalidInputError, match=r"expected 2 feature\(s\).*\(n_features\); got 3"):
         seq2seq.score(np.zeros((4, 20, 3), dtype=np.float32))
     with pytest.raises(InvalidInputError, match="expected 2 feature"):
         seq2seq.score(np.zeros((100, 3), dtype=np.float32))
@@ -67,8 +69,23 @@ def test_seq2seq_bad_input_names_the_problem(seq2seq):
     bad[1, 5, 0] = np.nan
     with pytest.raises(InvalidInputError, match=r"NaN or inf \(first at \(1, 5, 0\)\)"):
         seq2seq.score(bad)
-    with pytest.raises(InvalidInputError, match="shorter than one window"):
-        seq2seq.score(np.zeros((5, 2), dtype=np.float32))
+    with pytest.raises(InvalidInputError, match=r"expected windows .*or a series"):
+        seq2seq.score(np.zeros((2, 2, 20, 2), dtype=np.float32))
+
+
+def test_seq2seq_scores_a_series_per_row_like_alibi(seq2seq, synthetic_series):
+    """(batch, n_features) is one series: one instance score and one feature score per row,
+    read from consecutive windows; shorter than a window is padded with its first row."""
+    series, _ = synthetic_series(n=50, seed=5)
+    out = seq2seq.predict(series, outlier_type="feature")["data"]
+    assert out["instance_score"].shape == (50,)
+    assert out["feature_score"].shape == out["is_outlier"].shape == (50, 2)
+    windows = np.stack([series[0:20], series[20:40], series[30:50]])
+    per_window = seq2seq.score(windows).feature_score
+    expected = np.concatenate([per_window[0], per_window[1], per_window[2][10:]])
+    np.testing.assert_allclose(out["feature_score"], expected, rtol=1e-6, atol=1e-7)
+    short = seq2seq.score(series[:5])
+    assert short.instance_score.shape == (5,) and short.feature_score.shape == (5, 2)
 
 
 def test_unfitted_detectors_refuse_clearly():

@@ -19,7 +19,7 @@ def manifold_rows(n: int, seed: int) -> np.ndarray:
 
 
 def test_vaegmm_energy_ranks_off_manifold_rows_above_normal_ones():
-    detector = VAEGMMDetector(epochs=15, samples=3, seed=0)
+    detector = VAEGMMDetector.tuned(epochs=15, samples=3, seed=0)
     detector.fit(manifold_rows(2000, 1))
     outliers = 2 * np.random.default_rng(2).normal(size=(100, 6)).astype("float32")
     scores = detector.score(np.r_[manifold_rows(1000, 3), outliers]).instance_score
@@ -43,7 +43,7 @@ def test_vaegmm_stays_finite_on_standardised_kdd_rows():
         ],
         dtype=np.float32,
     )
-    detector = VAEGMMDetector(epochs=3, samples=2, seed=0, n_gmm=4, latent_dim=1)
+    detector = VAEGMMDetector.tuned(epochs=3, samples=2, seed=0, n_gmm=4, latent_dim=1)
     detector.fit(rows)
     scores = detector.score(rows)
     assert np.isfinite(scores.instance_score).all()
@@ -57,14 +57,14 @@ def test_vaegmm_rejects_bad_input_clearly():
         VAEGMMDetector(elbo_cov="diag")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="unknown reconstruction feature"):
         VAEGMMDetector(recon_features=("manhattan",))
-    detector = VAEGMMDetector(epochs=1, samples=1)
+    detector = VAEGMMDetector.tuned(epochs=1, samples=1)
     detector.fit(manifold_rows(300, 0))
     with pytest.raises(InvalidInputError, match=r"expected instances of shape \(6,\)"):
         detector.score(np.zeros((2, 5)))
     with pytest.raises(InvalidInputError, match="expected rows"):
         detector.score(np.zeros((2, 6, 1)))
     for elbo_cov in ("features", "full"):
-        VAEGMMDetector(epochs=1, samples=1, elbo_cov=elbo_cov).fit(manifold_rows(300, 0))
+        VAEGMMDetector.tuned(epochs=1, samples=1, elbo_cov=elbo_cov).fit(manifold_rows(300, 0))
 
 
 def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streamdet.detectors.adversarial_vae import AdversarialVAEDetector
+from streamdet.detectors.adversarial_vae import AdversarialVAE, AdversarialVAEDetector
 from streamdet.detectors.base import (
     REGISTRY,
     Detector,
@@ -21,9 +21,9 @@ from streamdet.detectors.base import (
     register,
 )
 from streamdet.detectors.image_vae import ImageVAEDetector
-from streamdet.detectors.seq2seq import Seq2SeqDetector
+from streamdet.detectors.seq2seq import OutlierSeq2Seq, Seq2SeqDetector
 from streamdet.detectors.vae_lstm import VAELSTMDetector
-from streamdet.detectors.vaegmm import VAEGMMDetector
+from streamdet.detectors.vaegmm import OutlierVAEGMM, VAEGMMDetector
 from streamdet.errors import ConfigError, ModelLoadError
 
 DETECTORS: dict[str, type[KerasDetector]] = REGISTRY
@@ -53,10 +53,13 @@ def load_detector(
 
 __all__ = [
     "DETECTORS",
+    "AdversarialVAE",
     "AdversarialVAEDetector",
     "Detector",
     "ImageVAEDetector",
     "KerasDetector",
+    "OutlierSeq2Seq",
+    "OutlierVAEGMM",
     "Scores",
     "Seq2SeqDetector",
     "VAEGMMDetector",

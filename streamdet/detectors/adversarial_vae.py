@@ -22,8 +22,10 @@ classifier sees it.
 >>> clean = (np.hstack([a, a]) + 0.05 * rng.normal(size=(1024, 2))).astype("float32")
 >>> clf = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
 >>> clf.layers[0].set_weights([np.array([[4.0, -4.0], [0.0, 0.0]]), np.zeros(2)])
->>> det = AdversarialVAEDetector(classifier=clf, latent_dim=1, epochs=30, seed=0)
->>> summary = det.fit(clean)
+>>> det = AdversarialVAE(model=clf, latent_dim=1, samples=1, beta=0.01,
+...                      lr_schedule="cosine", seed=1)
+>>> summary = det.fit(clean, w_recon=0.01, cov_elbo=dict(sim=0.1), epochs=30, batch_size=128,
+...                   verbose=False)
 >>> det.infer_threshold(clean, threshold_perc=99)
 >>> attacked = np.array([[1.0, 1.0], [1.0, -2.0]], "float32")  # x0 pushed off x0 = x1
 >>> out = det.correct(attacked)["data"]
@@ -43,18 +45,23 @@ import numpy as np
 from streamdet.detectors.base import (
     KerasDetector,
     Scores,
+    call_loss,
+    check_log_metric,
+    fit_progress,
     keras,
     register,
+    resolve_optimizer,
     score_in_fixed_batches,
     set_seed,
     shared_draw_noise,
     tf,
     train_epochs,
 )
-from streamdet.detectors.image_vae import build_image_vae
-from streamdet.detectors.vaegmm import build_dense_vae
+from streamdet.detectors.image_vae import image_decoder_net, image_encoder_net
+from streamdet.detectors.layers import check_network, dense_stack, part, vae_decoder, vae_encoder
+from streamdet.detectors.vaegmm import ElboCov, elbo_precision, elbo_settings
 from streamdet.errors import InvalidInputError, ModelLoadError
-from streamdet.progress import ProgressFn, silent
+from streamdet.progress import ProgressFn
 
 ReconLoss = Literal["bce", "mse"]
 CLASSIFIER_FILE = "classifier.keras"
@@ -87,35 +94,60 @@ def prediction_kl(p: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
 class AdversarialVAEDetector(KerasDetector):
     """Adversarial-input detector and corrector for a frozen Keras classifier.
 
+    Takes alibi-detect's ``AdversarialVAE`` arguments (``AdversarialVAE`` is this class), with
+    the defaults of its documentation page.
+
     Parameters
     ----------
+    threshold
+        KL divergence above which an instance is adversarial (``infer_threshold`` sets it).
+    vae
+        A ready VAE: another detector's ``.vae`` (its encoder and decoder are reused and
+        trained further by ``fit``).
+    model
+        The classifier (Keras model) to guard. It is frozen and saved with the detector.
+    encoder_net, decoder_net
+        Keras networks: instance -> features (two linear heads give the code's mean and
+        log-variance), code -> reconstruction (on the instance's scale: a sigmoid output for
+        images in [0, 1]). Default: a small CNN for images, tanh MLPs for rows.
+    latent_dim
+        Size of the VAE's code (default 32).
+    samples
+        Latent draws averaged at prediction.
+    beta
+        Weight of the latent KL term.
+    data_type
+        Recorded in the prediction's ``meta`` (default ``image`` or ``tabular``).
+
+    Keyword-only (streamdet; ``fit`` may override the loss weights and ``cov_elbo``):
+
     classifier
-        Path of a ``.keras`` classifier (loaded with ``safe_mode`` and frozen), or a Keras
-        model. It is saved with the detector, so a saved detector needs no other file.
+        Path of a ``.keras`` classifier (loaded with ``safe_mode``), instead of ``model``.
     classifier_logits
         True when the classifier outputs logits rather than probabilities.
     temperature
         Temperature applied to the classifier's prediction on the input (> 1 softens it,
         so the VAE is also taught the classifier's ranking of the other classes).
-    latent_dim
-        Size of the VAE's code.
     filters, dropout
-        Image VAE only: channels of the first convolution, encoder dropout.
+        Default image VAE: channels of the first convolution, encoder dropout.
     encoder_units, decoder_units
-        Row VAE only: hidden widths of the MLPs.
-    recon_loss
-        ELBO reconstruction term: ``bce`` (images in [0, 1]) or ``mse`` (Gaussian with scale
-        ``sigma``). Default: ``bce`` for images, ``mse`` for rows.
-    w_model, w_recon, beta
-        Loss weights of the prediction KL, the reconstruction term and the latent KL.
-    samples
-        Latent draws averaged at prediction (1: the mean code).
+        Default row VAE: hidden widths of the MLPs.
+    recon_loss, elbo_cov, sigma
+        ELBO reconstruction term: ``bce`` (images in [0, 1]) or ``mse``, a Gaussian whose
+        covariance is ``fixed`` (scale ``sigma``: alibi's ``cov_elbo=dict(sim=sigma)``),
+        ``features`` (each element's training variance) or ``full``. Default: ``bce`` for
+        images, ``mse`` for rows.
+    w_model, w_recon
+        Loss weights of the prediction KL and the reconstruction term.
     input_noise
         Train as a denoiser: the encoder sees each training instance with ±a added to every
         element (a uniform in [0, input_noise] per instance; clipped to [0, 1] for images,
         in standard units for rows), while the targets stay the clean instance and the
         classifier's prediction on it. This teaches the VAE to undo large perturbations
         (FGSM, PGD) instead of reproducing them. 0: train on clean inputs only.
+    epochs, batch_size, learning_rate, lr_schedule
+        Default training schedule: Adam at ``learning_rate``, constant or with a cosine
+        decay to 0 over all steps.
     feature_names
         Column names for rows (the daemon maps JSON fields by them).
     """
@@ -124,70 +156,124 @@ class AdversarialVAEDetector(KerasDetector):
     kinds: ClassVar[tuple[str, ...]] = ("tabular", "image")
     data_type: ClassVar[str] = "image"
     outcome_key: ClassVar[str] = "is_adversarial"
+    # Settings of the MNIST adversarial benchmark (docs/BENCHMARKS.md): a small
+    # reconstruction and KL term keep the code informative; one draw halves scoring time.
+    tuned_params: ClassVar[dict[str, Any]] = {
+        "w_recon": 0.01,
+        "beta": 0.01,
+        "sigma": 0.1,
+        "samples": 1,
+        "epochs": 10,
+        "batch_size": 128,
+        "lr_schedule": "cosine",
+    }
 
     def __init__(
         self,
+        threshold: float | None = None,
+        vae: keras.Model | None = None,
+        model: keras.Model | None = None,
+        encoder_net: keras.Model | None = None,
+        decoder_net: keras.Model | None = None,
+        latent_dim: int | None = None,
+        samples: int = 10,
+        beta: float = 0.0,
+        data_type: str | None = None,
+        *,
         classifier: str | keras.Model | None = None,
         classifier_logits: bool = False,
         temperature: float = 1.0,
-        latent_dim: int = 32,
         filters: int = 32,
         dropout: float = 0.0,
         encoder_units: tuple[int, ...] | list[int] = (64, 32),
         decoder_units: tuple[int, ...] | list[int] = (32, 64),
         recon_loss: ReconLoss | None = None,
-        sigma: float = 0.1,
+        elbo_cov: ElboCov = "fixed",
+        sigma: float = 0.05,
         w_model: float = 1.0,
-        w_recon: float = 0.01,
-        beta: float = 0.01,
-        samples: int = 1,
+        w_recon: float = 0.0,
         input_noise: float = 0.0,
-        epochs: int = 10,
-        batch_size: int = 128,
+        epochs: int = 20,
+        batch_size: int = 64,
         learning_rate: float = 1e-3,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         feature_names: list[str] | None = None,
         score_batch_size: int = 64,
         seed: int | None = None,
     ) -> None:
         if recon_loss not in (None, "bce", "mse"):
             raise InvalidInputError(f"recon_loss must be 'bce' or 'mse'; got {recon_loss!r}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise InvalidInputError(
+                f"lr_schedule must be 'constant' or 'cosine'; got {lr_schedule!r}"
+            )
         if temperature <= 0:
             raise InvalidInputError(f"temperature must be > 0; got {temperature}")
         if samples < 1:
             raise InvalidInputError(f"samples must be >= 1; got {samples}")
         if input_noise < 0:
             raise InvalidInputError(f"input_noise must be >= 0; got {input_noise}")
+        if model is not None and classifier is not None:
+            raise InvalidInputError("adversarial_vae: give the classifier as model or as "
+                                    "classifier (a path), not both")
+        check_network(encoder_net, "encoder_net")
+        check_network(decoder_net, "decoder_net")
         self.classifier: keras.Model | None = None
         if isinstance(classifier, keras.Model):
-            self.classifier = classifier
+            model, classifier = classifier, None
+        if model is not None:
+            if not isinstance(model, keras.Model):
+                raise InvalidInputError(
+                    f"adversarial_vae: model must be a Keras classifier; got "
+                    f"{type(model).__name__}"
+                )
+            self.classifier = model
             self.classifier.trainable = False
-            classifier = None
+        self.encoder: keras.Model | None = None
+        self.decoder: keras.Model | None = None
+        if vae is not None:
+            self.encoder = part(vae, "adversarial_vae_encoder", "vae")
+            self.decoder = part(vae, "adversarial_vae_decoder", "vae")
+            latent_dim = int(self.encoder.outputs[0].shape[-1])
         super().__init__(
+            latent_dim=int(latent_dim or 32),
+            samples=samples,
+            beta=beta,
+            data_type=data_type,
             classifier=None if classifier is None else str(classifier),
             classifier_logits=classifier_logits,
             temperature=temperature,
-            latent_dim=latent_dim,
             filters=filters,
             dropout=dropout,
             encoder_units=list(encoder_units),
             decoder_units=list(decoder_units),
             recon_loss=recon_loss,
+            elbo_cov=elbo_cov,
             sigma=sigma,
             w_model=w_model,
             w_recon=w_recon,
-            beta=beta,
-            samples=samples,
             input_noise=input_noise,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            lr_schedule=lr_schedule,
             feature_names=feature_names,
             score_batch_size=score_batch_size,
             seed=seed,
         )
-        self.encoder: keras.Model | None = None
-        self.decoder: keras.Model | None = None
+        self._set_threshold(threshold)
+        self._nets = (encoder_net, decoder_net)
         self._score_fn: Any = None
+
+    @property
+    def vae(self) -> keras.Model | None:
+        """The VAE, instance -> reconstruction of the mean code; pass it as ``vae=`` to reuse
+        its networks."""
+        if self.encoder is None or self.decoder is None:
+            return None
+        x = keras.Input(self.encoder.inputs[0].shape[1:])
+        mean, _ = self.encoder(x)
+        return keras.Model(x, self.decoder(mean), name="vae")
 
     # ---- inputs -----------------------------------------------------------------------
     @property
@@ -215,8 +301,8 @@ class AdversarialVAEDetector(KerasDetector):
         if self.classifier is None:
             if self.params["classifier"] is None:
                 raise InvalidInputError(
-                    "adversarial_vae: no classifier; set params.classifier to the path of a "
-                    ".keras model"
+                    "adversarial_vae: no classifier; pass model=<Keras classifier> (or set "
+                    "params.classifier to the path of a .keras model)"
                 )
             self.classifier = load_classifier(self.params["classifier"])
         return self.classifier
@@ -232,42 +318,43 @@ class AdversarialVAEDetector(KerasDetector):
     def _build(self) -> None:
         p = self.params
         assert self.input_shape is not None
+        if self.encoder is not None:
+            return  # a fitted detector, or networks from ``vae=``: train them further
+        encoder_net, decoder_net = self._nets
+        shape = self.input_shape
         if self.images:
-            self.encoder, self.decoder = build_image_vae(
-                self.input_shape,  # type: ignore[arg-type]
-                p["latent_dim"],
-                p["filters"],
-                p["dropout"],
-            )
+            if encoder_net is None:
+                encoder_net = image_encoder_net(shape, p["filters"], p["dropout"])  # type: ignore[arg-type]
+            if decoder_net is None:
+                decoder_net = keras.Sequential(
+                    [
+                        image_decoder_net(shape, p["latent_dim"], p["filters"]),  # type: ignore[arg-type]
+                        keras.layers.Activation("sigmoid"),
+                    ]
+                )
         else:
-            self.encoder, self.decoder = build_dense_vae(
-                self.input_shape[0],
-                p["encoder_units"],
-                p["decoder_units"],
-                p["latent_dim"],
-                "adversarial_vae",
-            )
+            encoder_net = encoder_net or dense_stack(p["encoder_units"])
+            decoder_net = decoder_net or dense_stack(p["decoder_units"], output=shape[0])
+        self.encoder = vae_encoder(shape, p["latent_dim"], encoder_net, "adversarial_vae")
+        self.decoder = vae_decoder(p["latent_dim"], shape, decoder_net, "adversarial_vae")
 
     def _decode(self, z: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """Decoder output (logits for images, standardised values for rows) and x' on the
-        input's scale."""
+        """Decoder output (standardised values for rows) and x' on the input's scale."""
         assert self.decoder is not None and self.mean is not None and self.std is not None
         out = self.decoder(z, training=training)
         if self.images:
-            return out, tf.sigmoid(out)
+            return out, out
         return out, out * self.std + self.mean
 
-    def _recon_term(self, x: tf.Tensor, out: tf.Tensor) -> tf.Tensor:
+    def _recon_term(self, x: tf.Tensor, out: tf.Tensor, precision: tf.Tensor) -> tf.Tensor:
         """Per-instance ELBO reconstruction term of the decoder output ``out`` against the
-        encoder's input ``x`` (standardised rows): BCE on logits or scaled squared error."""
-        axes = list(range(1, len(x.shape)))
+        encoder's input ``x`` (standardised rows): BCE, or the Gaussian ½ dᵀ P d."""
         if self._recon_loss == "bce":
-            return tf.reduce_sum(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=out), axis=axes
-            )
-        fitted = tf.sigmoid(out) if self.images else out
-        squared = tf.reduce_sum(tf.square(x - fitted), axis=axes)
-        return 0.5 * squared / float(self.params["sigma"]) ** 2
+            p = tf.clip_by_value(out, EPS, 1.0 - EPS)
+            bce = -(x * tf.math.log(p) + (1.0 - x) * tf.math.log(1.0 - p))
+            return tf.reduce_sum(bce, axis=list(range(1, len(x.shape))))
+        diff = tf.reshape(x - out, [tf.shape(x)[0], -1])
+        return 0.5 * tf.einsum("nd,de,ne->n", diff, precision, diff)
 
     @property
     def _recon_loss(self) -> str:
@@ -275,25 +362,53 @@ class AdversarialVAEDetector(KerasDetector):
 
     # ---- training ---------------------------------------------------------------------
     def fit(
-        self, X: np.ndarray, epochs: int | None = None, progress: ProgressFn = silent
+        self,
+        X: np.ndarray,
+        loss_fn: Any = None,
+        w_model: float | None = None,
+        w_recon: float | None = None,
+        optimizer: Any = None,
+        cov_elbo: dict[str, Any] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        verbose: bool = True,
+        log_metric: tuple[str, Any] | None = None,
+        *,
+        progress: ProgressFn | None = None,
     ) -> dict[str, Any]:
-        """Train the VAE on clean instances against the frozen classifier."""
-        self.progress = progress
+        """Train the VAE on clean instances against the frozen classifier.
+
+        Arguments left None take the constructor's values; those given are recorded in
+        ``params``. ``cov_elbo`` (``dict(sim=0.05)``, ``dict(cov_diag=None)`` or
+        ``dict(cov_full=None)``) sets the covariance of the Gaussian reconstruction term
+        (``recon_loss='mse'``, the default for rows). ``loss_fn`` replaces
+        ``w_model`` · KL(M(x) ‖ M(x')) + ``w_recon`` · reconstruction; it is called as
+        ``loss_fn(x, x_recon, ...)`` with those of ``model``, ``w_model``, ``w_recon`` and
+        ``sim`` its signature names; ``beta`` times the latent KL is added.
+        """
+        for key, value in (("w_model", w_model), ("w_recon", w_recon)):
+            if value is not None:
+                self.params[key] = float(value)
+        if cov_elbo is not None:
+            self.params.update(elbo_settings(cov_elbo))
         p = self.params
+        progress = self.progress = fit_progress(verbose, progress)
+        metric = check_log_metric(log_metric)
         set_seed(p["seed"])
         classifier = self._classifier()
         data = self._instances(X)
-        self.input_shape = tuple(int(d) for d in data.shape[1:])
-        if not self.images:
-            if p["feature_names"] is not None and len(p["feature_names"]) != data.shape[1]:
-                raise InvalidInputError(
-                    f"adversarial_vae: {len(p['feature_names'])} feature_names for "
-                    f"{data.shape[1]} columns"
-                )
-            self._fit_normalisation(data, True)
-        else:
-            self.mean = np.zeros(data.shape[-1], np.float32)
-            self.std = np.ones(data.shape[-1], np.float32)
+        if self.input_shape is None:
+            self.input_shape = tuple(int(d) for d in data.shape[1:])
+            if not self.images:
+                if p["feature_names"] is not None and len(p["feature_names"]) != data.shape[1]:
+                    raise InvalidInputError(
+                        f"adversarial_vae: {len(p['feature_names'])} feature_names for "
+                        f"{data.shape[1]} columns"
+                    )
+                self._fit_normalisation(data, True)
+            else:
+                self.mean = np.zeros(data.shape[-1], np.float32)
+                self.std = np.ones(data.shape[-1], np.float32)
         try:
             classes = classifier(data[:2], training=False).shape[-1]
         except Exception as exc:  # a shape mismatch surfaces as various Keras errors
@@ -305,13 +420,19 @@ class AdversarialVAEDetector(KerasDetector):
         encoder = self.encoder
         assert encoder is not None and self.decoder is not None
         encoded = data if self.images else self._normalise(data)
+        flat = encoded.reshape(len(encoded), -1)
+        precision = tf.constant(elbo_precision(flat, p["elbo_cov"], p["sigma"]))
         n_epochs = epochs or p["epochs"]
-        steps = n_epochs * math.ceil(len(data) / p["batch_size"])
-        schedule = keras.optimizers.schedules.CosineDecay(p["learning_rate"], max(steps, 1))
-        optimizer = keras.optimizers.Adam(schedule, clipnorm=1.0)
+        size = batch_size or p["batch_size"]
+        if optimizer is None and p["lr_schedule"] == "cosine":
+            steps = n_epochs * math.ceil(len(data) / size)
+            schedule = keras.optimizers.schedules.CosineDecay(p["learning_rate"], max(steps, 1))
+            optimizer = keras.optimizers.Adam(schedule, clipnorm=1.0)
+        optimizer = resolve_optimizer(optimizer, p["learning_rate"])
         variables = encoder.trainable_variables + self.decoder.trainable_variables
-        w_model, w_recon, beta = float(p["w_model"]), float(p["w_recon"]), float(p["beta"])
+        w_model_, w_recon_, beta = float(p["w_model"]), float(p["w_recon"]), float(p["beta"])
         temperature = float(p["temperature"])
+        sim = float(p["sigma"])
 
         input_noise = float(p["input_noise"])
         images = self.images
@@ -335,31 +456,43 @@ class AdversarialVAEDetector(KerasDetector):
                 mean, log_var = encoder(perturbed(x_in), training=True)
                 z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
                 out, x_hat = self._decode(z, training=True)
-                model_kl = tf.reduce_mean(prediction_kl(target, self._probabilities(x_hat)))
-                recon = tf.reduce_mean(self._recon_term(x_in, out))
                 kl = -0.5 * tf.reduce_mean(
                     tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), axis=1)
                 )
-                loss = w_model * model_kl + w_recon * recon + beta * kl
+                if loss_fn is None:
+                    model_kl = tf.reduce_mean(prediction_kl(target, self._probabilities(x_hat)))
+                    recon = tf.reduce_mean(self._recon_term(x_in, out, precision))
+                    main = w_model_ * model_kl + w_recon_ * recon
+                    parts = {"model_kl": model_kl, "recon": recon}
+                else:
+                    main = call_loss(
+                        loss_fn, x, x_hat, model=classifier, w_model=w_model_,
+                        w_recon=w_recon_, sim=sim,
+                    )
+                    parts = {}
+                loss = main + beta * kl
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
-            return {"loss": loss, "model_kl": model_kl, "recon": recon, "kl": kl}
+            if metric is not None:
+                metric[1].update_state(x, x_hat)
+            return {"loss": loss, **parts, "kl": kl}
 
         started = time.perf_counter()
         history = train_epochs(
             step,
             (data, encoded),
             epochs=n_epochs,
-            batch_size=p["batch_size"],
+            batch_size=size,
             label="adversarial_vae",
             progress=progress,
             seed=p["seed"],
+            log_metric=metric,
         )
         self._compile_score()
-        self.threshold = None
         self.training = self._training_summary(
             history, started, training_instances=len(data), epochs=n_epochs, classes=int(classes)
         )
+        self.training["history"] = history
         return self.training
 
     # ---- inference --------------------------------------------------------------------
@@ -396,24 +529,24 @@ class AdversarialVAEDetector(KerasDetector):
             score, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)]
         )
 
-    def _run(self, X: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _run(self, X: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, ...]:
         self._require_fitted("score()")
         data = self._instances(X)
-        return score_in_fixed_batches(self._score_fn, data, int(self.params["score_batch_size"]))
+        return score_in_fixed_batches(self._score_fn, data, self._batch(batch_size))
 
-    def score(self, X: np.ndarray) -> Scores:
+    def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """KL(M(x) ‖ M(x')) per instance, and (x - x')² per element."""
-        kl, squared, _, _ = self._run(X)
+        kl, squared, _, _ = self._run(X, batch_size)
         return Scores(kl, squared)
 
-    def correct(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
+    def correct(self, X: np.ndarray, batch_size: int | None = None) -> dict[str, dict[str, Any]]:
         """Class of each instance: predicted on the reconstruction where flagged, else on x.
 
         ``data`` holds ``corrected`` (the classes to use), ``predicted`` (the classifier's
         class on the input), ``reconstructed`` (its class on the reconstruction),
         ``is_adversarial`` and ``instance_score``.
         """
-        kl, _, p, q = self._run(X)
+        kl, _, p, q = self._run(X, batch_size)
         threshold = np.inf if self.threshold is None else float(self.threshold)
         flagged = kl > threshold
         predicted = p.argmax(axis=-1)
@@ -430,7 +563,7 @@ class AdversarialVAEDetector(KerasDetector):
         }
 
     def _meta(self) -> dict[str, Any]:
-        kind = "image" if self.images else "tabular"
+        kind = self.params.get("data_type") or ("image" if self.images else "tabular")
         return {**super()._meta(), "detector_type": "adversarial", "data_type": kind}
 
     # ---- persistence hooks ------------------------------------------------------------
@@ -449,3 +582,6 @@ class AdversarialVAEDetector(KerasDetector):
         self.classifier = models[CLASSIFIER_FILE]
         self.classifier.trainable = False
         self._compile_score()
+
+
+AdversarialVAE = AdversarialVAEDetector

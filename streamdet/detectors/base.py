@@ -9,6 +9,7 @@ a SHA-256 of every model file before Keras sees them, and always uses ``safe_mod
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 
 from streamdet.errors import InvalidInputError, ModelLoadError, NotFittedError
-from streamdet.progress import ProgressFn, silent
+from streamdet.progress import ProgressFn, silent, stderr_progress
 from streamdet.thresholds import percentile_threshold
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -157,6 +158,63 @@ def shared_draw_noise(mean: tf.Tensor, draw: int, salt: int) -> tf.Tensor:
     return tf.broadcast_to(noise, tf.shape(mean))
 
 
+def resolve_optimizer(optimizer: Any, learning_rate: float) -> keras.optimizers.Optimizer:
+    """The optimizer ``fit`` uses: a Keras optimizer instance as given, an optimizer class
+    instantiated with ``learning_rate``, or (None) Adam with ``learning_rate`` and gradients
+    clipped at norm 1."""
+    if optimizer is None:
+        return keras.optimizers.Adam(learning_rate, clipnorm=1.0)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
+        return optimizer(learning_rate=learning_rate)
+    raise InvalidInputError(
+        f"optimizer must be a Keras optimizer (instance or class); got {type(optimizer).__name__}"
+    )
+
+
+def call_loss(loss_fn: Any, *args: Any, **available: Any) -> tf.Tensor:
+    """``loss_fn(*args, **kwargs)`` with just the keyword arguments its signature names (all
+    of them if it takes ``**kwargs``), reduced to a scalar. So a plain Keras loss
+    ``(y_true, y_pred)`` and a loss that also wants e.g. ``z``, ``gamma`` or ``w_energy``
+    both work."""
+    try:
+        parameters = inspect.signature(loss_fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        parameters = ()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        kwargs = available
+    else:
+        names = {p.name for p in parameters}
+        kwargs = {k: v for k, v in available.items() if k in names}
+    return tf.reduce_mean(loss_fn(*args, **kwargs))
+
+
+def fit_progress(verbose: bool, progress: ProgressFn | None) -> ProgressFn:
+    """Where ``fit`` reports epochs: ``progress`` if given, else stderr when ``verbose``."""
+    if progress is not None:
+        return progress
+    return stderr_progress if verbose else silent
+
+
+def check_log_metric(log_metric: Any) -> tuple[str, Any] | None:
+    """alibi-detect's ``log_metric``: ``(name, keras.metrics.Metric)``, updated with
+    (input, reconstruction) each batch and reported per epoch."""
+    if log_metric is None:
+        return None
+    if (
+        not isinstance(log_metric, tuple | list)
+        or len(log_metric) != 2
+        or not isinstance(log_metric[0], str)
+        or not hasattr(log_metric[1], "update_state")
+    ):
+        raise InvalidInputError(
+            "log_metric must be a (name, keras.metrics.Metric) pair, e.g. "
+            "('mse', keras.metrics.MeanSquaredError())"
+        )
+    return (log_metric[0], log_metric[1])
+
+
 def train_epochs(
     step: Any,
     arrays: tuple[np.ndarray, ...],
@@ -168,13 +226,17 @@ def train_epochs(
     seed: int | None = None,
     first_epoch: int = 1,
     total_epochs: int | None = None,
+    log_metric: tuple[str, Any] | None = None,
 ) -> list[dict[str, float]]:
     """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
 
     Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
     ``first_epoch`` and ``total_epochs`` number the lines when a caller runs the epochs
-    one call at a time (to change a schedule between them).
+    one call at a time (to change a schedule between them). ``log_metric`` is reset before
+    each epoch (the step updates it) and its result joins the epoch's losses.
     """
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
     n = len(arrays[0])
     dataset = (
         tf.data.Dataset.from_tensor_slices(arrays)
@@ -188,12 +250,16 @@ def train_epochs(
         started = time.perf_counter()
         totals: dict[str, float] = {}
         batches = 0
+        if log_metric is not None:
+            log_metric[1].reset_state()
         for batch in dataset:
             losses = step(*batch)
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
             batches += 1
         means = {key: value / max(batches, 1) for key, value in totals.items()}
+        if log_metric is not None:
+            means[log_metric[0]] = float(log_metric[1].result())
         history.append(means)
         shown = " ".join(f"{k}={v:.5g}" for k, v in means.items())
         progress(f"{label} epoch {epoch}/{total} {shown} ({time.perf_counter() - started:.1f}s)")
@@ -216,6 +282,15 @@ class KerasDetector(ABC):
     outcome_key: ClassVar[str] = "is_outlier"
     # What the daemon passes to ``infer_threshold`` besides ``threshold_perc``.
     stream_threshold_kwargs: ClassVar[dict[str, Any]] = {}
+    # The constructor defaults follow alibi-detect's pages; where streamdet's benchmarks found
+    # better settings, the daemon and the ``evaluate`` commands start from these instead
+    # (a topic's ``params`` override them).
+    tuned_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def tuned(cls, **params: Any) -> Self:
+        """A detector with :attr:`tuned_params`, overridden by ``params``."""
+        return cls(**{**cls.tuned_params, **params})
 
     @classmethod
     def context_length(cls, params: dict[str, Any], window_seq_len: int) -> int:
@@ -274,29 +349,61 @@ class KerasDetector(ABC):
             self.mean = np.zeros(n_features, dtype=np.float32)
             self.std = np.ones(n_features, dtype=np.float32)
 
+    def _set_threshold(self, threshold: Any) -> None:
+        """A threshold given to the constructor: a number, one per feature, or None."""
+        if threshold is None:
+            self.threshold = None
+            return
+        value = np.asarray(threshold, dtype=np.float64)
+        if value.ndim > 1 or not np.all(np.isfinite(value)):
+            raise InvalidInputError(
+                f"{self.name}: threshold must be a finite number or one per feature; "
+                f"got {threshold!r}"
+            )
+        self.threshold = float(value) if value.ndim == 0 else value
+
+    def _batch(self, batch_size: int | None) -> int:
+        """Rows per forward pass: ``batch_size`` for this call, else ``score_batch_size``
+        (one fixed shape, so an instance's score never depends on its batch)."""
+        size = int(self.params["score_batch_size"] if batch_size is None else batch_size)
+        if size < 1:
+            raise InvalidInputError(f"{self.name}: batch_size must be >= 1; got {size}")
+        return size
+
     # ---- scoring defaults: one threshold on the instance score ---------------------------
     @abstractmethod
-    def score(self, X: np.ndarray) -> Scores:
+    def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Instance and feature scores of ``X``."""
 
-    def infer_threshold(self, X: np.ndarray, threshold_perc: float = 95.0) -> None:
-        """Set the threshold to a percentile of instance scores on (mostly) normal ``X``."""
+    def infer_threshold(
+        self, X: np.ndarray, threshold_perc: float = 95.0, batch_size: int | None = None
+    ) -> None:
+        """Set the threshold so that ``threshold_perc`` % of the instances of ``X`` score
+        at or below it (``X``: mostly normal data, with about ``100 - threshold_perc`` %
+        outliers)."""
         self._require_fitted("infer_threshold()")
-        self.threshold = percentile_threshold(self.score(X).instance_score, threshold_perc)
+        scores = self.score(X, batch_size=batch_size).instance_score
+        self.threshold = percentile_threshold(scores, threshold_perc)
 
-    def predict(self, X: np.ndarray) -> dict[str, dict[str, Any]]:
-        """Scores plus the flag (``outcome_key``, e.g. ``is_outlier``) = instance score above
-        the threshold."""
-        scores = self.score(X)
+    def predict(
+        self,
+        X: np.ndarray,
+        batch_size: int | None = None,
+        return_instance_score: bool = True,
+        return_feature_score: bool = False,
+    ) -> dict[str, dict[str, Any]]:
+        """``{"meta", "data"}``: ``data`` holds the flag (``outcome_key``: instance score
+        above the threshold, shape ``(batch,)``), ``instance_score`` (None unless
+        ``return_instance_score``) and, when ``return_feature_score``, ``feature_score``."""
+        scores = self.score(X, batch_size=batch_size)
         threshold = np.inf if self.threshold is None else float(self.threshold)
-        return {
-            "meta": {**self._meta(), "outlier_type": "instance"},
-            "data": {
-                self.outcome_key: (scores.instance_score > threshold).astype(np.int8),
-                "instance_score": scores.instance_score,
-                "feature_score": scores.feature_score,
-            },
+        data: dict[str, Any] = {
+            self.outcome_key: (scores.instance_score > threshold).astype(np.int8),
+            "instance_score": scores.instance_score if return_instance_score else None,
         }
+        if return_feature_score:
+            data["feature_score"] = scores.feature_score
+        return {"meta": {**self._meta(), "outlier_type": "instance"}, "data": data}
 
     def _training_summary(
         self, history: list[dict[str, float]], started: float, **counts: Any
@@ -315,7 +422,8 @@ class KerasDetector(ABC):
         return {
             "name": self.name,
             "detector_type": "outlier",
-            "data_type": self.data_type,
+            "data_type": self.params.get("data_type") or self.data_type,
+            "online": False,
             "version": self.training.get("model_version"),
             "threshold": _jsonable(self.threshold),
         }

@@ -36,6 +36,7 @@ from streamdet.detectors.base import (
     tf,
     train_epochs,
 )
+from streamdet.detectors.layers import vae_decoder, vae_encoder
 from streamdet.detectors.vae_lstm import GaussianSample
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn, silent
@@ -43,35 +44,47 @@ from streamdet.progress import ProgressFn, silent
 Loss = Literal["bce", "mse"]
 
 
+def image_encoder_net(shape: tuple[int, int, int], filters: int, dropout: float) -> keras.Model:
+    """Two strided convolutions (batch-norm, ReLU, dropout), flattened."""
+    layers: list[Any] = [keras.Input(shape)]
+    for f in (filters, 2 * filters):
+        layers += [
+            keras.layers.Conv2D(f, 3, strides=2, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dropout(dropout),
+        ]
+    return keras.Sequential([*layers, keras.layers.Flatten()])
+
+
+def image_decoder_net(shape: tuple[int, int, int], latent_dim: int, filters: int) -> keras.Model:
+    """Code -> per-pixel logits of an image of ``shape`` (two transposed convolutions)."""
+    height, width, channels = shape
+    h4, w4 = math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
+    return keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            keras.layers.Dense(h4 * w4 * 2 * filters, activation="relu"),
+            keras.layers.Reshape((h4, w4, 2 * filters)),
+            keras.layers.Conv2DTranspose(
+                2 * filters, 3, strides=2, padding="same", activation="relu"
+            ),
+            keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Cropping2D(((0, 4 * h4 - height), (0, 4 * w4 - width))),
+            keras.layers.Conv2D(channels, 3, padding="same", name="logits"),
+        ]
+    )
+
+
 def build_image_vae(
     shape: tuple[int, int, int], latent_dim: int, filters: int, dropout: float
 ) -> tuple[keras.Model, keras.Model]:
-    height, width, channels = shape
+    """Encoder (image -> mean, log-variance) and decoder (code -> logits)."""
+    height, width, _ = shape
     if height < 4 or width < 4:
         raise InvalidInputError(f"image_vae: images must be at least 4x4; got {shape}")
-    h4, w4 = math.ceil(math.ceil(height / 2) / 2), math.ceil(math.ceil(width / 2) / 2)
-    image = keras.Input(shape, name="image")
-    h = image
-    for f in (filters, 2 * filters):
-        h = keras.layers.Conv2D(f, 3, strides=2, padding="same")(h)
-        h = keras.layers.BatchNormalization()(h)
-        h = keras.layers.ReLU()(h)
-        h = keras.layers.Dropout(dropout)(h)
-    h = keras.layers.Flatten()(h)
-    mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
-    log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
-    encoder = keras.Model(image, [mean, log_var], name="image_encoder")
-
-    code = keras.Input((latent_dim,), name="code")
-    g = keras.layers.Dense(h4 * w4 * 2 * filters, activation="relu")(code)
-    g = keras.layers.Reshape((h4, w4, 2 * filters))(g)
-    g = keras.layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu")(
-        g
-    )
-    g = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(g)
-    g = keras.layers.Cropping2D(((0, 4 * h4 - height), (0, 4 * w4 - width)))(g)
-    logits = keras.layers.Conv2D(channels, 3, padding="same", name="logits")(g)
-    decoder = keras.Model(code, logits, name="image_decoder")
+    encoder = vae_encoder(shape, latent_dim, image_encoder_net(shape, filters, dropout), "image")
+    decoder = vae_decoder(latent_dim, shape, image_decoder_net(shape, latent_dim, filters), "image")
     return encoder, decoder
 
 
@@ -257,12 +270,12 @@ class ImageVAEDetector(KerasDetector):
         if self.fitted:
             self._compile_loss()
 
-    def score(self, X: np.ndarray) -> Scores:
+    def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Per-pixel loss (n, H, W, C) and its sum per image."""
         self._require_fitted("score()")
         images = self._images(X)
         (pixels,) = score_in_fixed_batches(
-            self._loss_fn, images, int(self.params["score_batch_size"])
+            self._loss_fn, images, self._batch(batch_size)
         )
         return Scores(pixels.sum(axis=(1, 2, 3)), pixels)
 

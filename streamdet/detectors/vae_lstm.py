@@ -339,7 +339,7 @@ class VAELSTMDetector(KerasDetector):
             input_signature=[tf.TensorSpec([None, k * window, n_features], tf.float32)],
         )
 
-    def score(self, X: np.ndarray) -> Scores:
+    def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Squared errors of the predicted windows (batch, (k-1)*window, F) and their sums.
 
         A long series gives one instance per sequence start (stride 1); the instance
@@ -348,7 +348,7 @@ class VAELSTMDetector(KerasDetector):
         self._require_fitted("score()")
         data = self._normalise(self._sequences(X))
         (feature_score,) = score_in_fixed_batches(
-            self._score_fn, data, int(self.params["score_batch_size"])
+            self._score_fn, data, self._batch(batch_size)
         )
         return Scores(feature_score.sum(axis=(1, 2)), feature_score)
 

@@ -16,8 +16,9 @@ sample energy, averaged over ``samples`` draws of the latent code.
 >>> rng = np.random.default_rng(0)
 >>> a = rng.normal(size=(1000, 1))
 >>> normal = (np.hstack([a, 2 * a, -a]) + 0.01 * rng.normal(size=(1000, 3))).astype("float32")
->>> det = VAEGMMDetector(latent_dim=1, epochs=30, samples=2, seed=0)
->>> summary = det.fit(normal)
+>>> det = OutlierVAEGMM(latent_dim=1, n_gmm=2, samples=2, seed=0)
+>>> summary = det.fit(normal, w_recon=1.0, optimizer=keras.optimizers.Adam(1e-3),
+...                   cov_elbo=dict(sim=0.1), epochs=30, batch_size=256, verbose=False)
 >>> det.infer_threshold(normal, threshold_perc=95)
 >>> out = det.predict(np.array([[1.0, 2.0, -1.0], [1.0, -2.0, 1.0]], dtype="float32"))
 >>> out["data"]["is_outlier"].tolist(), out["meta"]["data_type"]
@@ -35,16 +36,21 @@ import numpy as np
 from streamdet.detectors.base import (
     KerasDetector,
     Scores,
+    call_loss,
+    check_log_metric,
+    fit_progress,
     keras,
     register,
+    resolve_optimizer,
     score_in_fixed_batches,
     set_seed,
     shared_draw_noise,
     tf,
     train_epochs,
 )
+from streamdet.detectors.layers import check_network, dense_stack, part, vae_decoder, vae_encoder
 from streamdet.errors import InvalidInputError
-from streamdet.progress import ProgressFn, silent
+from streamdet.progress import ProgressFn
 
 ElboCov = Literal["fixed", "features", "full"]
 RECON_FEATURES = ("relative_euclidean", "cosine")
@@ -102,53 +108,66 @@ def sample_energy(
     return energy, cov_diag
 
 
-def build_dense_vae(
-    n_features: int,
-    encoder_units: list[int],
-    decoder_units: list[int],
-    latent_dim: int,
-    prefix: str,
-) -> tuple[keras.Model, keras.Model]:
-    """A tanh MLP encoder (row -> mean, log_var) and a linear-output MLP decoder."""
-    x = keras.Input((n_features,), name="row")
-    h = x
-    for units in encoder_units:
-        h = keras.layers.Dense(units, activation="tanh")(h)
-    mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
-    log_var = keras.layers.Dense(latent_dim, name="z_log_var")(h)
-    encoder = keras.Model(x, [mean, log_var], name=f"{prefix}_encoder")
-    z = keras.Input((latent_dim,), name="z")
-    g = z
-    for units in decoder_units:
-        g = keras.layers.Dense(units, activation="tanh")(g)
-    decoder = keras.Model(z, keras.layers.Dense(n_features)(g), name=f"{prefix}_decoder")
-    return encoder, decoder
+def _registered_name(fn: Any) -> str:
+    """The Keras registration name of a callable, so a saved model can find it again."""
+    name = keras.saving.get_registered_name(fn)
+    if keras.saving.get_registered_object(name) is not fn:
+        raise InvalidInputError(
+            "vaegmm: a recon_features function must be registered to be saved: decorate it "
+            "with @keras.saving.register_keras_serializable() (and import it before loading)"
+        )
+    return name
 
 
 @register
 class VAEGMMDetector(KerasDetector):
     """VAE + GMM energy outlier detector for rows of numeric features.
 
+    Takes alibi-detect's ``OutlierVAEGMM`` arguments (``OutlierVAEGMM`` is this class), with
+    the defaults of its documentation page.
+
     Parameters
     ----------
-    encoder_units, decoder_units
-        Hidden layer widths (tanh) of the encoder and decoder.
-    latent_dim
-        Size of the VAE's latent code.
+    threshold
+        Sample energy above which a row is an outlier (``infer_threshold`` sets it).
+    vaegmm
+        A ready model: another detector's ``.vaegmm`` (its encoder, decoder and density net
+        are reused and trained further by ``fit``).
+    encoder_net, decoder_net, gmm_density_net
+        Keras networks: row -> features (two linear heads give the code's mean and
+        log-variance), code -> row, and [code, reconstruction features] -> ``n_gmm``
+        memberships (softmax). Default: tanh MLPs of ``encoder_units`` / ``decoder_units``
+        and one of ``gmm_units`` with dropout.
     n_gmm
-        Number of mixture components.
-    gmm_units
-        Hidden width of the density (membership) net.
-    recon_features
-        Reconstruction features appended to the latent code (pluggable by name).
-    elbo_cov
-        Covariance of the ELBO's Gaussian likelihood: ``fixed`` (scale ``sigma``; a tight
-        likelihood keeps the posterior narrow, so sampled codes stay informative),
-        ``features`` (each feature's training variance) or ``full`` (the covariance of X).
-    w_recon, w_energy, w_cov_diag, beta
-        Loss weights.
+        Number of mixture components (default 2).
+    latent_dim
+        Size of the VAE's code (default 2).
     samples
         Latent draws averaged at prediction.
+    beta
+        Weight of the latent KL term.
+    recon_features
+        Features of (x, x') appended to the code: names from ``RECON_FEATURES``, or a
+        function ``f(x, x_recon) -> (batch, k)`` (registered with
+        ``keras.saving.register_keras_serializable`` so a saved model can find it).
+        Default: relative Euclidean distance and cosine similarity.
+    data_type
+        Recorded in the prediction's ``meta`` (default ``tabular``).
+
+    Keyword-only (streamdet; ``fit`` may override the loss weights and ``cov_elbo``):
+
+    encoder_units, decoder_units, gmm_units
+        Widths of the default networks.
+    elbo_cov, sigma
+        Covariance of the ELBO's Gaussian likelihood: ``fixed`` (scale ``sigma``, alibi's
+        ``cov_elbo=dict(sim=sigma)``), ``features`` (each feature's training variance,
+        ``dict(cov_diag=None)``) or ``full`` (the covariance of X, ``dict(cov_full=None)``).
+    w_recon, w_energy, w_cov_diag
+        Loss weights of the ELBO, the mean sample energy and Σ 1/diag(Σ_k).
+    epochs, batch_size, learning_rate
+        Default training schedule (Adam).
+    normalise
+        Standardise each feature with the training mean and std (stored with the model).
     feature_names
         Names of the columns, stored with the model (the daemon maps JSON fields by them).
     """
@@ -156,25 +175,41 @@ class VAEGMMDetector(KerasDetector):
     name: ClassVar[str] = "vaegmm"
     kinds: ClassVar[tuple[str, ...]] = ("tabular",)
     data_type: ClassVar[str] = "tabular"
+    # The page's w_recon 1e-7 and learning rate 1e-4 leave the reconstruction untrained in
+    # the few epochs a warm-up allows (KDD99 alibi protocol: see docs/BENCHMARKS.md).
+    tuned_params: ClassVar[dict[str, Any]] = {
+        "w_recon": 1.0,
+        "sigma": 0.1,
+        "learning_rate": 1e-3,
+        "epochs": 30,
+        "batch_size": 256,
+    }
 
     def __init__(
         self,
+        threshold: float | None = None,
+        vaegmm: keras.Model | None = None,
+        encoder_net: keras.Model | None = None,
+        decoder_net: keras.Model | None = None,
+        gmm_density_net: keras.Model | None = None,
+        n_gmm: int | None = None,
+        latent_dim: int | None = None,
+        samples: int = 10,
+        beta: float = 1.0,
+        recon_features: Any = RECON_FEATURES,
+        data_type: str | None = None,
+        *,
         encoder_units: tuple[int, ...] | list[int] = (60, 30),
         decoder_units: tuple[int, ...] | list[int] = (30, 60),
-        latent_dim: int = 2,
-        n_gmm: int = 2,
         gmm_units: int = 10,
-        recon_features: tuple[str, ...] | list[str] = RECON_FEATURES,
         elbo_cov: ElboCov = "fixed",
-        sigma: float = 0.1,
-        w_recon: float = 1.0,
+        sigma: float = 0.05,
+        w_recon: float = 1e-7,
         w_energy: float = 0.1,
         w_cov_diag: float = 0.005,
-        beta: float = 1.0,
-        samples: int = 10,
-        epochs: int = 30,
-        batch_size: int = 256,
-        learning_rate: float = 1e-3,
+        epochs: int = 20,
+        batch_size: int = 64,
+        learning_rate: float = 1e-4,
         normalise: bool = True,
         feature_names: list[str] | None = None,
         score_batch_size: int = 256,
@@ -184,26 +219,45 @@ class VAEGMMDetector(KerasDetector):
             raise InvalidInputError(
                 f"elbo_cov must be 'fixed', 'features' or 'full'; got {elbo_cov!r}"
             )
-        for feature in recon_features:
-            if feature not in RECON_FEATURES:
-                raise InvalidInputError(
-                    f"unknown reconstruction feature {feature!r}; "
-                    f"allowed: {', '.join(RECON_FEATURES)}"
-                )
+        if samples < 1:
+            raise InvalidInputError(f"vaegmm: samples must be >= 1; got {samples}")
+        self._recon_fn = self._resolve_recon_features(recon_features)
+        for net, what in (
+            (encoder_net, "encoder_net"),
+            (decoder_net, "decoder_net"),
+            (gmm_density_net, "gmm_density_net"),
+        ):
+            check_network(net, what)
+        self.encoder: keras.Model | None = None
+        self.decoder: keras.Model | None = None
+        self.density: keras.Model | None = None
+        if vaegmm is not None:
+            self.encoder = part(vaegmm, "vaegmm_encoder", "vaegmm")
+            self.decoder = part(vaegmm, "vaegmm_decoder", "vaegmm")
+            self.density = part(vaegmm, "vaegmm_density", "vaegmm")
+            latent_dim = int(self.encoder.outputs[0].shape[-1])
+            n_gmm = int(self.density.outputs[0].shape[-1])
         super().__init__(
+            n_gmm=int(n_gmm or 2),
+            latent_dim=int(latent_dim or 2),
+            samples=samples,
+            beta=beta,
+            recon_features=(
+                list(recon_features)
+                if isinstance(recon_features, list | tuple)
+                else {"registered": _registered_name(recon_features)}
+                if self._recon_fn is recon_features
+                else recon_features
+            ),
+            data_type=data_type,
             encoder_units=list(encoder_units),
             decoder_units=list(decoder_units),
-            latent_dim=latent_dim,
-            n_gmm=n_gmm,
             gmm_units=gmm_units,
-            recon_features=list(recon_features),
             elbo_cov=elbo_cov,
             sigma=sigma,
             w_recon=w_recon,
             w_energy=w_energy,
             w_cov_diag=w_cov_diag,
-            beta=beta,
-            samples=samples,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -212,21 +266,87 @@ class VAEGMMDetector(KerasDetector):
             score_batch_size=score_batch_size,
             seed=seed,
         )
-        self.encoder: keras.Model | None = None
-        self.decoder: keras.Model | None = None
-        self.density: keras.Model | None = None
+        self._set_threshold(threshold)
+        self._nets = (encoder_net, decoder_net, gmm_density_net)
         self._energy_fn: Any = None
+
+    @staticmethod
+    def _resolve_recon_features(spec: Any) -> Any:
+        """Names -> the built-in features; a function as is; a saved registration -> the
+        registered function."""
+        if isinstance(spec, dict) and set(spec) == {"registered"}:
+            fn = keras.saving.get_registered_object(spec["registered"])
+            if fn is None:
+                raise InvalidInputError(
+                    f"vaegmm: recon_features {spec['registered']!r} is not registered in this "
+                    "process: import the module that defines it before loading"
+                )
+            return fn
+        if callable(spec):
+            return spec
+        names = tuple(spec)
+        for feature in names:
+            if feature not in RECON_FEATURES:
+                raise InvalidInputError(
+                    f"unknown reconstruction feature {feature!r}; "
+                    f"allowed: {', '.join(RECON_FEATURES)} (or a function f(x, x_recon))"
+                )
+        return lambda x, x_hat: reconstruction_features(x, x_hat, names)
+
+    @property
+    def vaegmm(self) -> keras.Model | None:
+        """The whole model, row -> (reconstruction, z, memberships) on the mean code; pass it
+        as ``vaegmm=`` to reuse the networks."""
+        if self.encoder is None or self.decoder is None or self.density is None:
+            return None
+        x = keras.Input(self.encoder.inputs[0].shape[1:])
+        mean, _ = self.encoder(x)
+        x_hat = self.decoder(mean)
+        zc = keras.layers.Concatenate()([mean, keras.layers.Lambda(
+            lambda pair: self._recon_fn(pair[0], pair[1]))([x, x_hat])])
+        return keras.Model(x, [x_hat, mean, self.density(zc)], name="vaegmm")
 
     # ---- model ------------------------------------------------------------------------
     def _build(self, n_features: int) -> None:
         p = self.params
-        self.encoder, self.decoder = build_dense_vae(
-            n_features, p["encoder_units"], p["decoder_units"], p["latent_dim"], "vaegmm"
+        if self.encoder is not None:
+            return  # a fitted detector, or networks from ``vaegmm=``: train them further
+        encoder_net, decoder_net, density_net = self._nets
+        self.encoder = vae_encoder(
+            (n_features,),
+            p["latent_dim"],
+            encoder_net or dense_stack(p["encoder_units"]),
+            "vaegmm",
         )
-        zc = keras.Input((p["latent_dim"] + len(p["recon_features"]),), name="z_features")
-        d = keras.layers.Dense(p["gmm_units"], activation="tanh")(zc)
-        d = keras.layers.Dropout(0.5)(d)
-        gamma = keras.layers.Dense(p["n_gmm"], activation="softmax")(d)
+        self.decoder = vae_decoder(
+            p["latent_dim"],
+            (n_features,),
+            decoder_net or dense_stack(p["decoder_units"], output=n_features),
+            "vaegmm",
+        )
+        probe = np.zeros((2, n_features), np.float32)
+        k = int(self._recon_fn(tf.constant(probe), tf.constant(probe + 1.0)).shape[-1])
+        zc = keras.Input((p["latent_dim"] + k,), name="z_features")
+        if density_net is None:
+            density_net = keras.Sequential(
+                [
+                    keras.layers.Dense(p["gmm_units"], activation="tanh"),
+                    keras.layers.Dropout(0.5),
+                    keras.layers.Dense(p["n_gmm"], activation="softmax"),
+                ]
+            )
+        try:
+            gamma = density_net(zc)
+        except Exception as exc:  # Keras raises several types for a shape mismatch
+            raise InvalidInputError(
+                f"vaegmm: gmm_density_net must accept latent_dim + {k} = "
+                f"{p['latent_dim'] + k} inputs: {exc}"
+            ) from exc
+        if gamma.shape[-1] != p["n_gmm"]:
+            raise InvalidInputError(
+                f"vaegmm: gmm_density_net outputs {gamma.shape[-1]} memberships; n_gmm is "
+                f"{p['n_gmm']}"
+            )
         self.density = keras.Model(zc, gamma, name="vaegmm_density")
 
     def _rows(self, X: np.ndarray) -> np.ndarray:
@@ -238,43 +358,63 @@ class VAEGMMDetector(KerasDetector):
         expected = self.input_shape or array.shape[1:]
         return self._check_instances(array, tuple(expected))
 
-    def _recon_scale(self, data: np.ndarray) -> np.ndarray:
-        """The inverse covariance used by the ELBO's reconstruction term."""
-        p = self.params
-        n = data.shape[1]
-        if p["elbo_cov"] == "fixed":
-            return np.eye(n, dtype=np.float32) / float(p["sigma"]) ** 2
-        if p["elbo_cov"] == "features":
-            return np.diag(1.0 / np.maximum(data.var(axis=0), 1e-6)).astype(np.float32)
-        cov = np.cov(data, rowvar=False) + 1e-3 * np.eye(n)
-        return np.linalg.inv(cov).astype(np.float32)
 
     # ---- training ---------------------------------------------------------------------
     def fit(
-        self, X: np.ndarray, epochs: int | None = None, progress: ProgressFn = silent
+        self,
+        X: np.ndarray,
+        loss_fn: Any = None,
+        w_recon: float | None = None,
+        w_energy: float | None = None,
+        w_cov_diag: float | None = None,
+        optimizer: Any = None,
+        cov_elbo: dict[str, Any] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        verbose: bool = True,
+        log_metric: tuple[str, Any] | None = None,
+        *,
+        progress: ProgressFn | None = None,
     ) -> dict[str, Any]:
-        """Train on (mostly) normal rows, then estimate the mixture on them in batches."""
-        self.progress = progress
+        """Train on (mostly) normal rows, then estimate the mixture on them in batches.
+
+        Arguments left None take the constructor's values; those given are recorded in
+        ``params`` (and saved). ``cov_elbo``: ``dict(sim=0.05)``, ``dict(cov_diag=None)`` or
+        ``dict(cov_full=None)``. ``loss_fn`` replaces the default loss; it is called as
+        ``loss_fn(x, x_recon, ...)`` with those of ``z`` (code and reconstruction features),
+        ``gamma``, ``w_recon``, ``w_energy``, ``w_cov_diag``, ``cov_full``, ``cov_diag`` and
+        ``sim`` its signature names; ``beta`` times the latent KL is added.
+        """
+        for key, value in (("w_recon", w_recon), ("w_energy", w_energy),
+                           ("w_cov_diag", w_cov_diag)):
+            if value is not None:
+                self.params[key] = float(value)
+        if cov_elbo is not None:
+            self.params.update(elbo_settings(cov_elbo))
         p = self.params
+        progress = self.progress = fit_progress(verbose, progress)
+        metric = check_log_metric(log_metric)
         set_seed(p["seed"])
         rows = self._rows(X)
-        self.input_shape = (int(rows.shape[1]),)
         if p["feature_names"] is not None and len(p["feature_names"]) != rows.shape[1]:
             raise InvalidInputError(
                 f"vaegmm: {len(p['feature_names'])} feature_names for {rows.shape[1]} columns"
             )
-        self._fit_normalisation(rows, p["normalise"])
+        if self.input_shape is None:
+            self.input_shape = (int(rows.shape[1]),)
+            self._fit_normalisation(rows, p["normalise"])
         data = self._normalise(rows)
         self._build(rows.shape[1])
         encoder, decoder, density = self.encoder, self.decoder, self.density
         assert encoder is not None and decoder is not None and density is not None
-        precision = tf.constant(self._recon_scale(data))
-        names = tuple(p["recon_features"])
+        precision = tf.constant(elbo_precision(data, p["elbo_cov"], p["sigma"]))
+        covariance = self._elbo_covariance(data)
+        recon_features = self._recon_fn
         variables = (
             encoder.trainable_variables + decoder.trainable_variables + density.trainable_variables
         )
-        optimizer = keras.optimizers.Adam(p["learning_rate"], clipnorm=1.0)
-        w_recon, w_energy, w_cov, beta = (
+        optimizer = resolve_optimizer(optimizer, p["learning_rate"])
+        w_recon_, w_energy_, w_cov, beta = (
             float(p["w_recon"]),
             float(p["w_energy"]),
             float(p["w_cov_diag"]),
@@ -287,38 +427,61 @@ class VAEGMMDetector(KerasDetector):
                 mean, log_var = encoder(x, training=True)
                 z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
                 x_hat = decoder(z, training=True)
-                diff = x - x_hat
-                recon = 0.5 * tf.reduce_mean(tf.einsum("nd,de,ne->n", diff, precision, diff))
-                zc = tf.concat([z, reconstruction_features(x, x_hat, names)], axis=1)
+                zc = tf.concat([z, recon_features(x, x_hat)], axis=1)
                 gamma = density(zc, training=True)
-                phi, mu, cov = gmm_parameters(zc, gamma)
-                energy, cov_diag = sample_energy(zc, phi, mu, cov)
                 kl = -0.5 * tf.reduce_mean(
                     tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), axis=1)
                 )
-                mean_energy = tf.reduce_mean(energy)
-                loss = w_recon * recon + w_energy * mean_energy + w_cov * cov_diag + beta * kl
+                if loss_fn is None:
+                    diff = x - x_hat
+                    recon = 0.5 * tf.reduce_mean(tf.einsum("nd,de,ne->n", diff, precision, diff))
+                    phi, mu, cov = gmm_parameters(zc, gamma)
+                    energy, cov_diag = sample_energy(zc, phi, mu, cov)
+                    mean_energy = tf.reduce_mean(energy)
+                    main = w_recon_ * recon + w_energy_ * mean_energy + w_cov * cov_diag
+                    parts = {"recon": recon, "energy": mean_energy}
+                else:
+                    main = call_loss(
+                        loss_fn, x, x_hat, z=zc, gamma=gamma, w_recon=w_recon_,
+                        w_energy=w_energy_, w_cov_diag=w_cov, **covariance,
+                    )
+                    parts = {}
+                loss = main + beta * kl
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
-            return {"loss": loss, "recon": recon, "energy": mean_energy, "kl": kl}
+            if metric is not None:
+                metric[1].update_state(x, x_hat)
+            return {"loss": loss, **parts, "kl": kl}
 
         started = time.perf_counter()
         history = train_epochs(
             step,
             (data,),
             epochs=epochs or p["epochs"],
-            batch_size=p["batch_size"],
+            batch_size=batch_size or p["batch_size"],
             label="vaegmm",
             progress=progress,
             seed=p["seed"],
+            log_metric=metric,
         )
         self._estimate_gmm(data)
         self._compile_energy()
-        self.threshold = None
         self.training = self._training_summary(
             history, started, training_rows=len(data), epochs=len(history)
         )
+        self.training["history"] = history
         return self.training
+
+    def _elbo_covariance(self, data: np.ndarray) -> dict[str, Any]:
+        """alibi-detect's ``cov_full`` / ``cov_diag`` / ``sim`` for a custom ``loss_fn``."""
+        p = self.params
+        if p["elbo_cov"] == "full":
+            cov = np.cov(data, rowvar=False) + 1e-3 * np.eye(data.shape[1])
+            return {"cov_full": tf.constant(cov, tf.float32), "cov_diag": None, "sim": None}
+        if p["elbo_cov"] == "features":
+            diag = np.maximum(data.var(axis=0), 1e-6)
+            return {"cov_full": None, "cov_diag": tf.constant(diag, tf.float32), "sim": None}
+        return {"cov_full": None, "cov_diag": None, "sim": float(p["sigma"])}
 
     def _latent_features(
         self, x: tf.Tensor, sample: bool, draw: int = 0, per_row_noise: bool = False
@@ -339,14 +502,13 @@ class VAEGMMDetector(KerasDetector):
         else:
             z = mean
         x_hat = self.decoder(z, training=False)
-        features = reconstruction_features(x, x_hat, tuple(self.params["recon_features"]))
-        return tf.concat([z, features], axis=1), x_hat
+        return tf.concat([z, self._recon_fn(x, x_hat)], axis=1), x_hat
 
     def _estimate_gmm(self, data: np.ndarray) -> None:
         """Mixture weights, means and covariances from the training rows, batch by batch."""
         assert self.density is not None
         k = self.params["n_gmm"]
-        dims = self.params["latent_dim"] + len(self.params["recon_features"])
+        dims = int(self.density.inputs[0].shape[-1])
         weight = np.zeros(k)
         first = np.zeros((k, dims))
         second = np.zeros((k, dims, dims))
@@ -387,13 +549,11 @@ class VAEGMMDetector(KerasDetector):
         )
 
     # ---- inference --------------------------------------------------------------------
-    def score(self, X: np.ndarray) -> Scores:
+    def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Sample energy per row (instance) and squared reconstruction error per feature."""
         self._require_fitted("score()")
         data = self._normalise(self._rows(X))
-        energy, error = score_in_fixed_batches(
-            self._energy_fn, data, int(self.params["score_batch_size"])
-        )
+        energy, error = score_in_fixed_batches(self._energy_fn, data, self._batch(batch_size))
         return Scores(energy, error)
 
     # ---- persistence hooks ------------------------------------------------------------
@@ -411,3 +571,43 @@ class VAEGMMDetector(KerasDetector):
         self.decoder = models["decoder.keras"]
         self.density = models["density.keras"]
         self._compile_energy()
+
+
+def elbo_precision(data: np.ndarray, elbo_cov: str, sigma: float) -> np.ndarray:
+    """The inverse covariance P of the ELBO's Gaussian reconstruction term ½ dᵀ P d, for
+    rows ``data`` (n, d): ``fixed`` I/sigma², ``features`` 1/variance on the diagonal,
+    ``full`` the inverse covariance of ``data``."""
+    n = data.shape[1]
+    if elbo_cov == "fixed":
+        return np.eye(n, dtype=np.float32) / float(sigma) ** 2
+    if elbo_cov == "features":
+        return np.diag(1.0 / np.maximum(data.var(axis=0), 1e-6)).astype(np.float32)
+    cov = np.cov(data, rowvar=False) + 1e-3 * np.eye(n)
+    return np.linalg.inv(cov).astype(np.float32)
+
+
+def elbo_settings(cov_elbo: dict[str, Any]) -> dict[str, Any]:
+    """alibi-detect's ``cov_elbo`` as ``elbo_cov`` (and ``sigma``).
+
+    >>> elbo_settings(dict(sim=0.05)), elbo_settings(dict(cov_diag=None))
+    ({'elbo_cov': 'fixed', 'sigma': 0.05}, {'elbo_cov': 'features'})
+    """
+    if not isinstance(cov_elbo, dict) or len(cov_elbo) != 1:
+        raise InvalidInputError(
+            "cov_elbo must be one of dict(cov_full=None), dict(cov_diag=None) or "
+            f"dict(sim=<std>); got {cov_elbo!r}"
+        )
+    ((key, value),) = cov_elbo.items()
+    if key == "cov_full":
+        return {"elbo_cov": "full"}
+    if key == "cov_diag":
+        return {"elbo_cov": "features"}
+    if key == "sim" and isinstance(value, int | float) and value > 0:
+        return {"elbo_cov": "fixed", "sigma": float(value)}
+    raise InvalidInputError(
+        "cov_elbo must be one of dict(cov_full=None), dict(cov_diag=None) or "
+        f"dict(sim=<std > 0>); got {cov_elbo!r}"
+    )
+
+
+OutlierVAEGMM = VAEGMMDetector

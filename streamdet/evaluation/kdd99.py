@@ -107,7 +107,7 @@ def _alibi(names, rows, labels, out_dir, epochs, seed, progress) -> dict[str, An
     held = {r.tobytes() for r in np.r_[X_thr, X_test]}
     train = np.asarray([r for r in X[y == 0] if r.tobytes() not in held])
     progress(f"kdd99 alibi: {len(train)} normal training rows, 18 features")
-    detector = VAEGMMDetector(
+    detector = VAEGMMDetector.tuned(
         latent_dim=1,
         n_gmm=2,
         encoder_units=(60, 30),
@@ -157,7 +157,7 @@ def _dagmm(names, rows, labels, out_dir, epochs, seeds, progress) -> dict[str, A
         progress(
             f"kdd99 dagmm seed {seed}: {len(train)} attack rows to train on, {X.shape[1]} features"
         )
-        detector = VAEGMMDetector(
+        detector = VAEGMMDetector.tuned(
             latent_dim=1,
             n_gmm=4,
             encoder_units=(60, 30, 10),

@@ -122,7 +122,7 @@ def run(
     classifier.save(classifier_path)
 
     params = {"epochs": epochs, "seed": seed, **(detector_params or {})}
-    detector = AdversarialVAEDetector(classifier=str(classifier_path), **params)
+    detector = AdversarialVAEDetector.tuned(classifier=str(classifier_path), **params)
     training = detector.fit(train[:split], progress=progress)
     detector.infer_threshold(train[split:], threshold_perc=threshold_perc)
     detector.save(out_dir / "model")

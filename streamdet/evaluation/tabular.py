@@ -70,7 +70,7 @@ def run(
         f"({contamination:.1%} anomalous), {X.shape[1]} features"
     )
     started = time.perf_counter()
-    detector = VAEGMMDetector(
+    detector = VAEGMMDetector.tuned(
         epochs=epochs, batch_size=min(256, max(32, len(X_train) // 20)), samples=5, seed=seed
     )
     detector.fit(X_train, progress=progress)

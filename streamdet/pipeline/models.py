@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from streamdet.config import TopicConfig
-from streamdet.detectors import DETECTORS, KerasDetector, create_detector, load_detector
+from streamdet.detectors import DETECTORS, KerasDetector, load_detector
 from streamdet.errors import ModelLoadError, StreamdetError
 from streamdet.progress import ProgressFn
 from streamdet.windows import sliding_windows
@@ -194,11 +194,12 @@ class TopicModel:
         )
         windows = np.concatenate([sliding_windows(v, self.seq_len) for v in usable.values()])
         windows = self.instances(windows)
-        params: dict[str, Any] = dict(self.topic.detector.params)
+        detector_class = DETECTORS[self.topic.detector.name]
+        params: dict[str, Any] = {**detector_class.tuned_params, **self.topic.detector.params}
         if self.topic.kind == "tabular":
             params["feature_names"] = list(self.feature_names)
         try:
-            detector = create_detector(self.topic.detector.name, **params)
+            detector = detector_class(**params)
         except TypeError as exc:
             raise StreamdetError(
                 f"topic {self.topic.name}: detector.params does not fit "
