@@ -1,44 +1,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from streamdet.detectors import DETECTORS, VAELSTMDetector, load_detector
+from streamdet.detectors import VAELSTMDetector, load_detector
 from streamdet.errors import ModelLoadError
-
-FRESH_PROCESS_SCORER = """
-import sys, numpy as np
-from streamdet.detectors import load_detector
-detector = load_detector(sys.argv[1])
-data = np.load(sys.argv[2])
-np.save(sys.argv[3], detector.score(data).instance_score)
-print(detector.name, detector.input_shape, detector.threshold)
-"""
-
-
-@pytest.mark.parametrize("name", sorted(DETECTORS))
-def test_load_in_a_fresh_process_gives_identical_scores(saved_models, name, tmp_path):
-    directory, series = saved_models[name]
-    in_process = load_detector(directory).score(series).instance_score
-    np.save(tmp_path / "data.npy", series)
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            FRESH_PROCESS_SCORER,
-            str(directory),
-            str(tmp_path / "data.npy"),
-            str(tmp_path / "scores.npy"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    np.testing.assert_array_equal(np.load(tmp_path / "scores.npy"), in_process)
 
 
 def test_metadata_describes_the_model(saved_models):

@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from streamdet.detectors.base import (
+    ContractCase,
     KerasDetector,
     Scores,
     call_loss,
@@ -58,7 +59,14 @@ from streamdet.detectors.base import (
     train_epochs,
 )
 from streamdet.detectors.image_vae import image_decoder_net, image_encoder_net
-from streamdet.detectors.layers import check_network, dense_stack, part, vae_decoder, vae_encoder
+from streamdet.detectors.layers import (
+    check_network,
+    dense_stack,
+    part,
+    portable,
+    vae_decoder,
+    vae_encoder,
+)
 from streamdet.detectors.vaegmm import ElboCov, elbo_precision, elbo_settings
 from streamdet.errors import InvalidInputError, ModelLoadError
 from streamdet.progress import ProgressFn
@@ -227,7 +235,7 @@ class AdversarialVAEDetector(KerasDetector):
                     f"adversarial_vae: model must be a Keras classifier; got "
                     f"{type(model).__name__}"
                 )
-            self.classifier = model
+            self.classifier = portable(model)
             self.classifier.trainable = False
         self.encoder: keras.Model | None = None
         self.decoder: keras.Model | None = None
@@ -264,6 +272,46 @@ class AdversarialVAEDetector(KerasDetector):
         self._set_threshold(threshold)
         self._nets = (encoder_net, decoder_net)
         self._score_fn: Any = None
+
+    @classmethod
+    def contract_cases(cls) -> list[ContractCase]:
+        rng = np.random.default_rng(0)
+        a = rng.normal(size=(200, 1))
+        rows = (np.hstack([a, a, -a, 0.5 * a]) + 0.05 * rng.normal(size=(200, 4)))
+        images = rng.uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
+
+        def classifier(shape: tuple[int, ...]) -> keras.Model:
+            inputs = keras.Input(shape)
+            flat = keras.layers.Flatten()(inputs)
+            outputs = keras.layers.Dense(3, activation=tf.nn.softmax)(flat)
+            model = keras.Model(inputs, outputs)
+            kernel = np.random.default_rng(1).normal(size=(int(np.prod(shape)), 3))
+            model.layers[-1].set_weights([kernel.astype(np.float32), np.zeros(3, np.float32)])
+            return model
+
+        def alibi_way() -> AdversarialVAEDetector:
+            relu = tf.nn.relu
+            encoder_net = keras.Sequential([
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 4, strides=2, padding="same", activation=relu),
+                keras.layers.Conv2D(8, 4, strides=2, padding="same", activation=relu),
+            ])
+            decoder_net = keras.Sequential([
+                keras.Input((4,)),
+                keras.layers.Dense(2 * 2 * 8),
+                keras.layers.Reshape(target_shape=(2, 2, 8)),
+                keras.layers.Conv2DTranspose(8, 4, strides=2, padding="same", activation=relu),
+                keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same",
+                                             activation="sigmoid"),
+            ])
+            return cls(threshold=0.1, encoder_net=encoder_net, decoder_net=decoder_net,
+                       model=classifier((8, 8, 1)), latent_dim=4, samples=2, epochs=1, seed=0)
+
+        native = lambda: cls.tuned(model=classifier((4,)), epochs=1, samples=3, seed=0)  # noqa: E731
+        return [
+            ContractCase("native", native, rows.astype(np.float32)),
+            ContractCase("alibi", alibi_way, images),
+        ]
 
     @property
     def vae(self) -> keras.Model | None:

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
@@ -61,6 +62,17 @@ class Detector(Protocol):
 
     @classmethod
     def load(cls, directory: str | Path) -> Self: ...
+
+
+@dataclass(frozen=True)
+class ContractCase:
+    """One way to build a detector for the generic contract checks (river's
+    ``_unit_test_params``): a tiny, fast, seeded configuration and instances it fits on and
+    scores (windows, rows or images, as ``score`` takes them)."""
+
+    label: str
+    build: Callable[[], KerasDetector]
+    instances: np.ndarray
 
 
 REGISTRY: dict[str, type[KerasDetector]] = {}
@@ -286,6 +298,13 @@ class KerasDetector(ABC):
     # better settings, the daemon and the ``evaluate`` commands start from these instead
     # (a topic's ``params`` override them).
     tuned_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def contract_cases(cls) -> list[ContractCase]:
+        """Tiny configurations the generic contract suite (tests/test_detector_contract.py)
+        runs through fit -> infer_threshold -> predict -> save -> load. Every detector
+        defines at least one; alibi-compatible ones add one built the alibi way."""
+        raise NotImplementedError(f"{cls.__name__} defines no contract_cases()")
 
     @classmethod
     def tuned(cls, **params: Any) -> Self:

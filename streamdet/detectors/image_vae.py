@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from streamdet.detectors.base import (
+    ContractCase,
     KerasDetector,
     Scores,
     keras,
@@ -154,6 +155,12 @@ class ImageVAEDetector(KerasDetector):
         self.encoder: keras.Model | None = None
         self.decoder: keras.Model | None = None
         self._loss_fn: Any = None
+
+    @classmethod
+    def contract_cases(cls) -> list[ContractCase]:
+        images = np.random.default_rng(3).uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
+        build = lambda: cls(epochs=1, filters=4, latent_dim=4, batch_size=32, seed=0)  # noqa: E731
+        return [ContractCase("native", build, images)]
 
     def _images(self, X: np.ndarray) -> np.ndarray:
         array = np.asarray(X, dtype=np.float32)

@@ -33,10 +33,52 @@ def dense_stack(
     return keras.Sequential(layers)
 
 
+# TensorFlow activations whose Keras namesake computes the same function with the same
+# defaults (not gelu: Keras approximates it by default, TensorFlow does not).
+SAME_AS_KERAS = frozenset(
+    ("softmax", "log_softmax", "relu", "relu6", "elu", "selu", "leaky_relu", "tanh",
+     "sigmoid", "swish", "silu", "softplus", "softsign")
+)
+
+
 def check_network(net: Any, what: str) -> None:
-    """Refuse anything but a Keras layer or model, naming the argument."""
+    """Refuse anything but a Keras layer or model, naming the argument; make its TensorFlow
+    activations savable (:func:`portable`)."""
     if net is not None and not isinstance(net, keras.Layer):
         raise InvalidInputError(f"{what} must be a Keras model or layer; got {type(net).__name__}")
+    if net is not None:
+        portable(net)
+
+
+def portable(net: keras.Layer) -> keras.Layer:
+    """Swap TensorFlow activation functions (``tf.nn.softmax``, ``tf.nn.relu``...: what
+    alibi-detect's examples use) for Keras's own, in place.
+
+    Keras saves an activation by name and, in ``safe_mode``, loads only names it knows:
+    ``tf.nn.softmax`` is saved as ``softmax_v2`` and could never be loaded again. The Keras
+    function of the same name computes the same thing.
+    """
+    for layer in _all_layers(net):
+        activation = getattr(layer, "activation", None)
+        module = getattr(activation, "__module__", "") or ""
+        if activation is None or not module.startswith("tensorflow"):
+            continue
+        name = activation.__name__.removesuffix("_v2")
+        if name in SAME_AS_KERAS:
+            layer.activation = keras.activations.get(name)
+        else:
+            raise InvalidInputError(
+                f"layer {layer.name!r} uses the TensorFlow function {activation.__name__} as its "
+                "activation, which Keras cannot save; use a Keras activation"
+            )
+    return net
+
+
+def _all_layers(net: keras.Layer) -> list[keras.Layer]:
+    found = [net]
+    for child in getattr(net, "layers", []) or []:
+        found += _all_layers(child)
+    return found
 
 
 def vae_encoder(

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from streamdet.detectors.base import (
+    ContractCase,
     KerasDetector,
     Scores,
     call_loss,
@@ -53,6 +54,7 @@ from streamdet.detectors.base import (
     tf,
     train_epochs,
 )
+from streamdet.detectors.layers import check_network
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn
 from streamdet.thresholds import percentile_threshold, top_percent_mean
@@ -225,10 +227,7 @@ class Seq2SeqDetector(KerasDetector):
             raise InvalidInputError(
                 f"outlier_type must be 'instance' or 'feature'; got {outlier_type!r}"
             )
-        if threshold_net is not None and not isinstance(threshold_net, keras.Layer):
-            raise InvalidInputError(
-                f"threshold_net must be a Keras model; got {type(threshold_net).__name__}"
-            )
+        check_network(threshold_net, "threshold_net")
         if seq2seq is not None:
             n_features, seq_len, latent_dim = self._check_model(seq2seq, n_features, seq_len)
             normalise = False
@@ -266,6 +265,25 @@ class Seq2SeqDetector(KerasDetector):
             self.mean = np.zeros(int(n_features), np.float32)  # type: ignore[arg-type]
             self.std = np.ones(int(n_features), np.float32)  # type: ignore[arg-type]
             self._build_decoder()
+
+    @classmethod
+    def contract_cases(cls) -> list[ContractCase]:
+        t = np.arange(160, dtype=np.float32)[:, None]
+        series = np.hstack([np.sin(t / 4), np.cos(t / 7)]) + 0.05 * np.sin(3.7 * t)
+        windows = sliding_windows(series, 8, 2)
+
+        def alibi_way() -> Seq2SeqDetector:
+            threshold_net = keras.Sequential(
+                [keras.Input((8, 6)), keras.layers.Dense(4, activation=tf.nn.relu)]
+            )
+            return cls(2, 8, threshold=None, threshold_net=threshold_net, latent_dim=6,
+                       epochs=1, seed=0)
+
+        return [
+            ContractCase("native", lambda: cls(seq_len=8, latent_dim=4, epochs=1, seed=0),
+                         windows),
+            ContractCase("alibi", alibi_way, windows),
+        ]
 
     @property
     def seq2seq(self) -> keras.Model | None:

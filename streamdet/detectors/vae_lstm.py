@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamdet.detectors.base import (
+    ContractCase,
     KerasDetector,
     Scores,
     keras,
@@ -167,6 +168,13 @@ class VAELSTMDetector(KerasDetector):
         self.decoder: keras.Model | None = None
         self.lstm: keras.Model | None = None
         self._score_fn: Any = None
+
+    @classmethod
+    def contract_cases(cls) -> list[ContractCase]:
+        t = np.arange(200, dtype=np.float32)[:, None]
+        series = np.sin(t / 5) + 0.05 * np.cos(2.3 * t)
+        build = lambda: cls(window=8, n_windows=3, epochs_vae=1, epochs_lstm=1, seed=0)  # noqa: E731
+        return [ContractCase("native", build, sliding_windows(series, 24, 2))]
 
     @property
     def seq_len(self) -> int:

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from streamdet.detectors.base import (
+    ContractCase,
     KerasDetector,
     Scores,
     call_loss,
@@ -269,6 +270,38 @@ class VAEGMMDetector(KerasDetector):
         self._set_threshold(threshold)
         self._nets = (encoder_net, decoder_net, gmm_density_net)
         self._energy_fn: Any = None
+
+    @classmethod
+    def contract_cases(cls) -> list[ContractCase]:
+        rng = np.random.default_rng(0)
+        a = rng.normal(size=(200, 1))
+        rows = np.hstack([a, 2 * a, -a]) + 0.05 * rng.normal(size=(200, 3))
+
+        def alibi_way() -> VAEGMMDetector:
+            def dense(*layers: Any) -> keras.Sequential:
+                return keras.Sequential(list(layers))
+
+            tanh = tf.nn.tanh
+            return cls(
+                threshold=7.5,
+                encoder_net=dense(keras.Input((3,)), keras.layers.Dense(8, activation=tanh),
+                                  keras.layers.Dense(2)),
+                decoder_net=dense(keras.Input((2,)), keras.layers.Dense(8, activation=tanh),
+                                  keras.layers.Dense(3)),
+                gmm_density_net=dense(keras.Input((4,)), keras.layers.Dense(4, activation=tanh),
+                                      keras.layers.Dense(2, activation=tf.nn.softmax)),
+                latent_dim=2,
+                n_gmm=2,
+                samples=3,
+                epochs=1,
+                seed=0,
+            )
+
+        return [
+            ContractCase("native", lambda: cls.tuned(epochs=1, samples=3, seed=0),
+                         rows.astype(np.float32)),
+            ContractCase("alibi", alibi_way, rows.astype(np.float32)),
+        ]
 
     @staticmethod
     def _resolve_recon_features(spec: Any) -> Any:
