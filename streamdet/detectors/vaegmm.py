@@ -109,15 +109,11 @@ def sample_energy(
     return energy, cov_diag
 
 
-def _registered_name(fn: Any) -> str:
-    """The Keras registration name of a callable, so a saved model can find it again."""
+def _registered_name(fn: Any) -> str | None:
+    """The Keras registration name of a callable (so a saved model can find it again), or
+    None when it is not registered."""
     name = keras.saving.get_registered_name(fn)
-    if keras.saving.get_registered_object(name) is not fn:
-        raise InvalidInputError(
-            "vaegmm: a recon_features function must be registered to be saved: decorate it "
-            "with @keras.saving.register_keras_serializable() (and import it before loading)"
-        )
-    return name
+    return name if keras.saving.get_registered_object(name) is fn else None
 
 
 @register
@@ -246,7 +242,8 @@ class VAEGMMDetector(KerasDetector):
             recon_features=(
                 list(recon_features)
                 if isinstance(recon_features, list | tuple)
-                else {"registered": _registered_name(recon_features)}
+                else {"registered": _registered_name(recon_features),
+                      "function": getattr(recon_features, "__qualname__", repr(recon_features))}
                 if self._recon_fn is recon_features
                 else recon_features
             ),
@@ -307,8 +304,8 @@ class VAEGMMDetector(KerasDetector):
     def _resolve_recon_features(spec: Any) -> Any:
         """Names -> the built-in features; a function as is; a saved registration -> the
         registered function."""
-        if isinstance(spec, dict) and set(spec) == {"registered"}:
-            fn = keras.saving.get_registered_object(spec["registered"])
+        if isinstance(spec, dict):
+            fn = keras.saving.get_registered_object(str(spec.get("registered")))
             if fn is None:
                 raise InvalidInputError(
                     f"vaegmm: recon_features {spec['registered']!r} is not registered in this "
@@ -338,6 +335,17 @@ class VAEGMMDetector(KerasDetector):
         zc = keras.layers.Concatenate()([mean, keras.layers.Lambda(
             lambda pair: self._recon_fn(pair[0], pair[1]))([x, x_hat])])
         return keras.Model(x, [x_hat, mean, self.density(zc)], name="vaegmm")
+
+    def save(self, directory: Any) -> Any:
+        spec = self.params["recon_features"]
+        if isinstance(spec, dict) and spec.get("registered") is None:
+            raise InvalidInputError(
+                f"vaegmm: recon_features function {spec.get('function')} is not registered "
+                "with Keras, so a loaded model could not find it: decorate it with "
+                "@keras.saving.register_keras_serializable() (and import its module before "
+                "loading)"
+            )
+        return super().save(directory)
 
     # ---- model ------------------------------------------------------------------------
     def _build(self, n_features: int) -> None:
