@@ -50,6 +50,10 @@ def _evaluate_vae_lstm_nab(args: argparse.Namespace) -> None:
         args.data,
         args.out,
         series=series,
+        window=args.window,
+        n_windows=args.n_windows,
+        code_size=args.code_size,
+        raw=args.raw,
         epochs_vae=args.epochs_vae,
         epochs_lstm=args.epochs_lstm,
         threshold_perc=args.threshold_perc,
@@ -83,6 +87,7 @@ def _evaluate_ecg5000(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         seed=args.seed,
         teacher_forcing=args.teacher_forcing,
+        page_defaults=args.page_defaults,
     )
     m = result["metrics"]
     p = result["published"]
@@ -111,6 +116,7 @@ def _evaluate_kdd99(args: argparse.Namespace) -> None:
         args.data,
         args.out,
         protocol=args.protocol,
+        page_defaults=args.page_defaults,
         epochs=args.epochs,
         seeds=args.seeds,
         seed=args.seed,
@@ -157,6 +163,8 @@ def _evaluate_mnist(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         score_loss=args.score_loss,
         train_limit=args.train_limit,
+        params=json.loads(args.params) if args.params else None,
+        recon_epochs=tuple(int(e) for e in args.recon_epochs.split(",") if e),
         seed=args.seed,
     )
     print(
@@ -526,6 +534,16 @@ def build_parser() -> argparse.ArgumentParser:
     vln.add_argument("--data", help="folder of the .npz files (default: shared data)")
     vln.add_argument("--out", default="eval/vae_lstm_nab")
     vln.add_argument("--series", help="comma-separated subset of the 5 series")
+    vln.add_argument("--window", type=int, default=48, help="points per VAE window (l)")
+    vln.add_argument(
+        "--n-windows", type=int, default=12, help="windows per LSTM sequence (k)"
+    )
+    vln.add_argument("--code-size", type=int, default=6, help="VAE code size")
+    vln.add_argument(
+        "--raw",
+        help="build the 5 series from a NAB-layout corpus (e.g. ../shared/data/nab) with the "
+        "notebook's splits, instead of reading the .npz files",
+    )
     vln.add_argument("--epochs-vae", type=int, default=20)
     vln.add_argument("--epochs-lstm", type=int, default=20)
     vln.add_argument("--threshold-perc", type=float, default=99.0)
@@ -536,6 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     ecg.add_argument("--data", help="folder with ECG5000_TRAIN.txt / _TEST.txt")
     ecg.add_argument("--out", default="eval/ecg5000")
     ecg.add_argument("--epochs", type=int, default=40)
+    ecg.add_argument(
+        "--page-defaults",
+        action="store_true",
+        help="OutlierSeq2Seq as alibi-detect's page uses it (latent 100, fit defaults)",
+    )
     ecg.add_argument("--seed", type=int, default=0)
     ecg.add_argument(
         "--teacher-forcing",
@@ -549,6 +572,11 @@ def build_parser() -> argparse.ArgumentParser:
     kdd.add_argument("--out", default="eval/kdd99")
     kdd.add_argument("--epochs", type=int, default=30)
     kdd.add_argument("--seeds", type=int, default=5, help="dagmm: seeds to average over")
+    kdd.add_argument(
+        "--page-defaults",
+        action="store_true",
+        help="alibi protocol: OutlierVAEGMM with alibi-detect's page networks and defaults",
+    )
     kdd.add_argument("--seed", type=int, default=0)
     kdd.set_defaults(func=_evaluate_kdd99)
 
@@ -583,7 +611,16 @@ def build_parser() -> argparse.ArgumentParser:
     mn.add_argument("--train-limit", type=int, help="train on a random N of the training images")
     adv.add_argument("--cw-iterations", type=int, default=100)
     adv.add_argument("--pgd-iterations", type=int, default=40)
-    adv.add_argument("--params", help="adversarial_vae parameters as JSON")
+    mn.add_argument(
+        "--params",
+        help="detector parameters as JSON (image_vae for digit-holdout, e.g. "
+        '\'{"beta": 0.0}\'; adversarial_vae for adversarial)',
+    )
+    mn.add_argument(
+        "--recon-epochs",
+        default="1,5,10",
+        help="digit-holdout: epochs whose reconstructions are drawn (comma-separated)",
+    )
     mn.set_defaults(func=_evaluate_mnist)
     return parser
 

@@ -7,7 +7,12 @@ import json
 import numpy as np
 
 from streamdet.evaluation.data import data_root
-from streamdet.evaluation.vae_lstm_nab import load_series, sequence_labels
+from streamdet.evaluation.vae_lstm_nab import (
+    SERIES,
+    load_raw_series,
+    load_series,
+    sequence_labels,
+)
 from tests.helpers import run_cli
 
 
@@ -17,6 +22,19 @@ def test_vae_lstm_nab_reads_split_segments_and_labels_like_the_notebook():
     assert [len(t) for t in tests] == [5000, 7195]
     labels = sequence_labels(len(tests[0]), anomalies[0], 48 * 12)
     assert len(labels) == 4425  # the notebook's 4,425 LSTM sequences
+
+
+def test_raw_nab_csvs_rebuild_the_notebooks_five_series_exactly():
+    """--raw builds what the pre-processed files hold: the same z-normalised training part,
+    test segments and anomaly indices, from NAB's CSVs and labels."""
+    for name in SERIES:
+        training, tests, anomalies = load_series(data_root() / "vae_lstm_nab" / f"{name}.npz")
+        raw_training, raw_tests, raw_anomalies = load_raw_series(data_root() / "nab", name)
+        np.testing.assert_allclose(raw_training, training, atol=1e-5, err_msg=name)
+        assert [len(t) for t in raw_tests] == [len(t) for t in tests], name
+        for raw_test, test in zip(raw_tests, tests, strict=True):
+            np.testing.assert_allclose(raw_test, test, atol=1e-5, err_msg=name)
+        assert [a.tolist() for a in raw_anomalies] == [a.tolist() for a in anomalies], name
 
 
 def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
@@ -29,6 +47,14 @@ def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
         "1",
         "--epochs-lstm",
         "1",
+        "--raw",
+        str(data_root() / "nab"),
+        "--window",
+        "24",
+        "--n-windows",
+        "4",
+        "--code-size",
+        "4",
         "--out",
         str(tmp_path),
     )
@@ -36,8 +62,11 @@ def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
     assert "vae_lstm VAE epoch 1/1" in done.stderr
     assert "ec2_request/1" in done.stdout
     summary = json.loads((tmp_path / "vae_lstm_nab.json").read_text())
+    assert summary["detector"]["code_size"] == 4
+    assert summary["detector"]["data"].startswith("raw NAB CSVs")
     segment = summary["series"]["ec2_request"]["segments"][0]
-    assert segment["sequences"] == 2032 - 576 + 1
+    assert segment["sequences"] == 2032 - 24 * 4 + 1
+    assert (tmp_path / "ec2_request_score_histogram.png").stat().st_size > 1000
     assert 0.0 <= segment["threshold_without_labels"]["point_adjusted"]["f1"] <= 1.0
     assert np.isfinite(segment["auc"])
     assert (tmp_path / "ec2_request_segment1_roc_pr.png").exists()

@@ -77,15 +77,30 @@ def test_evaluate_mnist_digit_holdout_command_reports_both_score_losses(tmp_path
         "--train-limit",
         "2000",
         "--epochs",
+        "2",
+        "--params",
+        '{"beta": 0.0, "kl_warmup_epochs": 0}',
+        "--recon-epochs",
         "1",
         "--out",
         str(tmp_path),
     )
     assert done.returncode == 0, done.stderr
-    assert "image_vae epoch 1/1" in done.stderr
+    assert "image_vae epoch 2/2" in done.stderr
     assert "mse score" in done.stdout and "bce score" in done.stdout
     result = json.loads((tmp_path / "mnist_digit_holdout.json").read_text())
-    assert result["training"]["training_images"] == 2000
+    assert result["training"]["training_images"] == 1800  # 10 % held out for validation
+    history = result["training"]["history"]
+    assert len(history) == 2 and all(epoch["beta"] == 0.0 for epoch in history)
+    assert all({"loss", "val_loss", "grad_norm"} <= set(epoch) for epoch in history)
+    for picture in (
+        "training",
+        "reconstructions",
+        "anomalous_digit",
+        "loss_distribution",
+        "confusion_scores",
+    ):
+        assert (tmp_path / f"mnist_holdout_{picture}.png").stat().st_size > 1000, picture
     assert result["score_loss"] == "mse"
     assert set(result["by_score_loss"]) == {"bce", "mse"}
     assert result["auroc"] == result["by_score_loss"]["mse"]["auroc"]
@@ -94,4 +109,6 @@ def test_evaluate_mnist_digit_holdout_command_reports_both_score_losses(tmp_path
     # Any model beats chance on a held-out digit it never reconstructed.
     assert result["by_score_loss"]["bce"]["auroc"] > 0.5
     assert (tmp_path / "mnist_holdout_roc_pr.png").exists()
-    assert load_detector(tmp_path / "model").params["score_loss"] == "mse"
+    saved = load_detector(tmp_path / "model")
+    assert saved.params["score_loss"] == "mse" and saved.params["beta"] == 0.0
+    assert saved.reconstruct(np.zeros((3, 28, 28, 1), np.float32)).shape == (3, 28, 28, 1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -108,9 +109,12 @@ class ImageVAEDetector(KerasDetector):
         pixel's contribution, where BCE lets a few uncertain stroke-edge pixels dominate.
     epochs, batch_size, learning_rate
         Training schedule; the learning rate follows a cosine decay to 0 over all steps.
+    beta
+        Weight of the KL term once annealing is over (the seed project found small values,
+        down to 0, essential for sharp reconstructions).
     kl_warmup_epochs
-        Epochs over which the KL weight beta rises linearly to 1 (1/kl_warmup_epochs in the
-        first epoch).
+        Epochs over which the KL weight rises linearly to ``beta`` (``beta /
+        kl_warmup_epochs`` in the first epoch); 0 or 1: ``beta`` from the start.
     clipnorm
         Gradient clipping norm.
     """
@@ -133,7 +137,10 @@ class ImageVAEDetector(KerasDetector):
         clipnorm: float = 1.0,
         score_batch_size: int = 64,
         seed: int | None = None,
+        beta: float = 1.0,
     ) -> None:
+        if beta < 0:
+            raise InvalidInputError(f"image_vae: beta must be >= 0; got {beta}")
         if loss not in ("bce", "mse") or score_loss not in (None, "bce", "mse"):
             raise InvalidInputError(
                 f"loss and score_loss must be 'bce' or 'mse'; got {loss!r}, {score_loss!r}"
@@ -151,6 +158,7 @@ class ImageVAEDetector(KerasDetector):
             clipnorm=clipnorm,
             score_batch_size=score_batch_size,
             seed=seed,
+            beta=beta,
         )
         self.encoder: keras.Model | None = None
         self.decoder: keras.Model | None = None
@@ -188,13 +196,27 @@ class ImageVAEDetector(KerasDetector):
         return tf.square(images - tf.sigmoid(logits))
 
     def fit(
-        self, X: np.ndarray, epochs: int | None = None, progress: ProgressFn = silent
+        self,
+        X: np.ndarray,
+        epochs: int | None = None,
+        progress: ProgressFn = silent,
+        *,
+        validation_data: np.ndarray | None = None,
+        on_epoch_end: Callable[[int, ImageVAEDetector], None] | None = None,
     ) -> dict[str, Any]:
-        """Train on normal images (values in [0, 1])."""
+        """Train on normal images (values in [0, 1]).
+
+        The returned summary's ``history`` has one entry per epoch: mean training ``loss``,
+        ``recon`` and ``kl``, the KL weight ``beta`` used, the mean gradient norm
+        ``grad_norm`` (before clipping) and, with ``validation_data``, ``val_loss`` and
+        ``val_recon`` (mean code, no dropout). ``on_epoch_end(epoch, detector)`` is called
+        after each epoch (1-based), e.g. to draw reconstructions as training goes.
+        """
         self.progress = progress
         p = self.params
         set_seed(p["seed"])
         images = self._images(X)
+        validation = None if validation_data is None else self._images(validation_data)
         self.input_shape = tuple(int(d) for d in images.shape[1:])
         channels = images.shape[-1]
         self.mean = np.zeros(channels, np.float32)
@@ -215,28 +237,43 @@ class ImageVAEDetector(KerasDetector):
         beta = tf.Variable(0.0, trainable=False)
         pixel_loss = self._pixel_loss
 
+        def losses(x: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+            mean, log_var = encoder(x, training=training)
+            z = sample([mean, log_var], training=True) if training else mean
+            recon = tf.reduce_mean(
+                tf.reduce_sum(pixel_loss(x, decoder(z, training=training)), axis=[1, 2, 3])
+            )
+            kl = tf.reduce_mean(
+                -0.5 * tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), axis=1)
+            )
+            return recon, kl
+
         @tf.function
         def step(x: tf.Tensor) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
-                mean, log_var = encoder(x, training=True)
-                z = sample([mean, log_var], training=True)
-                recon = tf.reduce_mean(
-                    tf.reduce_sum(pixel_loss(x, decoder(z, training=True)), axis=[1, 2, 3])
-                )
-                kl = tf.reduce_mean(
-                    -0.5 * tf.reduce_sum(1 + log_var - tf.square(mean) - tf.exp(log_var), axis=1)
-                )
+                recon, kl = losses(x, True)
                 loss = recon + beta * kl
             grads = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(grads, variables, strict=True))
-            return {"loss": loss, "recon": recon, "kl": kl, "beta": beta + 0.0}
+            return {
+                "loss": loss,
+                "recon": recon,
+                "kl": kl,
+                "beta": beta + 0.0,
+                "grad_norm": tf.linalg.global_norm(grads),
+            }
+
+        @tf.function
+        def evaluate(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            recon, kl = losses(x, False)
+            return recon + beta * kl, recon
 
         warmup = max(int(p["kl_warmup_epochs"]), 1)
         started = time.perf_counter()
         history: list[dict[str, float]] = []
         for epoch in range(n_epochs):
-            # KL annealing: beta grows linearly over the warm-up epochs, then stays at 1.
-            beta.assign(min(1.0, (epoch + 1) / warmup))
+            # KL annealing: the weight grows linearly over the warm-up epochs to beta.
+            beta.assign(float(p["beta"]) * min(1.0, (epoch + 1) / warmup))
             history += train_epochs(
                 step,
                 (images,),
@@ -248,12 +285,39 @@ class ImageVAEDetector(KerasDetector):
                 first_epoch=epoch + 1,
                 total_epochs=n_epochs,
             )
+            if validation is not None:
+                totals = np.zeros(2)
+                for start in range(0, len(validation), p["batch_size"]):
+                    chunk = validation[start : start + p["batch_size"]]
+                    totals += len(chunk) * np.array([float(v) for v in evaluate(chunk)])
+                history[-1]["val_loss"], history[-1]["val_recon"] = totals / len(validation)
+                progress(
+                    f"image_vae epoch {epoch + 1}/{n_epochs} val_loss="
+                    f"{history[-1]['val_loss']:.5g}"
+                )
+            if on_epoch_end is not None:
+                self._compile_loss()
+                on_epoch_end(epoch + 1, self)
         self._compile_loss()
         self.threshold = None
         self.training = self._training_summary(
             history, started, training_images=len(images), epochs=n_epochs
         )
+        self.training["history"] = history
         return self.training
+
+    def reconstruct(self, X: np.ndarray) -> np.ndarray:
+        """The decoded mean code of each image (values in [0, 1])."""
+        self._require_fitted("reconstruct()")
+        encoder, decoder = self.encoder, self.decoder
+        assert encoder is not None and decoder is not None
+        images = self._images(X)
+        size = int(self.params["score_batch_size"])
+        parts = []
+        for start in range(0, len(images), size):
+            mean, _ = encoder(images[start : start + size], training=False)
+            parts.append(tf.sigmoid(decoder(mean, training=False)).numpy())
+        return np.concatenate(parts)
 
     def _compile_loss(self) -> None:
         encoder, decoder = self.encoder, self.decoder

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.detectors import VAEGMMDetector
+from streamdet.detectors import OutlierVAEGMM, VAEGMMDetector
+from streamdet.detectors.base import keras, tf
 from streamdet.evaluation import plots
 from streamdet.evaluation.data import dataset_dir, outlier_batch
 from streamdet.evaluation.metrics import average_precision, binary_report, roc_auc
@@ -97,7 +98,35 @@ def dagmm_matrix(names: list[str], rows: list[list[str]]) -> np.ndarray:
     return (data - data.min(axis=0)) / np.where(span > 0, span, 1.0)
 
 
-def _alibi(names, rows, labels, out_dir, epochs, seed, progress) -> dict[str, Any]:
+def page_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
+    """OutlierVAEGMM exactly as alibi-detect's page builds it (its networks, latent_dim 4,
+    2 components, 10 samples, its loss weights and Adam at 1e-4)."""
+    latent_dim, n_gmm = 4, 2
+    tanh = tf.nn.tanh
+    encoder_net = tf.keras.Sequential([
+        keras.Input((n_features,)), keras.layers.Dense(60, activation=tanh),
+        keras.layers.Dense(30, activation=tanh), keras.layers.Dense(10, activation=tanh),
+        keras.layers.Dense(latent_dim, activation=None),
+    ])
+    decoder_net = tf.keras.Sequential([
+        keras.Input((latent_dim,)), keras.layers.Dense(10, activation=tanh),
+        keras.layers.Dense(30, activation=tanh), keras.layers.Dense(60, activation=tanh),
+        keras.layers.Dense(n_features, activation=None),
+    ])
+    gmm_density_net = tf.keras.Sequential([
+        keras.Input((latent_dim + 2,)), keras.layers.Dense(10, activation=tanh),
+        keras.layers.Dense(n_gmm, activation=tf.nn.softmax),
+    ])
+    return OutlierVAEGMM(
+        threshold=None, encoder_net=encoder_net, decoder_net=decoder_net,
+        gmm_density_net=gmm_density_net, latent_dim=latent_dim, n_gmm=n_gmm, samples=10,
+        seed=seed, feature_names=list(ALIBI_FEATURES),
+    )
+
+
+def _alibi(
+    names, rows, labels, out_dir, epochs, seed, progress, page_defaults=False
+) -> dict[str, Any]:
     X = alibi_matrix(names, rows)
     y = (labels != "normal").astype(np.int8)
     rng = np.random.default_rng(seed)
@@ -107,18 +136,24 @@ def _alibi(names, rows, labels, out_dir, epochs, seed, progress) -> dict[str, An
     held = {r.tobytes() for r in np.r_[X_thr, X_test]}
     train = np.asarray([r for r in X[y == 0] if r.tobytes() not in held])
     progress(f"kdd99 alibi: {len(train)} normal training rows, 18 features")
-    detector = VAEGMMDetector.tuned(
-        latent_dim=1,
-        n_gmm=2,
-        encoder_units=(60, 30),
-        decoder_units=(30, 60),
-        samples=10,
-        epochs=epochs,
-        batch_size=256,
-        seed=seed,
-        feature_names=list(ALIBI_FEATURES),
-    )
-    training = detector.fit(train, progress=progress)
+    if page_defaults:
+        # The page's usage: fit(X_train, epochs=10, batch_size=1024), defaults otherwise.
+        detector = page_vaegmm(X.shape[1], seed)
+        training = detector.fit(train, epochs=10, batch_size=1024, verbose=False,
+                                progress=progress)
+    else:
+        detector = VAEGMMDetector.tuned(
+            latent_dim=1,
+            n_gmm=2,
+            encoder_units=(60, 30),
+            decoder_units=(30, 60),
+            samples=10,
+            epochs=epochs,
+            batch_size=256,
+            seed=seed,
+            feature_names=list(ALIBI_FEATURES),
+        )
+        training = detector.fit(train, progress=progress)
     detector.infer_threshold(X_thr, threshold_perc=95)
     prediction = detector.predict(X_test)["data"]
     scores = prediction["instance_score"]
@@ -208,6 +243,7 @@ def run(
     out: str | Path,
     *,
     protocol: str = "alibi",
+    page_defaults: bool = False,
     epochs: int = 30,
     seeds: int = 5,
     seed: int = 0,
@@ -220,7 +256,8 @@ def run(
     names, rows, labels = load_kdd(folder)
     progress(f"kdd99: {len(rows)} rows, {int((labels == 'normal').sum())} normal")
     if protocol == "alibi":
-        result = _alibi(names, rows, labels, out_dir, epochs, seed, progress)
+        result = _alibi(names, rows, labels, out_dir, epochs, seed, progress, page_defaults)
+        result["page_defaults"] = page_defaults
     else:
         result = _dagmm(names, rows, labels, out_dir, epochs, seeds, progress)
     result["seconds"] = round(time.perf_counter() - started, 1)

@@ -80,9 +80,16 @@ def run(
     recall: float = 0.997,
     score_loss: str = "mse",
     train_limit: int | None = None,
+    params: dict[str, Any] | None = None,
+    recon_epochs: tuple[int, ...] = (1, 5, 10),
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
+    """Train on the other digits (10 % held out for validation), score the test set, and
+    write the JSON and the seed project's pictures: training curves, reconstructions at the
+    ``recon_epochs``, the held-out digit's reconstructions, training vs test loss
+    distributions with the threshold, confusion matrix, ROC and PR. ``params`` are
+    ImageVAEDetector arguments (e.g. ``{"beta": 0.0}``)."""
     folder = dataset_dir(data, "mnist")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,8 +105,19 @@ def run(
         f"{len(test)} test images ({int(labels.sum())} of digit {digit})"
     )
     started = time.perf_counter()
-    detector = ImageVAEDetector(epochs=epochs, seed=seed)
-    training = detector.fit(train, progress=progress)
+    split = int(0.9 * len(train))
+    train, validation = train[:split], train[split:]
+    shown = test[np.r_[np.flatnonzero(labels == 0)[:8], np.flatnonzero(labels == 1)[:8]]]
+    grids: dict[str, np.ndarray] = {"test images": shown}
+
+    def draw(epoch: int, model: ImageVAEDetector) -> None:
+        if epoch in recon_epochs or epoch == epochs:
+            grids[f"epoch {epoch}"] = model.reconstruct(shown)
+
+    detector = ImageVAEDetector(**{"epochs": epochs, "seed": seed, **(params or {})})
+    training = detector.fit(
+        train, progress=progress, validation_data=validation, on_epoch_end=draw
+    )
     # Both reconstruction losses score the same trained model; ``score_loss`` is the one
     # reported first and saved with the model.
     by_loss = {}
@@ -127,6 +145,24 @@ def run(
     }
     detector.threshold = threshold
     detector.save(out_dir / "model")
+    plots.training_curves(out_dir / "mnist_holdout_training.png", "image VAE", training["history"])
+    plots.image_rows(out_dir / "mnist_holdout_reconstructions.png", grids)
+    held_out = test[labels == 1][:12]
+    plots.image_rows(
+        out_dir / "mnist_holdout_anomalous_digit.png",
+        {f"digit {digit}": held_out, "reconstructed": detector.reconstruct(held_out)},
+    )
+    train_scores = detector.score(train[:: max(1, len(train) // 10000)]).instance_score
+    plots.loss_distributions(
+        out_dir / "mnist_holdout_loss_distribution.png",
+        f"MNIST hold-out {digit}: {score_loss} loss",
+        {
+            "training images": train_scores,
+            "test: other digits": scores[labels == 0],
+            f"test: digit {digit}": scores[labels == 1],
+        },
+        threshold,
+    )
     plots.roc_pr_curves(
         out_dir / "mnist_holdout_roc_pr.png", f"MNIST hold-out {digit}", labels, scores
     )

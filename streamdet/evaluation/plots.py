@@ -142,3 +142,50 @@ def image_rows(path: Path, rows: dict[str, np.ndarray]) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def training_curves(path: Path, title: str, history: list[dict[str, float]]) -> Path:
+    """Per-epoch losses (train and validation) and the gradient norm, from ``fit``'s history."""
+    epochs = np.arange(1, len(history) + 1)
+    fig, (losses, norms) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("loss", "-"), ("val_loss", "--"), ("recon", ":"), ("val_recon", "-.")):
+        values = [epoch.get(key) for epoch in history]
+        if any(v is not None for v in values):
+            losses.plot(epochs, [np.nan if v is None else v for v in values], style, label=key)
+    losses.set(xlabel="epoch", ylabel="loss", title=f"{title}: losses")
+    losses.legend()
+    norm = [epoch.get("grad_norm", np.nan) for epoch in history]
+    norms.plot(epochs, norm, "-o", color="tab:purple")
+    norms.set(xlabel="epoch", ylabel="mean gradient norm", title=f"{title}: gradient norm")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def loss_distributions(
+    path: Path, title: str, groups: dict[str, np.ndarray], threshold: float
+) -> Path:
+    """Histograms of scores per group (e.g. training vs test images) with a Gaussian kernel
+    density estimate (Scott's bandwidth) over each, and the threshold line."""
+    finite = np.concatenate([g[np.isfinite(g)] for g in groups.values()])
+    low, high = np.percentile(finite, [0.5, 99.5])
+    grid = np.linspace(low, high, 300)
+    bins = np.linspace(low, high, 60)
+    fig, axis = plt.subplots(figsize=(8, 4.5))
+    for name, values in groups.items():
+        clipped = np.clip(values[np.isfinite(values)], low, high)
+        lines = axis.hist(clipped, bins=bins, alpha=0.45, density=True, label=name)
+        bandwidth = max(1.06 * clipped.std() * len(clipped) ** -0.2, 1e-12)
+        # Evaluated on a sample of at most 5,000 points: a density, not an exact sum.
+        sample = clipped[:: max(1, len(clipped) // 5000)]
+        density = np.exp(-0.5 * ((grid[:, None] - sample[None]) / bandwidth) ** 2).mean(axis=1)
+        axis.plot(grid, density / (bandwidth * np.sqrt(2 * np.pi)), color=lines[2][0].get_fc(),
+                  alpha=1.0)
+    axis.axvline(threshold, color="tab:red", ls="--", label="threshold")
+    axis.set(xlabel="score (reconstruction loss)", ylabel="density", title=title)
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
