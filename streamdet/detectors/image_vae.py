@@ -8,14 +8,14 @@ is the reconstruction loss (binary cross-entropy for images in [0, 1], or MSE) o
 decoded mean code.
 
 >>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> blobs = np.zeros((256, 8, 8, 1), "float32"); blobs[:, 2:6, 2:6] = 1.0
->>> det = ImageVAEDetector(epochs=3, seed=0)
->>> summary = det.fit(blobs)
+>>> blobs = np.zeros((64, 8, 8, 1), "float32"); blobs[:, 2:6, 2:6] = 1.0
+>>> det = ImageVAEDetector(epochs=1, filters=4, beta=0.0, seed=0)
+>>> summary = det.fit(blobs, validation_data=blobs[:16])
+>>> sorted(summary["history"][0])
+['beta', 'grad_norm', 'kl', 'loss', 'recon', 'val_loss', 'val_recon']
 >>> det.infer_threshold(blobs, threshold_perc=99)
->>> odd = 1.0 - blobs[:2]
->>> det.predict(np.r_[blobs[:2], odd])["data"]["is_outlier"].tolist()
-[0, 0, 1, 1]
+>>> det.predict(1.0 - blobs[:2])["data"]["is_outlier"].shape, det.reconstruct(blobs[:2]).shape
+((2,), (2, 8, 8, 1))
 """
 
 from __future__ import annotations
