@@ -27,7 +27,7 @@ def rows(n: int, seed: int) -> np.ndarray:
 
 
 def test_tabular_kind_accepts_only_tabular_detectors():
-    with pytest.raises(ConfigError, match="allowed for kind tabular: vaegmm, adversarial_vae"):
+    with pytest.raises(ConfigError, match="allowed for kind tabular: adversarial_vae, vaegmm"):
         load_config_text(
             "topics: [{name: t, kind: tabular, detector: {name: seq2seq}}]", environ={}
         )

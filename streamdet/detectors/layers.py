@@ -81,17 +81,23 @@ def _all_layers(net: keras.Layer) -> list[keras.Layer]:
     return found
 
 
+def apply_network(net: Any, inputs: Any, what: str) -> Any:
+    """``net(inputs)`` on symbolic Keras inputs; a shape mismatch (Keras raises several
+    types for it) becomes an :class:`InvalidInputError` that starts with ``what``."""
+    try:
+        return net(inputs)
+    except Exception as exc:
+        raise InvalidInputError(f"{what}: {exc}") from exc
+
+
 def vae_encoder(
     input_shape: tuple[int, ...], latent_dim: int, encoder_net: Any, prefix: str
 ) -> keras.Model:
     """input -> (z_mean, z_log_var): ``encoder_net``, flattened, then two linear heads."""
     x = keras.Input(input_shape, name="input")
-    try:
-        h = encoder_net(x)
-    except Exception as exc:  # Keras raises several types for a shape mismatch
-        raise InvalidInputError(
-            f"{prefix}: encoder_net does not accept instances of shape {input_shape}: {exc}"
-        ) from exc
+    h = apply_network(
+        encoder_net, x, f"{prefix}: encoder_net does not accept instances of shape {input_shape}"
+    )
     if len(h.shape) > 2:
         h = keras.layers.Flatten()(h)
     mean = keras.layers.Dense(latent_dim, name="z_mean")(h)
@@ -104,12 +110,9 @@ def vae_decoder(
 ) -> keras.Model:
     """code -> reconstruction, checked to have the input's shape."""
     z = keras.Input((latent_dim,), name="code")
-    try:
-        out = decoder_net(z)
-    except Exception as exc:  # Keras raises several types for a shape mismatch
-        raise InvalidInputError(
-            f"{prefix}: decoder_net does not accept codes of shape ({latent_dim},): {exc}"
-        ) from exc
+    out = apply_network(
+        decoder_net, z, f"{prefix}: decoder_net does not accept codes of shape ({latent_dim},)"
+    )
     if tuple(out.shape[1:]) != tuple(output_shape):
         raise InvalidInputError(
             f"{prefix}: decoder_net outputs shape {tuple(out.shape[1:])}; it must reconstruct "

@@ -54,7 +54,7 @@ from streamdet.detectors.base import (
     tf,
     train_epochs,
 )
-from streamdet.detectors.layers import check_network
+from streamdet.detectors.layers import apply_network, check_network
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn
 from streamdet.thresholds import percentile_threshold, top_percent_mean
@@ -111,13 +111,12 @@ def build_seq2seq(
     )(hidden)
     # The user's net is wrapped so the detector finds it by name, whatever it is called.
     named = keras.Sequential([threshold_net], name="threshold_net")
-    try:
-        estimated = named(hidden)
-    except Exception as exc:  # Keras raises several types for a shape mismatch
-        raise InvalidInputError(
-            f"seq2seq: threshold_net must accept the decoder's hidden states of shape "
-            f"(batch, {seq_len}, {latent_dim}): {exc}"
-        ) from exc
+    estimated = apply_network(
+        named,
+        hidden,
+        f"seq2seq: threshold_net must accept the decoder's hidden states of shape "
+        f"(batch, {seq_len}, {latent_dim})",
+    )
     threshold = keras.layers.Dense(n_features, name="threshold_estimate")(estimated)
     return keras.Model([series, shifted], [reconstruction, threshold], name="seq2seq")
 

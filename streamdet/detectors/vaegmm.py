@@ -49,7 +49,14 @@ from streamdet.detectors.base import (
     tf,
     train_epochs,
 )
-from streamdet.detectors.layers import check_network, dense_stack, part, vae_decoder, vae_encoder
+from streamdet.detectors.layers import (
+    apply_network,
+    check_network,
+    dense_stack,
+    part,
+    vae_decoder,
+    vae_encoder,
+)
 from streamdet.errors import InvalidInputError
 from streamdet.progress import ProgressFn
 
@@ -376,13 +383,12 @@ class VAEGMMDetector(KerasDetector):
                     keras.layers.Dense(p["n_gmm"], activation="softmax"),
                 ]
             )
-        try:
-            gamma = density_net(zc)
-        except Exception as exc:  # Keras raises several types for a shape mismatch
-            raise InvalidInputError(
-                f"vaegmm: gmm_density_net must accept latent_dim + {k} = "
-                f"{p['latent_dim'] + k} inputs: {exc}"
-            ) from exc
+        gamma = apply_network(
+            density_net,
+            zc,
+            f"vaegmm: gmm_density_net must accept latent_dim + {k} = {p['latent_dim'] + k} "
+            "inputs",
+        )
         if gamma.shape[-1] != p["n_gmm"]:
             raise InvalidInputError(
                 f"vaegmm: gmm_density_net outputs {gamma.shape[-1]} memberships; n_gmm is "
