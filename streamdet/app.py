@@ -33,7 +33,7 @@ from streamdet.metrics import Metrics, SeriesScoreExporter
 from streamdet.pipeline.batcher import MicroBatcher
 from streamdet.pipeline.checkpoint import Checkpoint, Unsettled
 from streamdet.pipeline.decode import Event, InvalidMessage, decode_image, decode_timeseries
-from streamdet.pipeline.models import TopicModel
+from streamdet.pipeline.models import TopicModel, calibration_scores
 from streamdet.pipeline.policy import AlertPolicy
 from streamdet.pipeline.window_store import ReadyWindow, WindowStore
 from streamdet.progress import ProgressFn, stderr_progress
@@ -488,13 +488,21 @@ class Application:
         self.metrics.windows.labels(topic, name).inc(len(windows))
         runtime.windows_scored += len(windows)
         self.metrics.threshold.labels(topic, name).set(float(threshold.mean()))
+        runtime.policy.calibrate(detector, *calibration_scores(detector))
         alerts = []
         for window, (score, flagged, feature) in scored:
             self.metrics.score.labels(topic, name).observe(score)
             self.series_scores.observe(topic, window.series, score)
             if not runtime.policy.decide(window.series, score, flagged, window.end_ts_ms):
                 continue
-            alert = build_alert(window, detector, score, threshold, feature)
+            series_threshold = runtime.policy.threshold_for(window.series)
+            alert = build_alert(
+                window,
+                detector,
+                score,
+                threshold if series_threshold is None else np.asarray(series_threshold),
+                feature,
+            )
             alerts.append((alert, window))
         return alerts
 

@@ -535,9 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     vln.add_argument("--out", default="eval/vae_lstm_nab")
     vln.add_argument("--series", help="comma-separated subset of the 5 series")
     vln.add_argument("--window", type=int, default=48, help="points per VAE window (l)")
-    vln.add_argument(
-        "--n-windows", type=int, default=12, help="windows per LSTM sequence (k)"
-    )
+    vln.add_argument("--n-windows", type=int, default=12, help="windows per LSTM sequence (k)")
     vln.add_argument("--code-size", type=int, default=6, help="VAE code size")
     vln.add_argument(
         "--raw",
@@ -614,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     mn.add_argument(
         "--params",
         help="detector parameters as JSON (image_vae for digit-holdout, e.g. "
-        '\'{"beta": 0.0}\'; adversarial_vae for adversarial)',
+        "'{\"beta\": 0.0}'; adversarial_vae for adversarial)",
     )
     mn.add_argument(
         "--recon-epochs",

@@ -198,9 +198,17 @@ class DetectorConfig(Frozen):
 
 
 class ThresholdConfig(Frozen):
-    """How scores become alerts: the detector's own threshold, or the likelihood policy."""
+    """How scores become alerts.
 
-    policy: Literal["detector", "likelihood"] = "detector"
+    ``detector``: the detector's threshold (``threshold_perc`` of the warm-up scores, plus
+    ``margin_perc``). ``likelihood``: the tail probability of recent scores reaches
+    ``likelihood``. ``spot`` / ``dspot``: extreme-value tail of the training scores, kept up
+    to date per series, alarm at false-alarm rate ``risk`` (``dspot`` models the excess over
+    the mean of the last ``drift_depth`` scores). ``dynamic``: telemanom's non-parametric
+    threshold over the last ``history`` smoothed scores, never below ``spot``'s threshold.
+    """
+
+    policy: Literal["detector", "likelihood", "spot", "dspot", "dynamic"] = "detector"
     threshold_perc: float = Field(default=99.0, ge=0, le=100)
     margin_perc: float = Field(
         default=0.0,
@@ -209,7 +217,17 @@ class ThresholdConfig(Frozen):
         description="raise the inferred threshold by this share (%) of its magnitude",
     )
     likelihood: float = Field(default=0.9999, gt=0, lt=1)
-    history: int = Field(default=2000, ge=10)
+    history: int = Field(default=2000, ge=20)
+    risk: float = Field(
+        default=1e-4,
+        gt=0,
+        lt=0.5,
+        description="spot, dspot, dynamic: target false-alarm rate per scored window",
+    )
+    tail_level: float = Field(
+        default=0.98, ge=0.5, lt=1, description="spot, dspot: quantile where the tail starts"
+    )
+    drift_depth: int = Field(default=20, ge=1, description="dspot: scores in the local mean")
 
 
 class TopicConfig(Frozen):
@@ -277,7 +295,6 @@ class MetricsConfig(Frozen):
     top_k_series: int = Field(
         default=10, ge=0, le=1000, description="plus the K highest-scoring series (a hard cap)"
     )
-
 
     @model_validator(mode="after")
     def _auth_and_tls_complete(self) -> MetricsConfig:

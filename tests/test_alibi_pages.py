@@ -131,9 +131,7 @@ def rows(n: int) -> np.ndarray:
 
 
 def test_vaegmm_page_snippets_run(tmp_path):
-    od = OutlierVAEGMM(
-        threshold=7.5, **vaegmm_networks(4, 4, 2), latent_dim=4, n_gmm=2, samples=10
-    )
+    od = OutlierVAEGMM(threshold=7.5, **vaegmm_networks(4, 4, 2), latent_dim=4, n_gmm=2, samples=10)
     assert od.threshold == 7.5
     X_train = rows(512)
     od.fit(X_train, epochs=1, batch_size=1024, verbose=False)
@@ -143,9 +141,9 @@ def test_vaegmm_page_snippets_run(tmp_path):
     assert set(preds["data"]) == {"is_outlier", "instance_score"}
     assert preds["data"]["is_outlier"].shape == preds["data"]["instance_score"].shape == (100,)
     assert preds["meta"]["name"] == "vaegmm" and preds["meta"]["data_type"] == "tabular"
-    assert od.predict(X, batch_size=16, return_instance_score=False)["data"][
-        "instance_score"
-    ] is None
+    assert (
+        od.predict(X, batch_size=16, return_instance_score=False)["data"]["instance_score"] is None
+    )
     # The pages' defaults.
     fresh = OutlierVAEGMM()
     assert (fresh.params["w_recon"], fresh.params["w_energy"], fresh.params["w_cov_diag"]) == (
@@ -166,9 +164,11 @@ def test_vaegmm_fit_takes_every_page_option(cov_elbo, expected):
 
     def loss_fn(x, x_recon, z, gamma, w_recon, w_energy, cov_full, cov_diag, sim):
         seen.append({"full": cov_full is not None, "diag": cov_diag is not None, "sim": sim})
-        return w_recon * tf.reduce_mean(tf.square(x - x_recon)) + w_energy * tf.reduce_mean(
-            tf.square(z)
-        ) + 0.0 * tf.reduce_sum(gamma)
+        return (
+            w_recon * tf.reduce_mean(tf.square(x - x_recon))
+            + w_energy * tf.reduce_mean(tf.square(z))
+            + 0.0 * tf.reduce_sum(gamma)
+        )
 
     lines: list[str] = []
     od = OutlierVAEGMM(latent_dim=2, n_gmm=2, samples=2)
@@ -243,7 +243,9 @@ def test_adversarial_vae_page_snippets_run_on_images():
     assert (fresh.params["samples"], fresh.params["beta"], fresh.params["w_recon"]) == (10, 0, 0)
     with pytest.raises(InvalidInputError, match="decoder_net outputs shape"):
         AdversarialVAE(
-            model=model, latent_dim=latent_dim, encoder_net=encoder_net,
+            model=model,
+            latent_dim=latent_dim,
+            encoder_net=encoder_net,
             decoder_net=tf.keras.Sequential([InputLayer(input_shape=(latent_dim,)), Dense(3)]),
         ).fit(X_train, epochs=1, verbose=False)
 
@@ -260,9 +262,15 @@ def test_adversarial_vae_fit_options_and_custom_loss():
 
     ad = AdversarialVAE(model=model, latent_dim=2, samples=2)
     summary = ad.fit(
-        rows(128), loss_fn=loss_fn, w_model=1.0, w_recon=0.1,
-        optimizer=tf.keras.optimizers.Adam, cov_elbo=dict(cov_diag=None), epochs=1,
-        batch_size=32, verbose=False,
+        rows(128),
+        loss_fn=loss_fn,
+        w_model=1.0,
+        w_recon=0.1,
+        optimizer=tf.keras.optimizers.Adam,
+        cov_elbo=dict(cov_diag=None),
+        epochs=1,
+        batch_size=32,
+        verbose=False,
     )
     assert calls and ad.params["w_recon"] == 0.1 and ad.params["elbo_cov"] == "features"
     assert summary["history"][0]["loss"] > 0
@@ -284,8 +292,9 @@ def test_user_networks_with_a_custom_layer_load_in_a_fresh_process(tmp_path):
     networks["gmm_density_net"] = keras.Sequential(
         [keras.Input((3,)), Dense(4, activation="tanh"), Dense(2, activation="softmax")]
     )
-    gmm = OutlierVAEGMM(**networks, latent_dim=2, n_gmm=2, samples=2,
-                        recon_features=mean_abs_error, seed=0)
+    gmm = OutlierVAEGMM(
+        **networks, latent_dim=2, n_gmm=2, samples=2, recon_features=mean_abs_error, seed=0
+    )
     gmm.fit(rows(256), epochs=1, verbose=False)
     gmm.infer_threshold(rows(64), threshold_perc=90)
 
@@ -319,14 +328,16 @@ try:
 except Exception as exc:
     print(type(exc).__name__, exc)
 """
-    done = subprocess.run([sys.executable, "-c", bare, str(tmp_path)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", bare, str(tmp_path)], capture_output=True, text=True
+    )
     assert "ModelLoadError" in done.stdout and "LearnedScale" in done.stdout, done.stdout
 
 
 def test_an_unregistered_recon_features_function_trains_but_is_not_saved(tmp_path):
-    od = OutlierVAEGMM(recon_features=lambda x, x_recon: tf.abs(x - x_recon), latent_dim=1,
-                       samples=1)
+    od = OutlierVAEGMM(
+        recon_features=lambda x, x_recon: tf.abs(x - x_recon), latent_dim=1, samples=1
+    )
     od.fit(rows(128), epochs=1, verbose=False)
     assert od.score(rows(8)).instance_score.shape == (8,)
     with pytest.raises(InvalidInputError, match="register_keras_serializable"):

@@ -136,3 +136,56 @@ def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_c
         a["alert_id"] for a in read_alerts(folder / "alerts.jsonl")
     }
     assert (folder / "models" / "sensors" / "metadata.json").exists()
+
+
+def test_label_free_policies_catch_every_injected_anomaly_with_few_false_alarms(tmp_path):
+    """``threshold.policy`` spot, dspot and dynamic in the daemon: 4,000 simulated steps per
+    sensor, the four injected anomalies caught and at most the false alarms the risk allows
+    (16,000 windows at 1e-4: 1.6 expected). The first run trains
+    the model; the others load it from the store, so they differ only in the policy."""
+    sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=1500)
+    expected = sim.injected(up_to_step=4000)
+    assert len(expected) == 4
+    for policy in ("spot", "dspot", "dynamic"):
+        config = tmp_path / f"{policy}.yaml"
+        config.write_text(
+            f"""
+topics:
+  - name: sensors
+    format: {{series_key: sensor, timestamp_field: ts, value_fields: [value]}}
+    window: {{seq_len: 32}}
+    detector:
+      name: seq2seq
+      params: {{latent_dim: 16, epochs: 10, batch_size: 64}}
+      warmup_events: 800
+    threshold: {{policy: {policy}, risk: 1.0e-4}}
+simulator: {{rate: 4000, sensors: 4, max_events: 16000}}
+alerts: {{file: {policy}.jsonl, stdout: false, cooldown_s: 3600}}
+models: {{store: models}}
+metrics: {{port: 0}}
+"""
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        alerts = read_alerts(tmp_path / f"{policy}.jsonl")
+        found = [
+            [
+                a
+                for a in alerts
+                if a["series"] == x.sensor
+                and x.start_step <= a["window_end_offset"] // 4 < x.end_step + 32
+            ]
+            for x in expected
+        ]
+        assert all(found), (
+            f"{policy} missed {[x for x, f in zip(expected, found, strict=True) if not f]}"
+        )
+        false_alarms = len(alerts) - sum(len(f) for f in found)
+        assert false_alarms <= 2, f"{policy}: {alerts}"
+        assert all(a["threshold"] is not None for a in alerts)

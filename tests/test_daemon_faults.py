@@ -98,9 +98,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store / "normal"
 
 
-def write_config(
-    folder: Path, bootstrap: str, topics: list[dict], port: int, **kw: Any
-) -> Path:
+def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **kw: Any) -> Path:
     """A Kafka-mode config.yaml for ``topics``; ``kafka`` (a dict) adds to its section."""
     config = {
         "kafka": {
@@ -143,6 +141,7 @@ def hostile_messages(count: int, seed: int) -> dict[bytes, str]:
     rng = random.Random(seed)
     out = [raw for raw, _ in TIMESERIES_POISON.values() if len(raw) < 900_000]
     out.append(b'{"sensor": "pump-0", "ts": 1, "pad": "' + b"x" * 200_000 + b'"}')
+
     def event(n: int, **fields: object) -> dict:
         return {"n": n, "sensor": "pump-0", "ts": BASE_MS, "value": 1.0, **fields}
 

@@ -24,9 +24,7 @@ from streamdet.detectors import (
 )
 from streamdet.errors import InvalidInputError, NotFittedError
 
-CASES = [
-    (name, case) for name in sorted(DETECTORS) for case in DETECTORS[name].contract_cases()
-]
+CASES = [(name, case) for name in sorted(DETECTORS) for case in DETECTORS[name].contract_cases()]
 IDS = [f"{name}-{case.label}" for name, case in CASES]
 
 FRESH_PROCESS_SCORER = """
@@ -99,9 +97,10 @@ def test_predict_gives_meta_and_data_with_the_documented_keys(fitted, name, case
     assert np.all(np.isfinite(scores))
     # infer_threshold(threshold_perc=90) on the same instances: at most 10 % above it.
     assert flags.mean() <= 0.1 + 1.0 / n
-    assert detector.predict(case.instances, return_instance_score=False)["data"][
-        "instance_score"
-    ] is None
+    assert (
+        detector.predict(case.instances, return_instance_score=False)["data"]["instance_score"]
+        is None
+    )
 
 
 @pytest.mark.parametrize(("name", "case"), CASES, ids=IDS)

@@ -69,9 +69,7 @@ def test_a_model_with_broken_metadata_is_refused_not_half_loaded(
         load_detector(broken)
 
 
-def test_the_daemon_refuses_a_stored_model_without_threshold_and_counts_it(
-    saved_models, tmp_path
-):
+def test_the_daemon_refuses_a_stored_model_without_threshold_and_counts_it(saved_models, tmp_path):
     from streamdet.config import TopicConfig
     from streamdet.pipeline.models import TopicModel
 

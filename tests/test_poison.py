@@ -133,8 +133,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(10**500), max_value=10**500)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 fields = st.fixed_dictionaries(

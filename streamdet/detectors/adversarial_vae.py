@@ -219,8 +219,9 @@ class AdversarialVAEDetector(KerasDetector):
         if input_noise < 0:
             raise InvalidInputError(f"input_noise must be >= 0; got {input_noise}")
         if model is not None and classifier is not None:
-            raise InvalidInputError("adversarial_vae: give the classifier as model or as "
-                                    "classifier (a path), not both")
+            raise InvalidInputError(
+                "adversarial_vae: give the classifier as model or as classifier (a path), not both"
+            )
         check_network(encoder_net, "encoder_net")
         check_network(decoder_net, "decoder_net")
         self.classifier: keras.Model | None = None
@@ -229,8 +230,7 @@ class AdversarialVAEDetector(KerasDetector):
         if model is not None:
             if not isinstance(model, keras.Model):
                 raise InvalidInputError(
-                    f"adversarial_vae: model must be a Keras classifier; got "
-                    f"{type(model).__name__}"
+                    f"adversarial_vae: model must be a Keras classifier; got {type(model).__name__}"
                 )
             self.classifier = portable(model)
             self.classifier.trainable = False
@@ -274,7 +274,7 @@ class AdversarialVAEDetector(KerasDetector):
     def contract_cases(cls) -> list[ContractCase]:
         rng = np.random.default_rng(0)
         a = rng.normal(size=(200, 1))
-        rows = (np.hstack([a, a, -a, 0.5 * a]) + 0.05 * rng.normal(size=(200, 4)))
+        rows = np.hstack([a, a, -a, 0.5 * a]) + 0.05 * rng.normal(size=(200, 4))
         images = rng.uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
 
         def classifier(shape: tuple[int, ...]) -> keras.Model:
@@ -288,21 +288,34 @@ class AdversarialVAEDetector(KerasDetector):
 
         def alibi_way() -> AdversarialVAEDetector:
             relu = tf.nn.relu
-            encoder_net = keras.Sequential([
-                keras.Input((8, 8, 1)),
-                keras.layers.Conv2D(4, 4, strides=2, padding="same", activation=relu),
-                keras.layers.Conv2D(8, 4, strides=2, padding="same", activation=relu),
-            ])
-            decoder_net = keras.Sequential([
-                keras.Input((4,)),
-                keras.layers.Dense(2 * 2 * 8),
-                keras.layers.Reshape(target_shape=(2, 2, 8)),
-                keras.layers.Conv2DTranspose(8, 4, strides=2, padding="same", activation=relu),
-                keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same",
-                                             activation="sigmoid"),
-            ])
-            return cls(threshold=0.1, encoder_net=encoder_net, decoder_net=decoder_net,
-                       model=classifier((8, 8, 1)), latent_dim=4, samples=2, epochs=1, seed=0)
+            encoder_net = keras.Sequential(
+                [
+                    keras.Input((8, 8, 1)),
+                    keras.layers.Conv2D(4, 4, strides=2, padding="same", activation=relu),
+                    keras.layers.Conv2D(8, 4, strides=2, padding="same", activation=relu),
+                ]
+            )
+            decoder_net = keras.Sequential(
+                [
+                    keras.Input((4,)),
+                    keras.layers.Dense(2 * 2 * 8),
+                    keras.layers.Reshape(target_shape=(2, 2, 8)),
+                    keras.layers.Conv2DTranspose(8, 4, strides=2, padding="same", activation=relu),
+                    keras.layers.Conv2DTranspose(
+                        1, 4, strides=2, padding="same", activation="sigmoid"
+                    ),
+                ]
+            )
+            return cls(
+                threshold=0.1,
+                encoder_net=encoder_net,
+                decoder_net=decoder_net,
+                model=classifier((8, 8, 1)),
+                latent_dim=4,
+                samples=2,
+                epochs=1,
+                seed=0,
+            )
 
         native = lambda: cls.tuned(model=classifier((4,)), epochs=1, samples=3, seed=0)  # noqa: E731
         return [
@@ -511,8 +524,13 @@ class AdversarialVAEDetector(KerasDetector):
                     parts = {"model_kl": model_kl, "recon": recon}
                 else:
                     main = call_loss(
-                        loss_fn, x, x_hat, model=classifier, w_model=w_model_,
-                        w_recon=w_recon_, sim=sim,
+                        loss_fn,
+                        x,
+                        x_hat,
+                        model=classifier,
+                        w_model=w_model_,
+                        w_recon=w_recon_,
+                        sim=sim,
                     )
                     parts = {}
                 loss = main + beta * kl

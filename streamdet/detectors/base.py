@@ -129,9 +129,7 @@ def set_seed(seed: int | None) -> None:
         keras.utils.set_random_seed(seed)
 
 
-def score_in_fixed_batches(
-    fn: Any, data: np.ndarray, batch_size: int
-) -> tuple[np.ndarray, ...]:
+def score_in_fixed_batches(fn: Any, data: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:
     """Run a compiled ``fn(batch) -> tensor | tuple of tensors`` over ``data`` in batches
     of exactly ``batch_size`` rows (the last one zero-padded), and concatenate the outputs.
 

@@ -292,8 +292,7 @@ class ImageVAEDetector(KerasDetector):
                     totals += len(chunk) * np.array([float(v) for v in evaluate(chunk)])
                 history[-1]["val_loss"], history[-1]["val_recon"] = totals / len(validation)
                 progress(
-                    f"image_vae epoch {epoch + 1}/{n_epochs} val_loss="
-                    f"{history[-1]['val_loss']:.5g}"
+                    f"image_vae epoch {epoch + 1}/{n_epochs} val_loss={history[-1]['val_loss']:.5g}"
                 )
             if on_epoch_end is not None:
                 self._compile_loss()
@@ -345,9 +344,7 @@ class ImageVAEDetector(KerasDetector):
         """Per-pixel loss (n, H, W, C) and its sum per image."""
         self._require_fitted("score()")
         images = self._images(X)
-        (pixels,) = score_in_fixed_batches(
-            self._loss_fn, images, self._batch(batch_size)
-        )
+        (pixels,) = score_in_fixed_batches(self._loss_fn, images, self._batch(batch_size))
         return Scores(pixels.sum(axis=(1, 2, 3)), pixels)
 
     def _model_files(self) -> dict[str, keras.Model]:

@@ -36,8 +36,21 @@ def dense_stack(
 # TensorFlow activations whose Keras namesake computes the same function with the same
 # defaults (not gelu: Keras approximates it by default, TensorFlow does not).
 SAME_AS_KERAS = frozenset(
-    ("softmax", "log_softmax", "relu", "relu6", "elu", "selu", "leaky_relu", "tanh",
-     "sigmoid", "swish", "silu", "softplus", "softsign")
+    (
+        "softmax",
+        "log_softmax",
+        "relu",
+        "relu6",
+        "elu",
+        "selu",
+        "leaky_relu",
+        "tanh",
+        "sigmoid",
+        "swish",
+        "silu",
+        "softplus",
+        "softsign",
+    )
 )
 
 

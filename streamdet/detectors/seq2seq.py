@@ -275,12 +275,12 @@ class Seq2SeqDetector(KerasDetector):
             threshold_net = keras.Sequential(
                 [keras.Input((8, 6)), keras.layers.Dense(4, activation=tf.nn.relu)]
             )
-            return cls(2, 8, threshold=None, threshold_net=threshold_net, latent_dim=6,
-                       epochs=1, seed=0)
+            return cls(
+                2, 8, threshold=None, threshold_net=threshold_net, latent_dim=6, epochs=1, seed=0
+            )
 
         return [
-            ContractCase("native", lambda: cls(seq_len=8, latent_dim=4, epochs=1, seed=0),
-                         windows),
+            ContractCase("native", lambda: cls(seq_len=8, latent_dim=4, epochs=1, seed=0), windows),
             ContractCase("alibi", alibi_way, windows),
         ]
 
@@ -303,8 +303,10 @@ class Seq2SeqDetector(KerasDetector):
                 "detector (its .seq2seq attribute) or leave seq2seq out"
             )
         _, model_len, model_features = model.inputs[0].shape
-        for given, actual, what in ((n_features, model_features, "n_features"),
-                                    (seq_len, model_len, "seq_len")):
+        for given, actual, what in (
+            (n_features, model_features, "n_features"),
+            (seq_len, model_len, "seq_len"),
+        ):
             if given is not None and int(given) != int(actual):
                 raise InvalidInputError(f"seq2seq: {what}={given}, but the model has {actual}")
         return int(model_features), int(model_len), int(model.get_layer("decoder").units)

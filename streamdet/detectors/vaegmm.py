@@ -249,8 +249,10 @@ class VAEGMMDetector(KerasDetector):
             recon_features=(
                 list(recon_features)
                 if isinstance(recon_features, list | tuple)
-                else {"registered": _registered_name(recon_features),
-                      "function": getattr(recon_features, "__qualname__", repr(recon_features))}
+                else {
+                    "registered": _registered_name(recon_features),
+                    "function": getattr(recon_features, "__qualname__", repr(recon_features)),
+                }
                 if self._recon_fn is recon_features
                 else recon_features
             ),
@@ -288,12 +290,17 @@ class VAEGMMDetector(KerasDetector):
             tanh = tf.nn.tanh
             return cls(
                 threshold=7.5,
-                encoder_net=dense(keras.Input((3,)), keras.layers.Dense(8, activation=tanh),
-                                  keras.layers.Dense(2)),
-                decoder_net=dense(keras.Input((2,)), keras.layers.Dense(8, activation=tanh),
-                                  keras.layers.Dense(3)),
-                gmm_density_net=dense(keras.Input((4,)), keras.layers.Dense(4, activation=tanh),
-                                      keras.layers.Dense(2, activation=tf.nn.softmax)),
+                encoder_net=dense(
+                    keras.Input((3,)), keras.layers.Dense(8, activation=tanh), keras.layers.Dense(2)
+                ),
+                decoder_net=dense(
+                    keras.Input((2,)), keras.layers.Dense(8, activation=tanh), keras.layers.Dense(3)
+                ),
+                gmm_density_net=dense(
+                    keras.Input((4,)),
+                    keras.layers.Dense(4, activation=tanh),
+                    keras.layers.Dense(2, activation=tf.nn.softmax),
+                ),
                 latent_dim=2,
                 n_gmm=2,
                 samples=3,
@@ -302,8 +309,9 @@ class VAEGMMDetector(KerasDetector):
             )
 
         return [
-            ContractCase("native", lambda: cls.tuned(epochs=1, samples=3, seed=0),
-                         rows.astype(np.float32)),
+            ContractCase(
+                "native", lambda: cls.tuned(epochs=1, samples=3, seed=0), rows.astype(np.float32)
+            ),
             ContractCase("alibi", alibi_way, rows.astype(np.float32)),
         ]
 
@@ -339,8 +347,9 @@ class VAEGMMDetector(KerasDetector):
         x = keras.Input(self.encoder.inputs[0].shape[1:])
         mean, _ = self.encoder(x)
         x_hat = self.decoder(mean)
-        zc = keras.layers.Concatenate()([mean, keras.layers.Lambda(
-            lambda pair: self._recon_fn(pair[0], pair[1]))([x, x_hat])])
+        zc = keras.layers.Concatenate()(
+            [mean, keras.layers.Lambda(lambda pair: self._recon_fn(pair[0], pair[1]))([x, x_hat])]
+        )
         return keras.Model(x, [x_hat, mean, self.density(zc)], name="vaegmm")
 
     def save(self, directory: Any) -> Any:
@@ -386,8 +395,7 @@ class VAEGMMDetector(KerasDetector):
         gamma = apply_network(
             density_net,
             zc,
-            f"vaegmm: gmm_density_net must accept latent_dim + {k} = {p['latent_dim'] + k} "
-            "inputs",
+            f"vaegmm: gmm_density_net must accept latent_dim + {k} = {p['latent_dim'] + k} inputs",
         )
         if gamma.shape[-1] != p["n_gmm"]:
             raise InvalidInputError(
@@ -404,7 +412,6 @@ class VAEGMMDetector(KerasDetector):
             )
         expected = self.input_shape or array.shape[1:]
         return self._check_instances(array, tuple(expected))
-
 
     # ---- training ---------------------------------------------------------------------
     def fit(
@@ -432,8 +439,11 @@ class VAEGMMDetector(KerasDetector):
         ``gamma``, ``w_recon``, ``w_energy``, ``w_cov_diag``, ``cov_full``, ``cov_diag`` and
         ``sim`` its signature names; ``beta`` times the latent KL is added.
         """
-        for key, value in (("w_recon", w_recon), ("w_energy", w_energy),
-                           ("w_cov_diag", w_cov_diag)):
+        for key, value in (
+            ("w_recon", w_recon),
+            ("w_energy", w_energy),
+            ("w_cov_diag", w_cov_diag),
+        ):
             if value is not None:
                 self.params[key] = float(value)
         if cov_elbo is not None:
@@ -489,8 +499,15 @@ class VAEGMMDetector(KerasDetector):
                     parts = {"recon": recon, "energy": mean_energy}
                 else:
                     main = call_loss(
-                        loss_fn, x, x_hat, z=zc, gamma=gamma, w_recon=w_recon_,
-                        w_energy=w_energy_, w_cov_diag=w_cov, **covariance,
+                        loss_fn,
+                        x,
+                        x_hat,
+                        z=zc,
+                        gamma=gamma,
+                        w_recon=w_recon_,
+                        w_energy=w_energy_,
+                        w_cov_diag=w_cov,
+                        **covariance,
                     )
                     parts = {}
                 loss = main + beta * kl

@@ -103,24 +103,41 @@ def page_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
     2 components, 10 samples, its loss weights and Adam at 1e-4)."""
     latent_dim, n_gmm = 4, 2
     tanh = tf.nn.tanh
-    encoder_net = tf.keras.Sequential([
-        keras.Input((n_features,)), keras.layers.Dense(60, activation=tanh),
-        keras.layers.Dense(30, activation=tanh), keras.layers.Dense(10, activation=tanh),
-        keras.layers.Dense(latent_dim, activation=None),
-    ])
-    decoder_net = tf.keras.Sequential([
-        keras.Input((latent_dim,)), keras.layers.Dense(10, activation=tanh),
-        keras.layers.Dense(30, activation=tanh), keras.layers.Dense(60, activation=tanh),
-        keras.layers.Dense(n_features, activation=None),
-    ])
-    gmm_density_net = tf.keras.Sequential([
-        keras.Input((latent_dim + 2,)), keras.layers.Dense(10, activation=tanh),
-        keras.layers.Dense(n_gmm, activation=tf.nn.softmax),
-    ])
+    encoder_net = tf.keras.Sequential(
+        [
+            keras.Input((n_features,)),
+            keras.layers.Dense(60, activation=tanh),
+            keras.layers.Dense(30, activation=tanh),
+            keras.layers.Dense(10, activation=tanh),
+            keras.layers.Dense(latent_dim, activation=None),
+        ]
+    )
+    decoder_net = tf.keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            keras.layers.Dense(10, activation=tanh),
+            keras.layers.Dense(30, activation=tanh),
+            keras.layers.Dense(60, activation=tanh),
+            keras.layers.Dense(n_features, activation=None),
+        ]
+    )
+    gmm_density_net = tf.keras.Sequential(
+        [
+            keras.Input((latent_dim + 2,)),
+            keras.layers.Dense(10, activation=tanh),
+            keras.layers.Dense(n_gmm, activation=tf.nn.softmax),
+        ]
+    )
     return OutlierVAEGMM(
-        threshold=None, encoder_net=encoder_net, decoder_net=decoder_net,
-        gmm_density_net=gmm_density_net, latent_dim=latent_dim, n_gmm=n_gmm, samples=10,
-        seed=seed, feature_names=list(ALIBI_FEATURES),
+        threshold=None,
+        encoder_net=encoder_net,
+        decoder_net=decoder_net,
+        gmm_density_net=gmm_density_net,
+        latent_dim=latent_dim,
+        n_gmm=n_gmm,
+        samples=10,
+        seed=seed,
+        feature_names=list(ALIBI_FEATURES),
     )
 
 
@@ -139,8 +156,7 @@ def _alibi(
     if page_defaults:
         # The page's usage: fit(X_train, epochs=10, batch_size=1024), defaults otherwise.
         detector = page_vaegmm(X.shape[1], seed)
-        training = detector.fit(train, epochs=10, batch_size=1024, verbose=False,
-                                progress=progress)
+        training = detector.fit(train, epochs=10, batch_size=1024, verbose=False, progress=progress)
     else:
         detector = VAEGMMDetector.tuned(
             latent_dim=1,

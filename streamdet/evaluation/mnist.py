@@ -115,9 +115,7 @@ def run(
             grids[f"epoch {epoch}"] = model.reconstruct(shown)
 
     detector = ImageVAEDetector(**{"epochs": epochs, "seed": seed, **(params or {})})
-    training = detector.fit(
-        train, progress=progress, validation_data=validation, on_epoch_end=draw
-    )
+    training = detector.fit(train, progress=progress, validation_data=validation, on_epoch_end=draw)
     # Both reconstruction losses score the same trained model; ``score_loss`` is the one
     # reported first and saved with the model.
     by_loss = {}

@@ -180,8 +180,9 @@ def loss_distributions(
         # Evaluated on a sample of at most 5,000 points: a density, not an exact sum.
         sample = clipped[:: max(1, len(clipped) // 5000)]
         density = np.exp(-0.5 * ((grid[:, None] - sample[None]) / bandwidth) ** 2).mean(axis=1)
-        axis.plot(grid, density / (bandwidth * np.sqrt(2 * np.pi)), color=lines[2][0].get_fc(),
-                  alpha=1.0)
+        axis.plot(
+            grid, density / (bandwidth * np.sqrt(2 * np.pi)), color=lines[2][0].get_fc(), alpha=1.0
+        )
     axis.axvline(threshold, color="tab:red", ls="--", label="threshold")
     axis.set(xlabel="score (reconstruction loss)", ylabel="density", title=title)
     axis.legend()

@@ -156,9 +156,7 @@ class Checkpoint:
             self._failures += 1
             delay = min(self.retry_base_s * 2 ** (self._failures - 1), self.retry_max_s)
             self._retry_at = now + delay
-            log.warning(
-                "commit failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
-            )
+            log.warning("commit failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
             self.on_failure(exc)
             return False
         self._failures = 0

@@ -20,6 +20,49 @@ from streamdet.errors import ModelLoadError, StreamdetError
 from streamdet.progress import ProgressFn
 from streamdet.windows import sliding_windows
 
+CALIBRATION_SCORES = 5000
+CALIBRATION_BUDGET = 20_000
+MIN_SERIES_CALIBRATION = 100
+
+
+def calibration_sample(scores: np.ndarray, limit: int = CALIBRATION_SCORES) -> list[float]:
+    """Training scores that label-free policies (``spot``...) start from.
+
+    The last ``limit`` in stream order (``dspot`` reads their order), at six significant
+    digits: enough for a tail fit, small enough for ``metadata.json``.
+
+    >>> calibration_sample(np.array([1.23456789, 2.0]))
+    [1.23457, 2.0]
+    """
+    tail = np.asarray(scores, dtype=np.float64)[-limit:]
+    return [float(f"{value:.6g}") for value in tail if np.isfinite(value)]
+
+
+def calibration_by_series(scores: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Each series' own training scores, while the topic has few enough series.
+
+    A pooled tail belongs to the noisiest series: its false-alarm rate would be the pooled
+    rate times the number of series. Each series keeps up to ``CALIBRATION_BUDGET`` divided
+    by the number of series, and none is kept once that share drops below
+    ``MIN_SERIES_CALIBRATION`` (a tail fit needs the scores).
+    """
+    share = CALIBRATION_BUDGET // max(len(scores), 1)
+    if share < MIN_SERIES_CALIBRATION:
+        return {}
+    return {series: calibration_sample(values, share) for series, values in scores.items()}
+
+
+def calibration_scores(
+    detector: KerasDetector,
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """The pooled and per-series scores kept with the model (empty for older models)."""
+    pooled = detector.training.get("calibration_scores")
+    by_series = detector.training.get("calibration_by_series") or {}
+    return (
+        None if not pooled else np.asarray(pooled, dtype=np.float64),
+        {series: np.asarray(values, np.float64) for series, values in by_series.items()},
+    )
+
 
 class TopicModel:
     """States: ``warming`` (collecting), ``training``, ``ready``, ``failed``.
@@ -192,8 +235,8 @@ class TopicModel:
             f"topic {self.topic.name}: training {self.topic.detector.name} on "
             f"{self.training_events} events from {len(usable)} series"
         )
-        windows = np.concatenate([sliding_windows(v, self.seq_len) for v in usable.values()])
-        windows = self.instances(windows)
+        per_series = [sliding_windows(v, self.seq_len) for v in usable.values()]
+        windows = self.instances(np.concatenate(per_series))
         detector_class = DETECTORS[self.topic.detector.name]
         params: dict[str, Any] = {**detector_class.tuned_params, **self.topic.detector.params}
         if self.topic.kind == "tabular":
@@ -217,6 +260,12 @@ class TopicModel:
             if detector.threshold.ndim == 0:
                 detector.threshold = float(detector.threshold)
         detector.training["training_events"] = self.training_events
+        scores = detector.score(windows).instance_score
+        detector.training["calibration_scores"] = calibration_sample(scores)
+        bounds = np.cumsum([0] + [len(w) for w in per_series])
+        detector.training["calibration_by_series"] = calibration_by_series(
+            {name: scores[a:b] for name, a, b in zip(usable, bounds[:-1], bounds[1:], strict=True)}
+        )
         detector.save(self.directory)
         self.detector = detector
         self.trained_here = True
