@@ -72,6 +72,15 @@ log.retention.hours=24
 """
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id. Never one starting with '-': StorageTool would read it as
+    an option and fail (as Kafka's own ``random-uuid`` avoids; 1 id in 64 did this)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def cache_dir() -> Path:
     base = Path(os.environ.get("STREAMDET_CACHE", Path.home() / ".cache" / "streamdet"))
     return base / f"kafka-{KAFKA_VERSION}"
@@ -214,7 +223,7 @@ def start(
         (run_dir / "secure_bootstrap").write_text(f"127.0.0.1:{secure_port}")
     config.write_text(text)
     (run_dir / "log4j.properties").write_text(LOG4J.format(log=run_dir / "server.log"))
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     subprocess.run(
         [
             *_java(run_dir),

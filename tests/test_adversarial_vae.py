@@ -127,6 +127,8 @@ def test_evaluate_mnist_adversarial_command_writes_json_plots_and_table(tmp_path
         "mnist",
         "--task",
         "adversarial",
+        "--seeds",
+        "1",
         "--train-limit",
         "1500",
         "--epochs",

@@ -41,6 +41,8 @@ def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
     done = run_cli(
         "evaluate",
         "vae-lstm-nab",
+        "--seeds",
+        "1",
         "--series",
         "ec2_request",
         "--epochs-vae",
@@ -55,6 +57,8 @@ def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
         "4",
         "--code-size",
         "4",
+        "--threshold-policy",
+        "dspot",
         "--out",
         str(tmp_path),
     )
@@ -68,6 +72,9 @@ def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
     assert segment["sequences"] == 2032 - 24 * 4 + 1
     assert (tmp_path / "ec2_request_score_histogram.png").stat().st_size > 1000
     assert 0.0 <= segment["threshold_without_labels"]["point_adjusted"]["f1"] <= 1.0
+    assert set(segment["policies"]) == {"protocol", "spot", "dspot", "dynamic", "likelihood"}
+    assert segment["headline"] == {"policy": "dspot", **segment["policies"]["dspot"]}
+    assert segment["policies"]["protocol"]["f1"] == segment["threshold_without_labels"]["raw"]["f1"]
     assert np.isfinite(segment["auc"])
     assert (tmp_path / "ec2_request_segment1_roc_pr.png").exists()
     assert (tmp_path / "ec2_request_segment1_scores.png").exists()

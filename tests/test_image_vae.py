@@ -72,6 +72,8 @@ def test_evaluate_mnist_digit_holdout_command_reports_both_score_losses(tmp_path
         "mnist",
         "--task",
         "digit-holdout",
+        "--seeds",
+        "1",
         "--digit",
         "5",
         "--train-limit",

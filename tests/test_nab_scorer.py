@@ -138,6 +138,8 @@ def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
     done = run_cli(
         "evaluate",
         "nab",
+        "--seeds",
+        "1",
         "--data",
         str(tmp_path / "corpus"),
         "--out",

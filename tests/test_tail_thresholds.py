@@ -8,6 +8,7 @@ from scipy.stats import genpareto
 
 from streamdet.config import ThresholdConfig
 from streamdet.errors import InvalidInputError
+from streamdet.evaluation.thresholding import POLICIES, compare_policies, policy_flags
 from streamdet.pipeline.models import calibration_by_series
 from streamdet.pipeline.policy import AlertPolicy
 from streamdet.thresholds import DriftingSpot, DynamicThreshold, Spot, fit_generalised_pareto
@@ -121,3 +122,24 @@ def test_per_series_calibration_is_kept_only_while_it_fits_the_budget():
     few = calibration_by_series({f"s{k}": np.arange(5000.0) for k in range(4)})
     assert sorted(few) == ["s0", "s1", "s2", "s3"] and len(few["s0"]) == 5000
     assert calibration_by_series({f"s{k}": np.arange(50.0) for k in range(1000)}) == {}
+
+
+def test_every_policy_is_compared_on_the_same_scores_without_test_labels():
+    rng = np.random.default_rng(8)
+    calibration = rng.normal(size=3000)
+    scores = np.r_[rng.normal(size=2000), rng.normal(8, 1, size=20)]
+    labels = np.r_[np.zeros(2000), np.ones(20)]
+    reports, alarms = compare_policies(labels, scores, calibration, scores > 3.0, risk=1e-3)
+    assert tuple(reports) == POLICIES
+    assert reports["protocol"]["recall"] == 1.0
+    for policy in ("spot", "dspot", "likelihood"):
+        assert reports[policy]["recall"] >= 0.9 and reports[policy]["fp"] <= 10, policy
+    assert alarms["spot"].dtype == bool and len(alarms["spot"]) == len(scores)
+    # The labels never reach a label-free policy: shuffled labels, the same alarms.
+    shuffled = labels[rng.permutation(len(labels))]
+    assert (
+        compare_policies(shuffled, scores, calibration, scores > 3.0)[1]["spot"] == alarms["spot"]
+    ).all()
+    assert (policy_flags("spot", calibration, scores) == alarms["spot"]).all()
+    with pytest.raises(InvalidInputError, match="unknown label-free policy"):
+        policy_flags("protocol", calibration, scores)

@@ -80,6 +80,8 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
         "tabular",
         "--npz",
         str(tmp_path / "table.npz"),
+        "--seeds",
+        "1",
         "--epochs",
         "30",
         "--out",
@@ -106,3 +108,38 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "must hold arrays 'X' and 'y'" in bad.stderr
+
+
+def test_evaluate_tabular_all_prints_one_table_over_seeds(tmp_path):
+    import json
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for name, shift in (("near", 1.0), ("far", 4.0)):
+        X = np.r_[manifold_rows(400, 8), shift * rng.normal(size=(20, 6))].astype(np.float32)
+        np.savez(folder / f"{name}.npz", X=X, y=np.r_[np.zeros(400), np.ones(20)].astype(np.int8))
+    done = run_cli(
+        "evaluate",
+        "tabular",
+        "--all",
+        str(folder),
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+        "--threshold-policy",
+        "spot",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "far" in done.stdout and "near" in done.stdout and " ± " in done.stdout
+    summary = json.loads((tmp_path / "out" / "tabular_all.json").read_text())
+    assert summary["seeds"] == [0, 1] and set(summary["tables"]) == {"near", "far"}
+    far = summary["tables"]["far"]
+    assert len(far["vaegmm"]["auroc"]["values"]) == 2
+    assert far["vaegmm"]["f1"] == far["vaegmm"]["policies"]["spot"]["f1"]
+    assert far["isolation_forest"]["auroc"]["mean"] > 0.9
+    assert (tmp_path / "out" / "far" / "seed1" / "tabular.json").exists()
+    assert (tmp_path / "out" / "tabular_all_auroc.png").stat().st_size > 1000

@@ -190,3 +190,25 @@ def loss_distributions(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def grouped_bars(
+    path: Path,
+    title: str,
+    groups: list[str],
+    series: dict[str, tuple[list[float], list[float]]],
+) -> Path:
+    """One bar per (group, series) with its standard deviation as an error bar: e.g. the
+    AUROC of each detector on each table, over seeds."""
+    positions = np.arange(len(groups))
+    width = 0.8 / max(len(series), 1)
+    fig, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 2), 4.5))
+    for k, (name, (means, sds)) in enumerate(series.items()):
+        axis.bar(positions + k * width, means, width, yerr=sds, capsize=3, label=name)
+    axis.set_xticks(positions + width * (len(series) - 1) / 2, groups, rotation=30, ha="right")
+    axis.set(title=title, ylim=(0, 1.05))
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

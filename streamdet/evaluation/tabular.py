@@ -1,9 +1,12 @@
-"""``streamdet evaluate tabular --npz FILE``: VAEGMM on any labelled table, with a baseline.
+"""``streamdet evaluate tabular --npz FILE | --all DIR``: VAEGMM on labelled tables, beside
+IsolationForest.
 
-The file holds ``X`` (rows x features) and ``y`` (1 = anomaly). Half of the normal rows
+A file holds ``X`` (rows x features) and ``y`` (1 = anomaly). Half of the normal rows
 (random) train the detector; the other half plus every anomaly are the test set. Reported:
-AUROC, AUPRC, and F1 when the top ``contamination`` share of test rows is flagged, for
-VAEGMM and for scikit-learn's IsolationForest on the very same split.
+AUROC, AUPRC, and precision/recall/F1 of every threshold policy (``protocol`` flags the top
+``contamination`` share of test rows), for VAEGMM and for scikit-learn's IsolationForest on
+the very same split. ``--all`` runs every ``.npz`` of a folder over the same seeds and
+prints one table.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 from streamdet.detectors import VAEGMMDetector
 from streamdet.errors import InvalidInputError
 from streamdet.evaluation import plots
-from streamdet.evaluation.metrics import average_precision, binary_report, roc_auc
+from streamdet.evaluation.metrics import average_precision, roc_auc
+from streamdet.evaluation.seeds import over_seeds
+from streamdet.evaluation.thresholding import DEFAULT_RISK, compare_policies, headline
 from streamdet.progress import ProgressFn, stderr_progress
 
 
@@ -36,13 +41,24 @@ def load_table(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _report(y: np.ndarray, scores: np.ndarray, contamination: float) -> dict[str, Any]:
+def _report(
+    y: np.ndarray,
+    scores: np.ndarray,
+    calibration: np.ndarray,
+    contamination: float,
+    threshold_policy: str,
+    risk: float,
+) -> dict[str, Any]:
+    """AUROC, AUPRC and every threshold policy's figures; ``protocol`` flags the top
+    ``contamination`` share of test rows (it knows the share of anomalies)."""
     threshold = float(np.quantile(scores, 1 - contamination))
+    policies, _ = compare_policies(y, scores, calibration, scores > threshold, risk=risk)
     return {
         "auroc": roc_auc(y, scores),
         "auprc": average_precision(y, scores),
         "threshold_at_contamination": threshold,
-        **binary_report(y, scores > threshold),
+        **headline(policies, threshold_policy),
+        "policies": policies,
     }
 
 
@@ -51,9 +67,12 @@ def run(
     out: str | Path,
     *,
     epochs: int = 50,
+    threshold_policy: str = "protocol",
+    risk: float = DEFAULT_RISK,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
+    """One seed on one table; ``tabular.json`` and plots into ``out``."""
     from sklearn.ensemble import IsolationForest
 
     X, y = load_table(npz)
@@ -75,16 +94,23 @@ def run(
     )
     detector.fit(X_train, progress=progress)
     vaegmm_scores = detector.score(X_test).instance_score
+    vaegmm_calibration = detector.score(X_train).instance_score
     forest = IsolationForest(n_estimators=200, random_state=seed).fit(X_train)
     forest_scores = -forest.score_samples(X_test)
+    forest_calibration = -forest.score_samples(X_train)
+    policy = {"threshold_policy": threshold_policy, "risk": risk}
     results = {
         "benchmark": "tabular",
         "file": str(Path(npz).resolve()),
         "rows": len(X),
         "features": int(X.shape[1]),
         "contamination": contamination,
-        "vaegmm": _report(y_test, vaegmm_scores, contamination),
-        "isolation_forest": _report(y_test, forest_scores, contamination),
+        "seed": seed,
+        **policy,
+        "vaegmm": _report(y_test, vaegmm_scores, vaegmm_calibration, contamination, **policy),
+        "isolation_forest": _report(
+            y_test, forest_scores, forest_calibration, contamination, **policy
+        ),
         "seconds": round(time.perf_counter() - started, 1),
     }
     plots.roc_pr_curves(out_dir / "tabular_vaegmm_roc_pr.png", "VAEGMM", y_test, vaegmm_scores)
@@ -100,3 +126,73 @@ def run(
     )
     (out_dir / "tabular.json").write_text(json.dumps(results, indent=2, default=float))
     return results
+
+
+def run_all(
+    directory: str | Path,
+    out: str | Path,
+    *,
+    seeds: int = 3,
+    first_seed: int = 0,
+    epochs: int = 50,
+    threshold_policy: str = "protocol",
+    risk: float = DEFAULT_RISK,
+    progress: ProgressFn = stderr_progress,
+) -> dict[str, Any]:
+    """Every ``.npz`` table in ``directory``, each over the same seeds; one summary.
+
+    Writes ``tabular_all.json`` (per table: the aggregate over seeds) and
+    ``tabular_all_auroc.png`` (VAEGMM and IsolationForest AUROC per table, with the spread).
+    """
+    files = sorted(Path(directory).glob("*.npz"))
+    if not files:
+        raise InvalidInputError(f"{directory} holds no .npz table")
+    out_dir = Path(out)
+    tables: dict[str, Any] = {}
+    for k, path in enumerate(files, 1):
+        progress(f"tabular --all: table {k}/{len(files)}: {path.name}")
+        tables[path.stem] = over_seeds(
+            lambda seed, folder, path=path: run(
+                path,
+                folder,
+                epochs=epochs,
+                threshold_policy=threshold_policy,
+                risk=risk,
+                seed=seed,
+                progress=progress,
+            ),
+            out_dir / path.stem,
+            seeds=seeds,
+            first_seed=first_seed,
+            name="tabular",
+            progress=progress,
+        )
+    wins = sum(
+        t["vaegmm"]["auroc"]["mean"] >= t["isolation_forest"]["auroc"]["mean"]
+        for t in tables.values()
+    )
+    summary = {
+        "benchmark": "tabular --all",
+        "directory": str(Path(directory).resolve()),
+        "seeds": [first_seed + k for k in range(seeds)],
+        "epochs": epochs,
+        "threshold_policy": threshold_policy,
+        "risk": risk,
+        "vaegmm_at_least_isolation_forest": f"{wins}/{len(tables)} tables (mean AUROC)",
+        "tables": tables,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tabular_all.json").write_text(json.dumps(summary, indent=2, default=float))
+    plots.grouped_bars(
+        out_dir / "tabular_all_auroc.png",
+        f"AUROC over {seeds} seed(s): VAEGMM vs IsolationForest",
+        list(tables),
+        {
+            name: (
+                [t[key]["auroc"]["mean"] for t in tables.values()],
+                [t[key]["auroc"]["sd"] for t in tables.values()],
+            )
+            for name, key in (("VAEGMM", "vaegmm"), ("IsolationForest", "isolation_forest"))
+        },
+    )
+    return summary

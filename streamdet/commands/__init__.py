@@ -1,0 +1,1 @@
+"""Sub-commands of the ``streamdet`` command line that outgrew ``cli.py``."""
