@@ -143,3 +143,31 @@ def test_evaluate_tabular_all_prints_one_table_over_seeds(tmp_path):
     assert far["isolation_forest"]["auroc"]["mean"] > 0.9
     assert (tmp_path / "out" / "far" / "seed1" / "tabular.json").exists()
     assert (tmp_path / "out" / "tabular_all_auroc.png").stat().st_size > 1000
+
+
+def test_energy_plus_reconstruction_score_survives_save_and_load(tmp_path):
+    import json
+
+    from streamdet.errors import ModelLoadError
+
+    rows = manifold_rows(600, 1)
+    detector = VAEGMMDetector.tuned(epochs=3, samples=1, seed=0)
+    assert detector.params["score_terms"] == "energy+reconstruction"
+    detector.fit(rows)
+    scores = detector.score(rows).instance_score
+    # Each term is centred on its training median and scaled by its interquartile range.
+    assert abs(float(np.median(scores))) < 1.0
+    off_manifold = 3 * np.random.default_rng(3).normal(size=(50, 6)).astype("float32")
+    assert np.median(detector.score(off_manifold).instance_score) > np.percentile(scores, 99)
+    detector.threshold = 1.0
+    detector.save(tmp_path / "model")
+    loaded = VAEGMMDetector.load(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.score(rows).instance_score, scores)
+    meta_path = tmp_path / "model" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["state"]["score_scale"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="training score scale"):
+        VAEGMMDetector.load(tmp_path / "model")
+    with pytest.raises(InvalidInputError, match="score_terms must be 'energy' or"):
+        VAEGMMDetector(score_terms="sum")
