@@ -33,6 +33,7 @@ from streamdet.metrics import Metrics, SeriesScoreExporter
 from streamdet.pipeline.batcher import MicroBatcher
 from streamdet.pipeline.checkpoint import Checkpoint, Unsettled
 from streamdet.pipeline.decode import Event, InvalidMessage, decode_image, decode_timeseries
+from streamdet.pipeline.drift import ScoreDrift
 from streamdet.pipeline.models import TopicModel, calibration_scores
 from streamdet.pipeline.policy import AlertPolicy
 from streamdet.pipeline.window_store import ReadyWindow, WindowStore
@@ -53,6 +54,7 @@ class TopicRuntime:
     windows: WindowStore
     model: TopicModel
     policy: AlertPolicy
+    drift: ScoreDrift
     # Windows completed while the model is not ready, scored in order once it is. Bounded in
     # bytes: past the limit the topic's partitions pause instead of windows being dropped.
     backlog: deque[ReadyWindow] = field(default_factory=deque)
@@ -122,7 +124,8 @@ class Application:
                 topic.max_series,
             )
             policy = AlertPolicy(topic.threshold, cooldown_ms, topic.max_series)
-            self.topics[topic.name] = TopicRuntime(topic, windows, model, policy)
+            drift = ScoreDrift(topic.drift_window, min(200, topic.drift_window))
+            self.topics[topic.name] = TopicRuntime(topic, windows, model, policy, drift)
         self._producer: Any = None
         if source is None or alert_sink is None or dead_letters is None:
             default_source, default_alerts, default_dlq = self._default_io()
@@ -488,10 +491,13 @@ class Application:
         self.metrics.windows.labels(topic, name).inc(len(windows))
         runtime.windows_scored += len(windows)
         self.metrics.threshold.labels(topic, name).set(float(threshold.mean()))
-        runtime.policy.calibrate(detector, *calibration_scores(detector))
+        pooled, by_series = calibration_scores(detector)
+        runtime.policy.calibrate(detector, pooled, by_series)
+        runtime.drift.reference(detector, pooled)
         alerts = []
         for window, (score, flagged, feature) in scored:
             self.metrics.score.labels(topic, name).observe(score)
+            runtime.drift.observe(score)
             self.series_scores.observe(topic, window.series, score)
             if not runtime.policy.decide(window.series, score, flagged, window.end_ts_ms):
                 continue
@@ -613,6 +619,9 @@ class Application:
         self._last_report = now
         self.series_scores.export()
         for name, runtime in self.topics.items():
+            drift = runtime.drift.statistic()
+            if drift is not None:
+                self.metrics.score_drift.labels(name).set(drift)
             self.progress(
                 f"topic {name}: model {self._model_state(runtime)}, {len(runtime.windows)} "
                 f"series, {runtime.windows_scored} windows scored, "

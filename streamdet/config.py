@@ -248,6 +248,12 @@ class TopicConfig(Frozen):
         ge=1,
         description="series tracked at once; beyond it the least recently seen is forgotten",
     )
+    drift_window: int = Field(
+        default=2000,
+        ge=100,
+        description="recent scores compared with the model's calibration scores "
+        "(streamdet_score_drift)",
+    )
 
     @model_validator(mode="after")
     def _detector_fits_kind(self) -> TopicConfig:

@@ -83,6 +83,13 @@ class Metrics:
             ["topic", "detector", "version", "trained_at"],
             registry=r,
         )
+        self.score_drift = Gauge(
+            "streamdet_score_drift",
+            "Kolmogorov-Smirnov distance (0..1) between the topic's last drift_window scores "
+            "and the scores its model was calibrated on.",
+            ["topic"],
+            registry=r,
+        )
         self.trainings = Counter(
             "streamdet_model_trainings",
             "Models trained by this process (bootstrap or retraining).",

@@ -171,6 +171,10 @@ def models() -> dict:
             unit="short", width=8, description="Each is retried with backoff; /readyz names the reason.")
     lay.add("Windows waiting for a model", [(f"streamdet_backlog_bytes{{{T}}}", "{{topic}}")],
             unit="bytes", width=8, description="Past batching.max_backlog_bytes the topic's partitions pause.")
+    lay.add("Score drift (KS distance to the model's calibration scores)",
+            [(f"streamdet_score_drift{{{T}}}", "{{topic}}")], unit="short", width=24,
+            description="0: recent scores look like the training scores; above 0.3 for 30 minutes "
+                        "StreamdetScoreDrift fires (a lasting change: retrain).")
     return dashboard("streamdet-models", "streamdet / Models", lay, with_detector=False)
 
 
