@@ -63,6 +63,8 @@ class TopicRuntime:
     exported_state: str = ""
     exported_failures: int = 0
     exported_evictions: int = 0
+    exported_refusals: int = 0
+    exported_info: tuple[str, ...] | None = None
     windows_scored: int = 0
     counted_training: bool = False
 
@@ -114,7 +116,9 @@ class Application:
                 if topic.kind == "image"
                 else len(topic.format.value_fields)
             )
-            model = TopicModel(topic, store, n_features, progress)
+            model = TopicModel(
+                topic, store, n_features, progress, keep_versions=config.models.keep_versions
+            )
             windows = WindowStore(
                 model.seq_len,
                 n_features,
@@ -159,6 +163,7 @@ class Application:
         self._publish_retry_at = 0.0
         self._stop = False
         self._last_report = self._last_lag = time.monotonic()
+        self._next_store_check = self._last_report + config.models.reload_interval_s
         self._last_loop = time.monotonic()
         self.alerts_published = 0
 
@@ -175,15 +180,13 @@ class Application:
                 self.metrics.training_failures,
                 self.metrics.series_evicted,
                 self.metrics.model_refused,
+                self.metrics.model_reloads,
             ):
                 counter.labels(name)
             self.metrics.windows.labels(name, detector)
             self.metrics.alerts.labels(name, detector)
             self.metrics.model_ready.labels(name).set(0)
             self.metrics.backlog_bytes.labels(name).set(0)
-            refusals = runtime.model.load_refusals
-            if refusals:
-                self.metrics.model_refused.labels(name).inc(refusals)
         self.metrics.broker_up.set(1)
 
     def _default_io(self) -> tuple[Source, AlertSink, DeadLetterSink]:
@@ -260,7 +263,10 @@ class Application:
             self.source.close()
             if self._producer is not None:
                 self._producer.close(timeout=5)
-        self.progress(f"stopped: {self.alerts_published} alert(s) published")
+        scored = sum(runtime.windows_scored for runtime in self.topics.values())
+        self.progress(
+            f"stopped: {scored} window(s) scored, {self.alerts_published} alert(s) published"
+        )
         return 0
 
     def healthy(self) -> tuple[bool, str]:
@@ -388,9 +394,20 @@ class Application:
         loop keeps polling and honours SIGTERM) and pause topics whose backlog is full."""
         now = time.monotonic()
         limit = self.config.batching.max_backlog_bytes
+        check_store = now >= self._next_store_check
+        if check_store:
+            self._next_store_check = now + self.config.models.reload_interval_s
         for name, runtime in self.topics.items():
             runtime.model.retry_if_due()
-            if runtime.model.state != runtime.exported_state:
+            if check_store:
+                runtime.model.check_store()
+            if runtime.model.apply_reload():
+                self.metrics.model_reloads.labels(name).inc()
+                self._export_model(name, runtime)
+            elif (
+                runtime.model.state != runtime.exported_state
+                or runtime.model.load_refusals != runtime.exported_refusals
+            ):
                 self._export_model(name, runtime)
             if runtime.model.ready and runtime.backlog:
                 budget = len(runtime.backlog) if drain else 4 * self.config.batching.max_batch
@@ -637,14 +654,24 @@ class Application:
                 model.failures - runtime.exported_failures
             )
             runtime.exported_failures = model.failures
+        if model.load_refusals > runtime.exported_refusals:
+            self.metrics.model_refused.labels(name).inc(
+                model.load_refusals - runtime.exported_refusals
+            )
+            runtime.exported_refusals = model.load_refusals
         if model.ready and model.detector is not None:
             info = model.detector.training
-            self.metrics.model_info.labels(
+            labels = (
                 name,
                 model.detector.name,
+                str(model.version),
                 str(info.get("model_version")),
                 str(info.get("trained_at")),
-            ).set(1)
+            )
+            if runtime.exported_info is not None and runtime.exported_info != labels:
+                self.metrics.model_info.remove(*runtime.exported_info)
+            self.metrics.model_info.labels(*labels).set(1)
+            runtime.exported_info = labels
             self.metrics.training_events.labels(name).set(model.training_events)
             if model.trained_here and not runtime.counted_training:
                 self.metrics.trainings.labels(name).inc()

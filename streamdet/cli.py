@@ -233,7 +233,12 @@ def _train(args: argparse.Namespace) -> None:
     detector = model.train(series)
     print(
         json.dumps(
-            {"topic": topic.name, "model_dir": str(model.directory), "training": detector.training},
+            {
+                "topic": topic.name,
+                "model_dir": str(model.directory),
+                "version": model.version,
+                "training": detector.training,
+            },
             default=str,
         )
     )
@@ -281,9 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=7)
     simulate.set_defaults(func=_simulate)
 
-    from streamdet.commands import evaluate
+    from streamdet.commands import evaluate, models
 
     evaluate.add_parser(commands, _registered)
+    models.add_parser(commands)
     return parser
 
 

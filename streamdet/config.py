@@ -315,7 +315,17 @@ class MetricsConfig(Frozen):
 
 
 class ModelsConfig(Frozen):
+    """Where topics' models live: ``<store>/<topic>/versions/v000001/...`` and ``CURRENT``."""
+
     store: str = "models"
+    keep_versions: int = Field(
+        default=5, ge=2, description="versions kept per topic (the serving one always)"
+    )
+    reload_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often the daemon looks for a new current version in the store",
+    )
 
 
 class BatchingConfig(Frozen):

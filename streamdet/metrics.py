@@ -80,7 +80,7 @@ class Metrics:
         self.model_info = Gauge(
             "streamdet_model_info",
             "Model identity (value 1).",
-            ["topic", "detector", "version", "trained_at"],
+            ["topic", "detector", "store_version", "version", "trained_at"],
             registry=r,
         )
         self.score_drift = Gauge(
@@ -144,6 +144,13 @@ class Metrics:
         self.model_refused = Counter(
             "streamdet_model_load_refusals",
             "Stored models refused at load (corrupt, incompatible, no threshold).",
+            ["topic"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "streamdet_model_reloads",
+            "New store versions swapped in without a restart (train, promote, rollback, "
+            "another replica).",
             ["topic"],
             registry=r,
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from streamdet.pipeline.model_store import ModelStore
 from streamdet.sources.simulator import SensorSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,7 @@ def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_c
         "topic",
         "detector",
         "model_version",
+        "store_version",
         "score",
         "threshold",
         "window_start",
@@ -135,7 +137,9 @@ def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_c
     assert {a["alert_id"] for a in printed} == {
         a["alert_id"] for a in read_alerts(folder / "alerts.jsonl")
     }
-    assert (folder / "models" / "sensors" / "metadata.json").exists()
+    store = ModelStore(folder / "models" / "sensors")
+    assert store.current() == "v000001" and first["store_version"] == "v000001"
+    assert (store.path_of("v000001") / "metadata.json").exists()
 
 
 def test_label_free_policies_catch_every_injected_anomaly_with_few_false_alarms(tmp_path):
@@ -189,3 +193,83 @@ metrics: {{port: 0}}
         false_alarms = len(alerts) - sum(len(f) for f in found)
         assert false_alarms <= 2, f"{policy}: {alerts}"
         assert all(a["threshold"] is not None for a in alerts)
+
+
+def test_a_model_trained_into_the_store_is_served_without_restart_or_lost_window(tmp_path):
+    """``streamdet train`` writes a new version while ``streamdet run`` runs: /metrics and
+    the alerts carry the new version within seconds, and every window is scored once."""
+    port = free_port()
+    sensors, steps = 4, 12_000
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+topics:
+  - name: sensors
+    format: {{series_key: sensor, timestamp_field: ts, value_fields: [value]}}
+    window: {{seq_len: 32}}
+    detector:
+      name: seq2seq
+      params: {{latent_dim: 8, epochs: 2, batch_size: 64}}
+      warmup_events: 800
+    threshold: {{policy: spot, risk: 1.0e-3}}
+simulator: {{rate: 1000, sensors: {sensors}, max_events: {sensors * steps}, anomaly_every: 300}}
+alerts: {{file: alerts.jsonl, stdout: false, cooldown_s: 600}}
+models: {{store: models, reload_interval_s: 1}}
+metrics: {{port: {port}}}
+"""
+    )
+    sim = SensorSimulator(2, 96, 0.05, 10**9, 11)
+    rows = ["sensor,ts,value"] + [
+        f"{e['sensor']},{e['ts']},{e['value']}" for e in (sim.next_event() for _ in range(1200))
+    ]
+    (tmp_path / "normal.csv").write_text("\n".join(rows) + "\n")
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+            cwd=tmp_path,
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+        )
+    try:
+
+        def metrics() -> str:
+            url = f"http://127.0.0.1:{port}/metrics"
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+
+        def serving(version: str) -> bool:
+            try:
+                return f'store_version="{version}"' in metrics()
+            except OSError:
+                return False
+
+        deadline = time.time() + 180
+        while time.time() < deadline and not serving("v000001"):
+            assert process.poll() is None, (tmp_path / "stderr.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert serving("v000001"), (tmp_path / "stderr.log").read_text()[-3000:]
+
+        trained = subprocess.run(
+            [sys.executable, "-m", "streamdet.cli", "train", "--config", str(config),
+             "--topic", "sensors", "--from-file", str(tmp_path / "normal.csv")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        published = time.time()
+        while time.time() < published + 30 and not serving("v000002"):
+            assert process.poll() is None, "the daemon ended before the new version was served"
+            time.sleep(0.2)
+        assert serving("v000002"), "the new version was not served within 30 s"
+        body = metrics()
+        assert 'store_version="v000001"' not in body  # one model_info per topic
+        assert 'streamdet_model_reloads_total{topic="sensors"} 1.0' in body
+        assert process.wait(timeout=300) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = (tmp_path / "stderr.log").read_text()
+    assert "now serving model v000002 (was v000001)" in log
+    # Every window of every series was scored exactly once across the swap.
+    assert f"stopped: {sensors * (steps - 31)} window(s) scored" in log, log[-2000:]
+    versions = [a["store_version"] for a in read_alerts(tmp_path / "alerts.jsonl")]
+    assert versions[0] == "v000001" and versions[-1] == "v000002", versions
+    assert versions == sorted(versions)  # no alert from the old model after the swap

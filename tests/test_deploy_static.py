@@ -137,6 +137,7 @@ def test_alert_schema_names_every_detector_and_accepts_a_real_alert_shape():
         "partition": 0,
         "detector": "adversarial_vae",
         "model_version": None,
+        "store_version": "v000003",
         "score": 1.5,
         "threshold": 0.2,
         "window_start": "2026-11-22T10:00:00.000Z",

@@ -88,4 +88,4 @@ def test_the_daemon_refuses_a_stored_model_without_threshold_and_counts_it(saved
     said = []
     model = TopicModel(topic, tmp_path / "store", 2, progress=said.append)
     assert model.state == "warming" and model.detector is None and model.load_refusals == 1
-    assert "stored model refused" in said[0] and "no threshold" in said[0]
+    assert "stored model legacy refused" in said[0] and "no threshold" in said[0]

@@ -11,6 +11,7 @@ import yaml
 from kafka import KafkaProducer
 
 from streamdet.detectors import load_detector
+from streamdet.pipeline.model_store import ModelStore
 from streamdet.sources.simulator import SensorSimulator
 from tests.helpers import run_cli
 
@@ -46,8 +47,13 @@ def test_train_from_csv_file_and_bad_csv(tmp_path):
     assert "seq2seq epoch 1/1" in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["training"]["training_events"] == 600
-    detector = load_detector(tmp_path / "models" / "plant")
+    assert summary["version"] == "v000001"
+    store = ModelStore(tmp_path / "models" / "plant")
+    detector = load_detector(store.path_of(store.current()))
     assert detector.input_shape == (32, 1) and detector.threshold is not None
+    listed = run_cli("models", "list", "--config", str(config), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [v["version"] for v in json.loads(listed.stdout)["plant"]] == ["v000001"]
 
     (tmp_path / "bad.csv").write_text("sensor,ts,reading\ns,1,2\n")
     failed = run_train(
@@ -76,4 +82,4 @@ def test_train_from_kafka(kafka_bootstrap, new_topic, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "600 events read" in done.stderr
-    assert (tmp_path / "models" / topic / "metadata.json").exists()
+    assert ModelStore(tmp_path / "models" / topic).current() == "v000001"

@@ -17,6 +17,7 @@ import numpy as np
 from streamdet.config import TopicConfig
 from streamdet.detectors import DETECTORS, KerasDetector, load_detector
 from streamdet.errors import ModelLoadError, StreamdetError
+from streamdet.pipeline.model_store import ModelStore
 from streamdet.progress import ProgressFn
 from streamdet.windows import sliding_windows
 
@@ -74,12 +75,25 @@ class TopicModel:
 
     MAX_RETRY_S = 900.0
 
-    def __init__(self, topic: TopicConfig, store: Path, n_features: int, progress: ProgressFn):
+    def __init__(
+        self,
+        topic: TopicConfig,
+        store: Path,
+        n_features: int,
+        progress: ProgressFn,
+        keep_versions: int = 5,
+    ):
         self.topic = topic
         self.directory = Path(topic.detector.model_dir or store / topic.name)
+        self.store = ModelStore(self.directory, keep=keep_versions)
         self.n_features = n_features
         self.progress = progress
         self.detector: KerasDetector | None = None
+        self.version: str | None = None  # the store version serving, once one does
+        self.reloads = 0
+        self._refused_version: str | None = None
+        self._reload_thread: threading.Thread | None = None
+        self._reloaded: tuple[str, KerasDetector] | None = None
         self.state = "warming"
         self.error: str | None = None
         self.training_events = 0
@@ -120,39 +134,94 @@ class TopicModel:
         detector_class = DETECTORS[self.topic.detector.name]
         return detector_class.context_length(self.topic.detector.params, self.topic.window.seq_len)
 
+    def _load_version(self, version: str) -> KerasDetector:
+        """Load and check one stored version; raises if it cannot serve this topic."""
+        path = self.store.path_of(version)
+        detector = load_detector(path, self.topic.detector.name, self.instance_shape)
+        if detector.threshold is None:
+            raise ModelLoadError(
+                f"{path}: the model has no threshold (infer_threshold was never run); "
+                "the daemon would never alert"
+            )
+        names = detector.params.get("feature_names")
+        if (
+            self.topic.kind == "tabular"
+            and names is not None
+            and list(names) != list(self.feature_names)
+        ):
+            raise ModelLoadError(
+                f"{path}: the model reads features {names}, but the topic's "
+                f"value_fields are {list(self.feature_names)}"
+            )
+        return detector
+
+    def _serve(self, version: str, detector: KerasDetector) -> None:
+        self.detector = detector
+        self.version = version
+        self.training_events = int(detector.training.get("training_events", 0))
+        self._warmup = {}
+        self.state = "ready"
+
     def _try_load(self) -> None:
-        if not (self.directory / "metadata.json").exists():
+        version = self.store.current()
+        if version is None:
             return
         try:
-            self.detector = load_detector(
-                self.directory, self.topic.detector.name, self.instance_shape
-            )
-            if self.detector.threshold is None:
-                raise ModelLoadError(
-                    f"{self.directory}: the model has no threshold (infer_threshold was never "
-                    "run); the daemon would never alert"
-                )
-            names = self.detector.params.get("feature_names")
-            if (
-                self.topic.kind == "tabular"
-                and names is not None
-                and list(names) != list(self.feature_names)
-            ):
-                raise ModelLoadError(
-                    f"{self.directory}: the model reads features {names}, but the topic's "
-                    f"value_fields are {list(self.feature_names)}"
-                )
+            detector = self._load_version(version)
         except Exception as exc:  # a refused or broken model is never half-loaded
-            self.detector = None
+            self._refused_version = version
             self.load_refusals += 1
             self.progress(
-                f"topic {self.topic.name}: stored model refused ({type(exc).__name__}: {exc}); "
-                "training a new one from the stream"
+                f"topic {self.topic.name}: stored model {version} refused "
+                f"({type(exc).__name__}: {exc}); training a new one from the stream"
             )
             return
-        self.training_events = int(self.detector.training.get("training_events", 0))
-        self.state = "ready"
-        self.progress(f"topic {self.topic.name}: loaded model from {self.directory}")
+        self._serve(version, detector)
+        self.progress(f"topic {self.topic.name}: loaded model {version} from {self.directory}")
+
+    def check_store(self) -> None:
+        """Start loading the store's current version if it is not the one serving.
+
+        The version may come from ``streamdet train``, ``models promote``/``rollback``, or
+        another replica sharing the store. It loads in a thread; :meth:`apply_reload` swaps
+        it in from the loop, between batches, so no window is scored twice or skipped. A
+        version that cannot be loaded is refused once (logged and counted) and the serving
+        model carries on.
+        """
+        if self.state == "training" or self._reload_thread is not None or self._reloaded:
+            return
+        current = self.store.current()
+        if current is None or current in (self.version, self._refused_version):
+            return
+
+        def load() -> None:
+            try:
+                self._reloaded = (current, self._load_version(current))
+            except Exception as exc:  # refused: the serving model stays
+                self._refused_version = current
+                self.load_refusals += 1
+                self.progress(
+                    f"topic {self.topic.name}: model {current} refused "
+                    f"({type(exc).__name__}: {exc}); still serving {self.version}"
+                )
+            finally:
+                self._reload_thread = None
+
+        self._reload_thread = threading.Thread(
+            target=load, name=f"reload-{self.topic.name}", daemon=True
+        )
+        self._reload_thread.start()
+
+    def apply_reload(self) -> bool:
+        """Serve a version :meth:`check_store` loaded; True if the model changed."""
+        loaded, self._reloaded = self._reloaded, None
+        if loaded is None:
+            return False
+        previous = self.version
+        self._serve(*loaded)
+        self.reloads += 1
+        self.progress(f"topic {self.topic.name}: now serving model {self.version} (was {previous})")
+        return True
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -266,13 +335,14 @@ class TopicModel:
         detector.training["calibration_by_series"] = calibration_by_series(
             {name: scores[a:b] for name, a, b in zip(usable, bounds[:-1], bounds[1:], strict=True)}
         )
-        detector.save(self.directory)
-        self.detector = detector
+        with self.store.writing() as (version, folder):
+            detector.training["store_version"] = version
+            detector.save(folder)
+        self._serve(version, detector)
         self.trained_here = True
-        self.state = "ready"
         self.progress(
-            f"topic {self.topic.name}: model ready in {time.perf_counter() - started:.1f}s, "
-            f"saved to {self.directory}"
+            f"topic {self.topic.name}: model {version} ready in "
+            f"{time.perf_counter() - started:.1f}s, saved to {folder.parent / version}"
         )
         return detector
 

@@ -43,6 +43,7 @@ def build_alert(
         "partition": window.partition,
         "detector": name,
         "model_version": detector.training.get("model_version"),
+        "store_version": detector.training.get("store_version"),
         "score": score,
         "threshold": threshold.tolist(),
         "window_start": iso_ms(window.start_ts_ms),
@@ -146,9 +147,16 @@ def alert_schema() -> dict[str, Any]:
         "partition": {"type": "integer", "minimum": 0},
         "detector": {"type": "string", "enum": sorted(DETECTORS)},
         "model_version": {"type": ["string", "null"]},
+        "store_version": {
+            "type": ["string", "null"],
+            "description": "the model store version that scored the window (v000001, ...; "
+            "null for a model that was never stored)",
+        },
         "score": {"type": "number", "description": described["score"]},
         "threshold": {
-            "description": "the detector's static threshold: a number, or one per feature",
+            "description": "what the score was compared with: the detector's threshold (a "
+            "number, or one per feature), or for threshold policies spot, dspot and dynamic "
+            "the series' threshold at that moment",
             "oneOf": number_or_list,
         },
         "window_start": timestamp,
