@@ -34,7 +34,7 @@ from streamdet.pipeline.batcher import MicroBatcher
 from streamdet.pipeline.checkpoint import Checkpoint, Unsettled
 from streamdet.pipeline.decode import Event, InvalidMessage, decode_image, decode_timeseries
 from streamdet.pipeline.drift import ScoreDrift
-from streamdet.pipeline.models import TopicModel, calibration_scores
+from streamdet.pipeline.models import TRAINING_OUTCOMES, TopicModel, calibration_scores
 from streamdet.pipeline.policy import AlertPolicy
 from streamdet.pipeline.window_store import ReadyWindow, WindowStore
 from streamdet.progress import ProgressFn, stderr_progress
@@ -64,6 +64,7 @@ class TopicRuntime:
     exported_failures: int = 0
     exported_evictions: int = 0
     exported_refusals: int = 0
+    exported_outcomes: dict[str, int] = field(default_factory=dict)
     exported_info: tuple[str, ...] | None = None
     windows_scored: int = 0
     counted_training: bool = False
@@ -176,13 +177,14 @@ class Application:
                 self.metrics.late,
                 self.metrics.skipped,
                 self.metrics.replayed,
-                self.metrics.trainings,
                 self.metrics.training_failures,
                 self.metrics.series_evicted,
                 self.metrics.model_refused,
                 self.metrics.model_reloads,
             ):
                 counter.labels(name)
+            for outcome in TRAINING_OUTCOMES:
+                self.metrics.trainings.labels(name, outcome)
             self.metrics.windows.labels(name, detector)
             self.metrics.alerts.labels(name, detector)
             self.metrics.model_ready.labels(name).set(0)
@@ -214,7 +216,12 @@ class Application:
             sim.noise,
             sim.anomaly_every,
             sim.seed,
-            first_anomaly=first.detector.warmup_events + sim.anomaly_every,
+            first_anomaly=(
+                sim.first_anomaly
+                if sim.first_anomaly is not None
+                else first.detector.warmup_events + sim.anomaly_every
+            ),
+            permanent_shift_at=sim.permanent_shift_at,
         )
         source = SimulatorSource(first.name, simulator, sim.rate, sim.max_events)
         return source, printed, JsonLinesDeadLetterSink(cfg.dead_letter.file)
@@ -345,6 +352,7 @@ class Application:
             runtime.model.offer(
                 event.series, event.values, self._all_partitions_seen(message.topic)
             )
+        runtime.model.observe(event.series, event.timestamp_ms, event.values)
         dropped = runtime.windows.dropped_late
         now = time.monotonic()
         for window in runtime.windows.add_all(event, now):
@@ -401,6 +409,10 @@ class Application:
             runtime.model.retry_if_due()
             if check_store:
                 runtime.model.check_store()
+                reason = runtime.model.retrain_due(runtime.drift.statistic())
+                if reason is not None:
+                    runtime.model.start_retraining(reason)
+            self._export_outcomes(name, runtime)
             if runtime.model.apply_reload():
                 self.metrics.model_reloads.labels(name).inc()
                 self._export_model(name, runtime)
@@ -518,6 +530,7 @@ class Application:
             self.series_scores.observe(topic, window.series, score)
             if not runtime.policy.decide(window.series, score, flagged, window.end_ts_ms):
                 continue
+            runtime.model.alerted(window.series, window.start_ts_ms, window.end_ts_ms)
             series_threshold = runtime.policy.threshold_for(window.series)
             alert = build_alert(
                 window,
@@ -645,6 +658,13 @@ class Application:
                 f"{self.alerts_published} alert(s) so far"
             )
 
+    def _export_outcomes(self, name: str, runtime: TopicRuntime) -> None:
+        for outcome, count in runtime.model.outcomes.items():
+            new = count - runtime.exported_outcomes.get(outcome, 0)
+            if new:
+                self.metrics.trainings.labels(name, outcome).inc(new)
+                runtime.exported_outcomes[outcome] = count
+
     def _export_model(self, name: str, runtime: TopicRuntime) -> None:
         model = runtime.model
         runtime.exported_state = model.state
@@ -674,5 +694,5 @@ class Application:
             runtime.exported_info = labels
             self.metrics.training_events.labels(name).set(model.training_events)
             if model.trained_here and not runtime.counted_training:
-                self.metrics.trainings.labels(name).inc()
+                self.metrics.trainings.labels(name, "bootstrap").inc()
                 runtime.counted_training = True

@@ -230,6 +230,44 @@ class ThresholdConfig(Frozen):
     drift_depth: int = Field(default=20, ge=1, description="dspot: scores in the local mean")
 
 
+class RetrainConfig(Frozen):
+    """When and how a topic's model keeps learning from the stream it watches.
+
+    A retraining fits on each series' recent history (``history_events`` per series, the
+    windows that raised alerts left out), warm-started from the serving model's weights
+    where the detector allows it, in a background thread. The last ``holdout`` share of
+    each series' history is scored in shadow by both models; the new one is promoted unless
+    it raises more false alarms there than the serving one and more than
+    ``max_false_alarm_rate`` (every window of the holdout is taken as normal: alerted spans
+    are excluded). Either way the new version is kept in the store.
+    """
+
+    every_events: int | None = Field(
+        default=None, ge=100, description="retrain after this many of the topic's events"
+    )
+    every_s: float | None = Field(
+        default=None, gt=0, description="retrain after this much event time (seconds)"
+    )
+    on_drift: float | None = Field(
+        default=None, gt=0, le=1, description="retrain when streamdet_score_drift reaches it"
+    )
+    min_events_between: int = Field(
+        default=1000, ge=0, description="events between two retrainings, whatever the trigger"
+    )
+    history_events: int = Field(
+        default=2000, ge=50, description="recent events kept per series to retrain on"
+    )
+    epochs: int | None = Field(
+        default=None, ge=1, description="epochs of a retraining (default: the detector's)"
+    )
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    max_false_alarm_rate: float = Field(default=0.01, ge=0, le=1)
+
+    @property
+    def enabled(self) -> bool:
+        return any(v is not None for v in (self.every_events, self.every_s, self.on_drift))
+
+
 class TopicConfig(Frozen):
     """One consumed topic. ``tabular`` topics score each message as one row whose named
     features are ``format.value_fields``; ``image`` topics score each message as one image of
@@ -248,6 +286,7 @@ class TopicConfig(Frozen):
         ge=1,
         description="series tracked at once; beyond it the least recently seen is forgotten",
     )
+    retrain: RetrainConfig = RetrainConfig()
     drift_window: int = Field(
         default=2000,
         ge=100,
@@ -354,6 +393,14 @@ class SimulatorConfig(Frozen):
     period: int = Field(default=96, ge=8, description="steps per simulated day")
     noise: float = Field(default=0.05, ge=0)
     anomaly_every: int = Field(default=700, ge=50, description="steps between injections")
+    first_anomaly: int | None = Field(
+        default=None, ge=0, description="step of the first injection (default: after warm-up)"
+    )
+    permanent_shift_at: int | None = Field(
+        default=None,
+        ge=0,
+        description="from this step sensor-0's level is 3 amplitudes higher for good",
+    )
     seed: int = 7
     max_events: int | None = Field(default=None, ge=1, description="stop after this many")
 

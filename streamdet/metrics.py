@@ -92,8 +92,9 @@ class Metrics:
         )
         self.trainings = Counter(
             "streamdet_model_trainings",
-            "Models trained by this process (bootstrap or retraining).",
-            ["topic"],
+            "Models trained by this process, by outcome: bootstrap (the first model), "
+            "promoted or rejected (a retraining, after its shadow comparison), failed.",
+            ["topic", "outcome"],
             registry=r,
         )
         self.training_events = Gauge(

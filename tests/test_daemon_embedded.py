@@ -273,3 +273,59 @@ metrics: {{port: {port}}}
     versions = [a["store_version"] for a in read_alerts(tmp_path / "alerts.jsonl")]
     assert versions[0] == "v000001" and versions[-1] == "v000002", versions
     assert versions == sorted(versions)  # no alert from the old model after the swap
+
+
+def test_a_permanent_level_shift_is_learnt_by_retraining_and_a_later_spike_still_alerts(
+    tmp_path,
+):
+    """``retrain.every_events``: sensor-0's level rises for good at step 1200. The serving
+    model alerts at the shift; a retraining on the recent history (alerted windows left
+    out), warm-started and compared in shadow, is promoted, and from then on the new level
+    raises nothing, while a spike planted at step 10000 still does."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        """
+topics:
+  - name: sensors
+    format: {series_key: sensor, timestamp_field: ts, value_fields: [value]}
+    window: {seq_len: 32}
+    detector:
+      name: seq2seq
+      params: {latent_dim: 16, epochs: 8, batch_size: 64}
+      warmup_events: 800
+    threshold: {policy: spot, risk: 1.0e-4}
+    retrain: {every_events: 1600, history_events: 600, epochs: 4}
+simulator:
+  rate: 1000
+  sensors: 4
+  max_events: 48000
+  anomaly_every: 5000
+  first_anomaly: 10000
+  permanent_shift_at: 1200
+alerts: {file: alerts.jsonl, stdout: false, cooldown_s: 3600}
+models: {store: models, reload_interval_s: 1}
+metrics: {port: 0}
+"""
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "promoted" in run.stderr, run.stderr[-3000:]
+    alerts = read_alerts(tmp_path / "alerts.jsonl")
+    step = {id(a): a["window_end_offset"] // 4 for a in alerts}
+    shifted = [a for a in alerts if a["series"] == "sensor-0" and step[id(a)] < 10_000]
+    assert shifted and 1200 <= step[id(shifted[0])] < 1232, alerts[:3]
+    assert all(a["store_version"] == "v000001" for a in shifted), [
+        (step[id(a)], a["store_version"]) for a in shifted
+    ]
+    spike = [a for a in alerts if a["series"] == "sensor-0" and 10_000 <= step[id(a)] < 10_035]
+    assert spike and spike[0]["store_version"] != "v000001"
+    others = [a for a in alerts if a["series"] != "sensor-0"]
+    assert len(others) <= 1, others
+    store = ModelStore(tmp_path / "models" / "sensors")
+    assert store.current() != "v000001" and len(store.versions()) >= 2

@@ -135,3 +135,56 @@ def test_the_warm_up_holds_at_most_max_series_series(tmp_path):
     for i in range(1000):  # a producer inventing a new series key with every event
         model.offer(f"s{i}", np.array([1.0], np.float32), all_partitions_seen=False)
     assert len(model._warmup) == 5 and len(model._offered) == 5
+
+
+def retraining_model(tmp_path, **retrain) -> TopicModel:
+    topic = TopicConfig.model_validate(
+        {
+            "name": "t",
+            "window": {"seq_len": 2},
+            "detector": {"name": "seq2seq", "warmup_events": 10},
+            "retrain": retrain,
+        }
+    )
+    model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
+    model.state, model.version = "ready", "v000001"  # as if a model were serving
+    return model
+
+
+def test_retraining_triggers_on_events_event_time_and_drift(tmp_path):
+    assert retraining_model(tmp_path).history is None  # no retrain policy: nothing kept
+    by_events = retraining_model(tmp_path, every_events=300, min_events_between=100)
+    for k in range(299):
+        by_events.observe("s", k * 1000, np.array([1.0]))
+    assert by_events.retrain_due(drift=None) is None
+    by_events.observe("s", 299_000, np.array([1.0]))
+    assert by_events.retrain_due(drift=None) == "events"
+
+    by_time = retraining_model(tmp_path, every_s=60, min_events_between=10)
+    for k in range(20):
+        by_time.observe("s", k * 1000, np.array([1.0]))
+    assert by_time.retrain_due(drift=None) is None
+    by_time.observe("s", 61_000, np.array([1.0]))
+    assert by_time.retrain_due(drift=None) == "time"
+
+    by_drift = retraining_model(tmp_path, on_drift=0.3, min_events_between=50)
+    for k in range(49):
+        by_drift.observe("s", k, np.array([1.0]))
+    assert by_drift.retrain_due(drift=0.9) is None  # too soon after the last training
+    by_drift.observe("s", 50, np.array([1.0]))
+    assert by_drift.retrain_due(drift=0.2) is None and by_drift.retrain_due(drift=0.3) == "drift"
+    by_drift.retraining = True
+    assert by_drift.retrain_due(drift=0.9) is None  # one retraining at a time
+
+
+def test_recent_history_is_bounded_and_leaves_alerted_windows_out(tmp_path):
+    model = retraining_model(tmp_path, every_events=1000, history_events=50)
+    for k in range(200):
+        model.observe("a", k, np.array([float(k)]))
+    model.alerted("a", 160, 169)
+    runs = model.history.normal_runs()["a"]
+    assert [len(r) for r in runs] == [10, 30]  # the last 50 events, minus the alerted ones
+    assert runs[0][-1, 0] == 159.0 and runs[1][0, 0] == 170.0
+    model.state = "warming"
+    model.observe("a", 999, np.array([0.0]))  # the warm-up is not history
+    assert len(model.history) == 50

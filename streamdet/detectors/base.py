@@ -296,6 +296,9 @@ class KerasDetector(ABC):
     # better settings, the daemon and the ``evaluate`` commands start from these instead
     # (a topic's ``params`` override them).
     tuned_params: ClassVar[dict[str, Any]] = {}
+    # True when ``fit`` on a fitted detector trains its networks further (same
+    # normalisation): a retraining then starts from the serving model's weights.
+    warm_start: ClassVar[bool] = False
 
     @classmethod
     def contract_cases(cls) -> list[ContractCase]:

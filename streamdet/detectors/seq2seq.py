@@ -189,6 +189,7 @@ class Seq2SeqDetector(KerasDetector):
 
     name: ClassVar[str] = "seq2seq"
     kinds: ClassVar[tuple[str, ...]] = ("timeseries",)
+    warm_start: ClassVar[bool] = True
     # A topic's threshold is a quantile of whole windows' scores, so ``threshold_perc`` is
     # the share of warm-up windows that stay quiet.
     stream_threshold_kwargs: ClassVar[dict[str, Any]] = {"level": "instance"}

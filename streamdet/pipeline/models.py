@@ -17,11 +17,13 @@ import numpy as np
 from streamdet.config import TopicConfig
 from streamdet.detectors import DETECTORS, KerasDetector, load_detector
 from streamdet.errors import ModelLoadError, StreamdetError
+from streamdet.pipeline.history import RecentHistory
 from streamdet.pipeline.model_store import ModelStore
 from streamdet.progress import ProgressFn
 from streamdet.windows import sliding_windows
 
 CALIBRATION_SCORES = 5000
+TRAINING_OUTCOMES = ("bootstrap", "promoted", "rejected", "failed")
 CALIBRATION_BUDGET = 20_000
 MIN_SERIES_CALIBRATION = 100
 
@@ -65,6 +67,19 @@ def calibration_scores(
     )
 
 
+def should_promote(candidate_rate: float, serving_rate: float, tolerated_rate: float) -> bool:
+    """The promotion rule: a retrained model replaces the serving one unless it raises more
+    false alarms on the same recent normal windows than both the serving model and the
+    tolerated rate.
+
+    >>> should_promote(0.0, 0.27, 0.01), should_promote(0.005, 0.0, 0.01)
+    (True, True)
+    >>> should_promote(0.05, 0.02, 0.01)
+    False
+    """
+    return candidate_rate <= max(serving_rate, tolerated_rate)
+
+
 class TopicModel:
     """States: ``warming`` (collecting), ``training``, ``ready``, ``failed``.
 
@@ -94,6 +109,16 @@ class TopicModel:
         self._refused_version: str | None = None
         self._reload_thread: threading.Thread | None = None
         self._reloaded: tuple[str, KerasDetector] | None = None
+        retrain = topic.retrain
+        self.history = (
+            RecentHistory(retrain.history_events, topic.max_series) if retrain.enabled else None
+        )
+        self.retraining = False
+        self.events_since_training = 0
+        self.outcomes = {"promoted": 0, "rejected": 0, "failed": 0}
+        self._retrain_thread: threading.Thread | None = None
+        self._latest_event_ms: int | None = None
+        self._trained_at_event_ms: int | None = None
         self.state = "warming"
         self.error: str | None = None
         self.training_events = 0
@@ -158,6 +183,7 @@ class TopicModel:
     def _serve(self, version: str, detector: KerasDetector) -> None:
         self.detector = detector
         self.version = version
+        self.events_since_training = 0
         self.training_events = int(detector.training.get("training_events", 0))
         self._warmup = {}
         self.state = "ready"
@@ -188,7 +214,12 @@ class TopicModel:
         version that cannot be loaded is refused once (logged and counted) and the serving
         model carries on.
         """
-        if self.state == "training" or self._reload_thread is not None or self._reloaded:
+        if (
+            self.state == "training"
+            or self.retraining
+            or self._reload_thread is not None
+            or self._reloaded
+        ):
             return
         current = self.store.current()
         if current is None or current in (self.version, self._refused_version):
@@ -289,35 +320,39 @@ class TopicModel:
                 f"topic {self.topic.name}: training failed ({self.error}); retry in {delay:.0f}s"
             )
 
-    def train(self, series: dict[str, np.ndarray]) -> KerasDetector:
-        """Fit, infer the threshold and save a model from per-series arrays (T, F), now."""
-        usable = {k: v for k, v in series.items() if len(v) >= self.seq_len}
-        if not usable:
+    def _windows(self, runs: dict[str, list[np.ndarray]]) -> tuple[np.ndarray, dict[str, int]]:
+        """Instances of every run long enough for a window, and how many each series gave."""
+        per_series: dict[str, list[np.ndarray]] = {}
+        for name, pieces in runs.items():
+            cut = [sliding_windows(p, self.seq_len) for p in pieces if len(p) >= self.seq_len]
+            if cut:
+                per_series[name] = cut
+        if not per_series:
             raise StreamdetError(
                 f"topic {self.topic.name}: no series has the {self.seq_len} events one "
                 "window needs; collect more data"
             )
-        self.state = "training"
-        started = time.perf_counter()
-        self.training_events = sum(len(v) for v in usable.values())
-        self.progress(
-            f"topic {self.topic.name}: training {self.topic.detector.name} on "
-            f"{self.training_events} events from {len(usable)} series"
-        )
-        per_series = [sliding_windows(v, self.seq_len) for v in usable.values()]
-        windows = self.instances(np.concatenate(per_series))
+        windows = np.concatenate([w for cut in per_series.values() for w in cut])
+        counts = {name: sum(len(w) for w in cut) for name, cut in per_series.items()}
+        return self.instances(windows), counts
+
+    def _new_detector(self) -> KerasDetector:
         detector_class = DETECTORS[self.topic.detector.name]
         params: dict[str, Any] = {**detector_class.tuned_params, **self.topic.detector.params}
         if self.topic.kind == "tabular":
             params["feature_names"] = list(self.feature_names)
         try:
-            detector = detector_class(**params)
+            return detector_class(**params)
         except TypeError as exc:
             raise StreamdetError(
                 f"topic {self.topic.name}: detector.params does not fit "
                 f"{self.topic.detector.name}: {exc}"
             ) from None
-        detector.fit(windows, progress=self.progress)
+
+    def _calibrate(
+        self, detector: KerasDetector, windows: np.ndarray, counts: dict[str, int], events: int
+    ) -> None:
+        """Threshold (plus margin) and the calibration scores kept with the model."""
         perc = self.topic.threshold.threshold_perc
         detector.infer_threshold(windows, threshold_perc=perc, **detector.stream_threshold_kwargs)
         margin = self.topic.threshold.margin_perc / 100.0
@@ -328,13 +363,27 @@ class TopicModel:
             detector.threshold = threshold + margin * np.abs(threshold)
             if detector.threshold.ndim == 0:
                 detector.threshold = float(detector.threshold)
-        detector.training["training_events"] = self.training_events
+        detector.training["training_events"] = events
         scores = detector.score(windows).instance_score
         detector.training["calibration_scores"] = calibration_sample(scores)
-        bounds = np.cumsum([0] + [len(w) for w in per_series])
+        bounds = np.cumsum([0, *counts.values()])
         detector.training["calibration_by_series"] = calibration_by_series(
-            {name: scores[a:b] for name, a, b in zip(usable, bounds[:-1], bounds[1:], strict=True)}
+            {name: scores[a:b] for name, a, b in zip(counts, bounds[:-1], bounds[1:], strict=True)}
         )
+
+    def train(self, series: dict[str, np.ndarray]) -> KerasDetector:
+        """Fit, infer the threshold and save a model from per-series arrays (T, F), now."""
+        windows, counts = self._windows({k: [v] for k, v in series.items()})
+        self.state = "training"
+        started = time.perf_counter()
+        events = sum(len(series[k]) for k in counts)
+        self.progress(
+            f"topic {self.topic.name}: training {self.topic.detector.name} on "
+            f"{events} events from {len(counts)} series"
+        )
+        detector = self._new_detector()
+        detector.fit(windows, progress=self.progress)
+        self._calibrate(detector, windows, counts, events)
         with self.store.writing() as (version, folder):
             detector.training["store_version"] = version
             detector.save(folder)
@@ -346,7 +395,139 @@ class TopicModel:
         )
         return detector
 
+    # ---- continual learning -------------------------------------------------------------
+    def observe(self, series: str, timestamp_ms: int, values: np.ndarray) -> None:
+        """Keep an event seen after the warm-up for later retrainings (only with a
+        ``retrain`` policy)."""
+        if self.history is None or self.state == "warming":
+            return
+        self.history.add(series, timestamp_ms, values)
+        self.events_since_training += 1
+        self._latest_event_ms = max(self._latest_event_ms or timestamp_ms, timestamp_ms)
+        if self._trained_at_event_ms is None:
+            self._trained_at_event_ms = timestamp_ms
+
+    def alerted(self, series: str, start_ms: int, end_ms: int) -> None:
+        """An alerted window's events are never learnt as normal."""
+        if self.history is not None:
+            self.history.exclude(series, start_ms, end_ms)
+
+    def retrain_due(self, drift: float | None) -> str | None:
+        """Why a retraining should start now (``events``, ``time``, ``drift``), or None."""
+        policy = self.topic.retrain
+        if (
+            self.history is None
+            or not self.ready
+            or self.retraining
+            or self.events_since_training < max(policy.min_events_between, 1)
+        ):
+            return None
+        if policy.every_events is not None and self.events_since_training >= policy.every_events:
+            return "events"
+        if (
+            policy.every_s is not None
+            and self._latest_event_ms is not None
+            and self._trained_at_event_ms is not None
+            and self._latest_event_ms - self._trained_at_event_ms >= policy.every_s * 1000
+        ):
+            return "time"
+        if policy.on_drift is not None and drift is not None and drift >= policy.on_drift:
+            return "drift"
+        return None
+
+    def start_retraining(self, reason: str) -> None:
+        assert self.history is not None
+        runs = self.history.normal_runs()
+        self.retraining = True
+        self.events_since_training = 0
+        self._trained_at_event_ms = self._latest_event_ms
+        self._retrain_thread = threading.Thread(
+            target=self._retrain_safely,
+            args=(runs, reason),
+            name=f"retrain-{self.topic.name}",
+            daemon=True,
+        )
+        self._retrain_thread.start()
+
+    def _retrain_safely(self, runs: dict[str, list[np.ndarray]], reason: str) -> None:
+        try:
+            self.retrain(runs, reason)
+        except Exception as exc:  # the serving model carries on; the next trigger retries
+            self.outcomes["failed"] += 1
+            self.progress(
+                f"topic {self.topic.name}: retraining failed ({type(exc).__name__}: {exc}); "
+                f"still serving {self.version}"
+            )
+        finally:
+            self.retraining = False
+
+    def retrain(self, runs: dict[str, list[np.ndarray]], reason: str = "manual") -> str:
+        """Fit a candidate on recent normal history, compare it in shadow, store it.
+
+        Returns the outcome, ``promoted`` or ``rejected``. A promoted candidate is handed to
+        the loop like a reloaded version (:meth:`apply_reload`), so it starts serving between
+        two batches.
+        """
+        assert self.version is not None
+        policy = self.topic.retrain
+        started = time.perf_counter()
+        fit_runs: dict[str, list[np.ndarray]] = {}
+        shadow_runs: dict[str, list[np.ndarray]] = {}
+        for name, pieces in runs.items():
+            total = sum(len(p) for p in pieces)
+            keep = total - int(total * policy.holdout)
+            fit_runs[name], shadow_runs[name], seen = [], [], 0
+            for piece in pieces:
+                cut = min(max(keep - seen, 0), len(piece))
+                fit_runs[name].append(piece[:cut])
+                shadow_runs[name].append(piece[cut:])
+                seen += len(piece)
+        windows, counts = self._windows(fit_runs)
+        shadow, _ = self._windows(shadow_runs)
+        path = self.store.path_of(self.version)
+        serving = load_detector(path, self.topic.detector.name, self.instance_shape)
+        warm = type(serving).warm_start
+        candidate = (
+            load_detector(path, self.topic.detector.name, self.instance_shape)
+            if warm
+            else self._new_detector()
+        )
+        events = sum(len(p) for name in counts for p in fit_runs[name])
+        self.progress(
+            f"topic {self.topic.name}: retraining ({reason}) on {events} recent events of "
+            f"{len(counts)} series, {'from ' + self.version if warm else 'from scratch'}"
+        )
+        candidate.fit(
+            windows, progress=self.progress, **({"epochs": policy.epochs} if policy.epochs else {})
+        )
+        self._calibrate(candidate, windows, counts, events)
+        serving_rate = float(np.mean(serving.predict(shadow)["data"]["is_outlier"]))
+        candidate_rate = float(np.mean(candidate.predict(shadow)["data"]["is_outlier"]))
+        promote = should_promote(candidate_rate, serving_rate, policy.max_false_alarm_rate)
+        outcome = "promoted" if promote else "rejected"
+        candidate.training["retraining"] = {
+            "reason": reason,
+            "from": self.version if warm else None,
+            "shadow_windows": len(shadow),
+            "false_alarm_rate": candidate_rate,
+            "serving_false_alarm_rate": serving_rate,
+            "outcome": outcome,
+        }
+        with self.store.writing(promote=promote) as (version, folder):
+            candidate.training["store_version"] = version
+            candidate.save(folder)
+        self.outcomes[outcome] += 1
+        self.progress(
+            f"topic {self.topic.name}: candidate {version} {outcome} in "
+            f"{time.perf_counter() - started:.1f}s (false alarms on {len(shadow)} recent "
+            f"windows: {candidate_rate:.2%} vs {serving_rate:.2%} for {self.version})"
+        )
+        if promote:
+            self._reloaded = (version, candidate)
+        return outcome
+
     def wait(self, timeout: float | None = None) -> None:
         """Block until a running training finishes (used at shutdown and in tests)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in (self._thread, self._retrain_thread):
+            if thread is not None:
+                thread.join(timeout)

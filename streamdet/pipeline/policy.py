@@ -147,6 +147,17 @@ class AlertPolicy:
         return rule.update(score)
 
     def decide(self, series: str, score: float, detector_flag: bool, end_ts_ms: int) -> bool:
+        """True if the window raises an alert (flagged by the policy, not held back by the
+        cooldown)."""
+        if not self._flag(series, score, detector_flag):
+            return False
+        last = self._last_alert.get(series)
+        if last is not None and abs(end_ts_ms - last) < self.cooldown_ms:
+            return False
+        self._last_alert.touch(series, end_ts_ms)
+        return True
+
+    def _flag(self, series: str, score: float, detector_flag: bool) -> bool:
         if self.threshold.policy == "likelihood":
             tracker = self._likelihoods.get(series) or AnomalyLikelihood(
                 history=self.threshold.history, log_scale=False
@@ -157,13 +168,7 @@ class AlertPolicy:
             flagged = self._tail_flag(series, score)
         else:
             flagged = detector_flag
-        if not flagged:
-            return False
-        last = self._last_alert.get(series)
-        if last is not None and abs(end_ts_ms - last) < self.cooldown_ms:
-            return False
-        self._last_alert.touch(series, end_ts_ms)
-        return True
+        return flagged
 
     def forget(self, series: str) -> None:
         self._likelihoods.pop(series, None)

@@ -48,6 +48,7 @@ class SensorSimulator:
         anomaly_every: int = 700,
         seed: int = 7,
         first_anomaly: int | None = None,
+        permanent_shift_at: int | None = None,
     ) -> None:
         self.sensors = sensors
         self.period = period
@@ -57,6 +58,9 @@ class SensorSimulator:
         self._rng = np.random.default_rng(seed)
         self._levels = 20 + 5 * self._rng.random(sensors)
         self._amplitudes = 1 + self._rng.random(sensors)
+        # From this step on sensor-0's level is 3 amplitudes higher for good (a
+        # re-calibration): the model must learn the new normal, not alert forever.
+        self.permanent_shift_at = permanent_shift_at
         self._count = 0
 
     def _anomaly_at(self, sensor: int, step: int) -> InjectedAnomaly | None:
@@ -74,6 +78,8 @@ class SensorSimulator:
         phase = 2 * math.pi * step / self.period
         weekly = 0.3 * math.sin(phase / 7)
         base = self._levels[sensor] + self._amplitudes[sensor] * (math.sin(phase) + weekly)
+        if sensor == 0 and self.permanent_shift_at is not None and step >= self.permanent_shift_at:
+            base += 3 * self._amplitudes[sensor]
         anomaly = self._anomaly_at(sensor, step)
         if anomaly is not None:
             into = step - anomaly.start_step
