@@ -222,6 +222,7 @@ class Application:
                 else first.detector.warmup_events + sim.anomaly_every
             ),
             permanent_shift_at=sim.permanent_shift_at,
+            scales=sim.scales,
         )
         source = SimulatorSource(first.name, simulator, sim.rate, sim.max_events)
         return source, printed, JsonLinesDeadLetterSink(cfg.dead_letter.file)
@@ -571,10 +572,10 @@ class Application:
     ) -> list[tuple[ReadyWindow, tuple[float, bool, np.ndarray]]]:
         detector = runtime.model.detector
         assert detector is not None
-        prediction = detector.predict(
-            runtime.model.instances(np.stack([w.values for w in windows])),
-            return_feature_score=True,
+        values = runtime.model.scaled(
+            [w.series for w in windows], np.stack([w.values for w in windows])
         )
+        prediction = detector.predict(runtime.model.instances(values), return_feature_score=True)
         data = prediction["data"]
         scores = np.asarray(data["instance_score"], dtype=np.float64)
         if not np.all(np.isfinite(scores)):

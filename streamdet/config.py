@@ -178,6 +178,11 @@ class WindowConfig(Frozen):
     stride: int = Field(default=1, ge=1)
     out_of_order: Literal["drop", "reorder"] = "drop"
     lateness_ms: int = Field(default=0, ge=0)
+    normalise: Literal["global", "per_series"] = Field(
+        default="global",
+        description="global: the detector's own normalisation over all series; per_series: "
+        "each series in its own standard units first (series at different scales)",
+    )
 
 
 class DetectorConfig(Frozen):
@@ -401,8 +406,20 @@ class SimulatorConfig(Frozen):
         ge=0,
         description="from this step sensor-0's level is 3 amplitudes higher for good",
     )
+    scales: tuple[float, ...] | None = Field(
+        default=None, description="one factor per sensor: sensors at different magnitudes"
+    )
     seed: int = 7
     max_events: int | None = Field(default=None, ge=1, description="stop after this many")
+
+    @model_validator(mode="after")
+    def _one_scale_per_sensor(self) -> SimulatorConfig:
+        if self.scales is not None and len(self.scales) != self.sensors:
+            raise ValueError(
+                f"simulator.scales has {len(self.scales)} factors; it needs one per sensor "
+                f"({self.sensors})"
+            )
+        return self
 
 
 class StreamdetConfig(Frozen):

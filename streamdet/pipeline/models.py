@@ -19,6 +19,7 @@ from streamdet.detectors import DETECTORS, KerasDetector, load_detector
 from streamdet.errors import ModelLoadError, StreamdetError
 from streamdet.pipeline.history import RecentHistory
 from streamdet.pipeline.model_store import ModelStore
+from streamdet.pipeline.scaling import SeriesScaler
 from streamdet.progress import ProgressFn
 from streamdet.windows import sliding_windows
 
@@ -117,6 +118,11 @@ class TopicModel:
         self.events_since_training = 0
         self.outcomes = {"promoted": 0, "rejected": 0, "failed": 0}
         self._retrain_thread: threading.Thread | None = None
+        self.scaler = (
+            SeriesScaler(topic.max_series)
+            if topic.window.normalise == "per_series" and topic.kind == "timeseries"
+            else None
+        )
         self._latest_event_ms: int | None = None
         self._trained_at_event_ms: int | None = None
         self.state = "warming"
@@ -181,6 +187,8 @@ class TopicModel:
         return detector
 
     def _serve(self, version: str, detector: KerasDetector) -> None:
+        if self.scaler is not None:
+            self.scaler.load(detector.training.get("series_scaling"))
         self.detector = detector
         self.version = version
         self.events_since_training = 0
@@ -320,10 +328,24 @@ class TopicModel:
                 f"topic {self.topic.name}: training failed ({self.error}); retry in {delay:.0f}s"
             )
 
-    def _windows(self, runs: dict[str, list[np.ndarray]]) -> tuple[np.ndarray, dict[str, int]]:
-        """Instances of every run long enough for a window, and how many each series gave."""
+    def scaled(self, series: list[str], windows: np.ndarray) -> np.ndarray:
+        """Windows (batch, T, F) in each series' own units (per-series normalisation)."""
+        if self.scaler is None:
+            return windows
+        return np.stack([self.scaler.transform(s, w) for s, w in zip(series, windows, strict=True)])
+
+    def _windows(
+        self,
+        runs: dict[str, list[np.ndarray]],
+        scaling: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        """Instances of every run long enough for a window, and how many each series gave;
+        with ``scaling`` (per-series mean and std) each series is standardised first."""
         per_series: dict[str, list[np.ndarray]] = {}
         for name, pieces in runs.items():
+            if scaling is not None and name in scaling:
+                mean, std = (np.asarray(v, np.float64) for v in scaling[name])
+                pieces = [((p - mean) / std).astype(np.float32) for p in pieces]
             cut = [sliding_windows(p, self.seq_len) for p in pieces if len(p) >= self.seq_len]
             if cut:
                 per_series[name] = cut
@@ -373,7 +395,8 @@ class TopicModel:
 
     def train(self, series: dict[str, np.ndarray]) -> KerasDetector:
         """Fit, infer the threshold and save a model from per-series arrays (T, F), now."""
-        windows, counts = self._windows({k: [v] for k, v in series.items()})
+        scaling = None if self.scaler is None else SeriesScaler(1).fit(series)
+        windows, counts = self._windows({k: [v] for k, v in series.items()}, scaling)
         self.state = "training"
         started = time.perf_counter()
         events = sum(len(series[k]) for k in counts)
@@ -384,6 +407,8 @@ class TopicModel:
         detector = self._new_detector()
         detector.fit(windows, progress=self.progress)
         self._calibrate(detector, windows, counts, events)
+        if scaling is not None:
+            detector.training["series_scaling"] = scaling
         with self.store.writing() as (version, folder):
             detector.training["store_version"] = version
             detector.save(folder)
@@ -398,7 +423,9 @@ class TopicModel:
     # ---- continual learning -------------------------------------------------------------
     def observe(self, series: str, timestamp_ms: int, values: np.ndarray) -> None:
         """Keep an event seen after the warm-up for later retrainings (only with a
-        ``retrain`` policy)."""
+        ``retrain`` policy) and follow the running scale of series the model does not know."""
+        if self.scaler is not None:
+            self.scaler.observe(series, values)
         if self.history is None or self.state == "warming":
             return
         self.history.add(series, timestamp_ms, values)
@@ -482,8 +509,15 @@ class TopicModel:
                 fit_runs[name].append(piece[:cut])
                 shadow_runs[name].append(piece[cut:])
                 seen += len(piece)
-        windows, counts = self._windows(fit_runs)
-        shadow, _ = self._windows(shadow_runs)
+        scaling = serving_scaling = None
+        if self.scaler is not None:
+            fit_arrays = {k: np.concatenate(v) for k, v in fit_runs.items() if v}
+            scaling = SeriesScaler(1).fit({k: v for k, v in fit_arrays.items() if len(v)})
+            assert self.detector is not None
+            serving_scaling = {**scaling, **(self.detector.training.get("series_scaling") or {})}
+        windows, counts = self._windows(fit_runs, scaling)
+        shadow, _ = self._windows(shadow_runs, scaling)
+        serving_shadow, _ = self._windows(shadow_runs, serving_scaling)
         path = self.store.path_of(self.version)
         serving = load_detector(path, self.topic.detector.name, self.instance_shape)
         warm = type(serving).warm_start
@@ -501,7 +535,9 @@ class TopicModel:
             windows, progress=self.progress, **({"epochs": policy.epochs} if policy.epochs else {})
         )
         self._calibrate(candidate, windows, counts, events)
-        serving_rate = float(np.mean(serving.predict(shadow)["data"]["is_outlier"]))
+        if scaling is not None:
+            candidate.training["series_scaling"] = scaling
+        serving_rate = float(np.mean(serving.predict(serving_shadow)["data"]["is_outlier"]))
         candidate_rate = float(np.mean(candidate.predict(shadow)["data"]["is_outlier"]))
         promote = should_promote(candidate_rate, serving_rate, policy.max_false_alarm_rate)
         outcome = "promoted" if promote else "rejected"

@@ -49,6 +49,7 @@ class SensorSimulator:
         seed: int = 7,
         first_anomaly: int | None = None,
         permanent_shift_at: int | None = None,
+        scales: tuple[float, ...] | None = None,
     ) -> None:
         self.sensors = sensors
         self.period = period
@@ -61,6 +62,11 @@ class SensorSimulator:
         # From this step on sensor-0's level is 3 amplitudes higher for good (a
         # re-calibration): the model must learn the new normal, not alert forever.
         self.permanent_shift_at = permanent_shift_at
+        # Sensor k's signal (noise and anomalies included) times scales[k]: series at very
+        # different magnitudes on one topic.
+        self.scales = tuple(scales) if scales else (1.0,) * sensors
+        if len(self.scales) != sensors:
+            raise ValueError(f"scales needs one factor per sensor ({sensors})")
         self._count = 0
 
     def _anomaly_at(self, sensor: int, step: int) -> InjectedAnomaly | None:
@@ -92,7 +98,7 @@ class SensorSimulator:
                 base += 5 * amp * into / DURATION["drift"]
             else:
                 base = self._levels[sensor] + amp * math.sin(4 * phase)
-        return float(base + noise)
+        return float((base + noise) * self.scales[sensor])
 
     def next_event(self) -> dict[str, object]:
         """The next event, round-robin over sensors: {sensor, step, ts, value}."""
@@ -104,7 +110,7 @@ class SensorSimulator:
             "sensor": f"sensor-{sensor}",
             "step": step,
             "ts": 1_700_000_000_000 + step * 60_000,
-            "value": round(self.value(sensor, step, noise), 5),
+            "value": float(f"{self.value(sensor, step, noise):.7g}"),
         }
 
     def injected(self, up_to_step: int | None = None) -> list[InjectedAnomaly]:
