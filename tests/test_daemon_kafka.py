@@ -197,3 +197,109 @@ def test_simulate_command_produces_the_labelled_stream(kafka_bootstrap, new_topi
     consumer.close()
     assert len(records) == 3000
     assert {r["sensor"] for r in records} == {f"sensor-{i}" for i in range(4)}
+
+
+def test_promoting_a_version_swaps_it_in_on_kafka_without_losing_a_window(
+    kafka_bootstrap, new_topic, tmp_path
+):
+    """A daemon consuming Kafka serves v000001; ``streamdet models promote v000002`` makes
+    it serve v000002 within seconds (metrics and alerts), and every window is scored once."""
+    import numpy as np
+
+    from streamdet.config import load_config
+    from streamdet.pipeline.model_store import ModelStore
+    from streamdet.pipeline.models import TopicModel
+    from tests.helpers import run_cli
+
+    sensors_topic = new_topic("reload")
+    alerts_topic = new_topic("reload-alerts")
+    port = free_port()
+    topic = {
+        "name": sensors_topic,
+        "window": {"seq_len": 32},
+        "detector": {"name": "seq2seq", "params": {"latent_dim": 8, "epochs": 3}},
+        "threshold": {"policy": "spot", "risk": 1e-3},
+    }
+    config = write_daemon_config(
+        tmp_path,
+        kafka_bootstrap,
+        topic,
+        alerts_topic,
+        new_topic("reload-dlq"),
+        port,
+        cooldown_s=600,
+        models={"store": str(tmp_path / "models"), "reload_interval_s": 1},
+    )
+    # Two stored versions before the daemon starts: v000001 serving, v000002 waiting.
+    warmup = SensorSimulator(4, 96, 0.05, 10**9, 3)
+    series: dict[str, list[float]] = {}
+    for _ in range(4 * 600):
+        event = warmup.next_event()
+        series.setdefault(str(event["sensor"]), []).append(float(event["value"]))
+    arrays = {k: np.asarray(v, np.float32)[:, None] for k, v in series.items()}
+    topic_config = load_config(config).topics[0]
+    TopicModel(topic_config, tmp_path / "models", 1, lambda m: None).train(arrays)
+    store = ModelStore(tmp_path / "models" / sensors_topic)
+    with store.writing(promote=False) as (version, folder):
+        for path in store.path_of("v000001").iterdir():
+            (folder / path.name).write_bytes(path.read_bytes())
+        meta = json.loads((folder / "metadata.json").read_text())
+        meta["training"]["store_version"] = version
+        (folder / "metadata.json").write_text(json.dumps(meta))
+    assert store.current() == "v000001" and version == "v000002"
+
+    sim = SensorSimulator(4, 96, 0.05, 250, 7, first_anomaly=300)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    produced = 0
+
+    def produce(steps: int) -> None:
+        nonlocal produced
+        for _ in range(4 * steps):
+            event = sim.next_event()
+            producer.send(
+                sensors_topic, key=str(event["sensor"]).encode(), value=json.dumps(event).encode()
+            )
+        producer.flush()
+        produced += steps
+
+    def metrics() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+    def scored() -> float:
+        for line in metrics().splitlines():
+            if line.startswith("streamdet_windows_scored_total{"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    reader = AlertReader(kafka_bootstrap, alerts_topic)
+    log = tmp_path / "daemon.log"
+    produce(800)
+    daemon = start_daemon(config, log)
+    try:
+        wait_until_ready(port, daemon, log, 120)
+        assert 'store_version="v000001"' in metrics()
+        promoted = run_cli("models", "promote", "v000002", "--config", str(config),
+                           "--topic", sensors_topic)  # fmt: skip
+        assert promoted.returncode == 0, promoted.stderr
+        produce(800)  # traffic keeps flowing across the swap
+        deadline = time.time() + 30
+        while time.time() < deadline and 'store_version="v000002"' not in metrics():
+            time.sleep(0.3)
+        body = metrics()
+        assert 'store_version="v000002"' in body and 'store_version="v000001"' not in body
+        produce(800)
+        expected_windows = 4 * (produced - 31)
+        deadline = time.time() + 60
+        while time.time() < deadline and scored() < expected_windows:
+            time.sleep(0.5)
+        time.sleep(2)
+        assert scored() == expected_windows  # every window once: none lost, none twice
+        assert stop_daemon(daemon) < 10
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        reader.close()
+        producer.close()
+    assert "now serving model v000002 (was v000001)" in log.read_text()
+    versions = [a["store_version"] for a in reader.alerts]
+    assert "v000002" in versions and versions == sorted(versions), versions
