@@ -33,6 +33,64 @@ def read_alerts(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def simulator_config(
+    path: Path,
+    *,
+    threshold: dict,
+    simulator: dict,
+    params: dict | None = None,
+    alerts_file: str = "alerts.jsonl",
+    cooldown_s: float = 3600,
+    models: dict | None = None,
+    metrics_port: int = 0,
+    **topic: dict,
+) -> Path:
+    """A config.yaml for the embedded simulator's ``sensors`` topic (seq2seq, windows of 32,
+    a warm-up of 800 events per sensor); ``topic`` adds or replaces topic sections."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "topics": [
+                    {
+                        "name": "sensors",
+                        "format": {
+                            "series_key": "sensor",
+                            "timestamp_field": "ts",
+                            "value_fields": ["value"],
+                        },
+                        "window": {"seq_len": 32},
+                        "detector": {
+                            "name": "seq2seq",
+                            "params": params or {"latent_dim": 16, "epochs": 10, "batch_size": 64},
+                            "warmup_events": 800,
+                        },
+                        "threshold": threshold,
+                        **topic,
+                    }
+                ],
+                "simulator": simulator,
+                "alerts": {"file": alerts_file, "stdout": False, "cooldown_s": cooldown_s},
+                "models": models or {"store": "models"},
+                "metrics": {"port": metrics_port},
+            }
+        )
+    )
+    return path
+
+
+def run_daemon(config: Path) -> subprocess.CompletedProcess:
+    """``streamdet run`` until the simulator's ``max_events`` are consumed."""
+    run = subprocess.run(
+        [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 @pytest.fixture
 def daemon(tmp_path):
     port = free_port()
@@ -152,32 +210,14 @@ def test_label_free_policies_catch_every_injected_anomaly_with_few_false_alarms(
     expected = sim.injected(up_to_step=4000)
     assert len(expected) == 4
     for policy in ("spot", "dspot", "dynamic"):
-        config = tmp_path / f"{policy}.yaml"
-        config.write_text(
-            f"""
-topics:
-  - name: sensors
-    format: {{series_key: sensor, timestamp_field: ts, value_fields: [value]}}
-    window: {{seq_len: 32}}
-    detector:
-      name: seq2seq
-      params: {{latent_dim: 16, epochs: 10, batch_size: 64}}
-      warmup_events: 800
-    threshold: {{policy: {policy}, risk: 1.0e-4}}
-simulator: {{rate: 4000, sensors: 4, max_events: 16000}}
-alerts: {{file: {policy}.jsonl, stdout: false, cooldown_s: 3600}}
-models: {{store: models}}
-metrics: {{port: 0}}
-"""
+        run_daemon(
+            simulator_config(
+                tmp_path / f"{policy}.yaml",
+                threshold={"policy": policy, "risk": 1e-4},
+                simulator={"rate": 4000, "sensors": 4, "max_events": 16000},
+                alerts_file=f"{policy}.jsonl",
+            )
         )
-        run = subprocess.run(
-            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
         alerts = read_alerts(tmp_path / f"{policy}.jsonl")
         found = [
             [
@@ -201,23 +241,19 @@ def test_a_model_trained_into_the_store_is_served_without_restart_or_lost_window
     the alerts carry the new version within seconds, and every window is scored once."""
     port = free_port()
     sensors, steps = 4, 12_000
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"""
-topics:
-  - name: sensors
-    format: {{series_key: sensor, timestamp_field: ts, value_fields: [value]}}
-    window: {{seq_len: 32}}
-    detector:
-      name: seq2seq
-      params: {{latent_dim: 8, epochs: 2, batch_size: 64}}
-      warmup_events: 800
-    threshold: {{policy: spot, risk: 1.0e-3}}
-simulator: {{rate: 1000, sensors: {sensors}, max_events: {sensors * steps}, anomaly_every: 300}}
-alerts: {{file: alerts.jsonl, stdout: false, cooldown_s: 600}}
-models: {{store: models, reload_interval_s: 1}}
-metrics: {{port: {port}}}
-"""
+    config = simulator_config(
+        tmp_path / "config.yaml",
+        threshold={"policy": "spot", "risk": 1e-3},
+        params={"latent_dim": 8, "epochs": 2, "batch_size": 64},
+        simulator={
+            "rate": 1000,
+            "sensors": sensors,
+            "max_events": sensors * steps,
+            "anomaly_every": 300,
+        },
+        cooldown_s=600,
+        models={"store": "models", "reload_interval_s": 1},
+        metrics_port=port,
     )
     sim = SensorSimulator(2, 96, 0.05, 10**9, 11)
     rows = ["sensor,ts,value"] + [
@@ -283,39 +319,22 @@ def test_a_permanent_level_shift_is_learnt_by_retraining_and_a_later_spike_still
     model alerts at the shift; a retraining on the recent history (alerted windows left
     out), warm-started and compared in shadow, is promoted, and from then on the new level
     raises nothing, while a spike planted at step 10000 still does."""
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        """
-topics:
-  - name: sensors
-    format: {series_key: sensor, timestamp_field: ts, value_fields: [value]}
-    window: {seq_len: 32}
-    detector:
-      name: seq2seq
-      params: {latent_dim: 16, epochs: 8, batch_size: 64}
-      warmup_events: 800
-    threshold: {policy: spot, risk: 1.0e-4}
-    retrain: {every_events: 1600, history_events: 600, epochs: 8}
-simulator:
-  rate: 800
-  sensors: 4
-  max_events: 48000
-  anomaly_every: 5000
-  first_anomaly: 10000
-  permanent_shift_at: 1200
-alerts: {file: alerts.jsonl, stdout: false, cooldown_s: 3600}
-models: {store: models, reload_interval_s: 1}
-metrics: {port: 0}
-"""
+    run = run_daemon(
+        simulator_config(
+            tmp_path / "config.yaml",
+            threshold={"policy": "spot", "risk": 1e-4},
+            simulator={
+                "rate": 800,
+                "sensors": 4,
+                "max_events": 48000,
+                "anomaly_every": 5000,
+                "first_anomaly": 10000,
+                "permanent_shift_at": 1200,
+            },
+            models={"store": "models", "reload_interval_s": 1},
+            retrain={"every_events": 1600, "history_events": 600, "epochs": 8},
+        )
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
     assert "promoted" in run.stderr, run.stderr[-3000:]
     alerts = read_alerts(tmp_path / "alerts.jsonl")
     step = {id(a): a["window_end_offset"] // 4 for a in alerts}
@@ -361,47 +380,21 @@ def test_series_seven_orders_of_magnitude_apart_share_one_model(tmp_path):
     catch their injected anomalies with the recall of a topic holding one series."""
     recalls = {}
     for name, sensors, scales in (("one", 1, None), ("mixed", 4, [1e-3, 1.0, 1e2, 1e4])):
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "topics": [
-                        {
-                            "name": "sensors",
-                            "format": {
-                                "series_key": "sensor",
-                                "timestamp_field": "ts",
-                                "value_fields": ["value"],
-                            },
-                            "window": {"seq_len": 32, "normalise": "per_series"},
-                            "detector": {
-                                "name": "seq2seq",
-                                "params": {"latent_dim": 16, "epochs": 10, "batch_size": 64},
-                                "warmup_events": 800,
-                            },
-                            "threshold": {"policy": "spot", "risk": 1e-4},
-                        }
-                    ],
-                    "simulator": {
-                        "rate": 4000,
-                        "sensors": sensors,
-                        "max_events": 4000 * sensors,
-                        "scales": scales,
-                    },
-                    "alerts": {"file": f"{name}.jsonl", "stdout": False, "cooldown_s": 3600},
-                    "models": {"store": f"models_{name}"},
-                    "metrics": {"port": 0},
-                }
+        run_daemon(
+            simulator_config(
+                tmp_path / f"{name}.yaml",
+                threshold={"policy": "spot", "risk": 1e-4},
+                simulator={
+                    "rate": 4000,
+                    "sensors": sensors,
+                    "max_events": 4000 * sensors,
+                    "scales": scales,
+                },
+                alerts_file=f"{name}.jsonl",
+                models={"store": f"models_{name}"},
+                window={"seq_len": 32, "normalise": "per_series"},
             )
         )
-        run = subprocess.run(
-            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
         sim = SensorSimulator(sensors, 96, 0.05, 700, 7, first_anomaly=1500)
         recall, false_alarms = caught_and_false(
             read_alerts(tmp_path / f"{name}.jsonl"), sim, 4000, sensors
