@@ -163,8 +163,10 @@ def models() -> dict:
             instant=True, description="Version and training time of each topic's model.")
     lay.add("Model ready", [(f"streamdet_model_ready{{{T}}}", "{{topic}}")], unit="bool", width=8)
     lay.add("Training events", [(f"streamdet_model_training_events{{{T}}}", "{{topic}}")], unit="short", width=8)
-    lay.add("Trainings in the last hour", [(f"sum by (topic) (increase(streamdet_model_trainings_total{{{T}}}[1h]))", "{{topic}}")],
-            unit="short", width=8, description="Bootstraps and retrainings done by the daemon.")
+    lay.add("Trainings in the last hour", [(f"sum by (topic, outcome) (increase(streamdet_model_trainings_total{{{T}}}[1h]))", "{{topic}} {{outcome}}")],
+            unit="short", width=8, description="bootstrap: the first model; promoted / rejected: retrainings after their shadow comparison; failed.")
+    lay.add("Model swaps in the last hour", [(f"sum by (topic) (increase(streamdet_model_reloads_total{{{T}}}[1h]))", "{{topic}}")],
+            unit="short", width=8, description="New store versions served without restart: promotions, streamdet train, models promote/rollback.")
     lay.add("Windows rebuilt after restarts", [(f"sum by (topic) (streamdet_windows_rebuilt_total{{{T}}})", "{{topic}}")],
             unit="short", width=8)
     lay.add("Training failures in the last hour", [(f"sum by (topic) (increase(streamdet_model_training_failures_total{{{T}}}[1h]))", "{{topic}}")],
