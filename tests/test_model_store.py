@@ -169,3 +169,23 @@ def test_a_serving_model_swaps_in_new_versions_and_refuses_broken_ones(tmp_path)
         restarted.detector.score(np.zeros((3, 8, 1), np.float32)).instance_score,
         serving.detector.score(np.zeros((3, 8, 1), np.float32)).instance_score,
     )
+
+
+def test_a_retrained_candidate_that_alarms_more_is_stored_but_not_promoted(tmp_path):
+    quiet = lambda message: None  # noqa: E731
+    config = tiny_topic(tmp_path / "store").model_dump()
+    config["retrain"] = {"every_events": 100, "holdout": 0.5, "max_false_alarm_rate": 0.01}
+    model = TopicModel(TopicConfig.model_validate(config), tmp_path, 1, quiet)
+    model.train(series(0))
+    rng = np.random.default_rng(5)
+    flat = 0.001 * rng.normal(size=(200, 1)).astype(np.float32)
+    # Fitted on a flat stretch, judged on the usual sine: its threshold is far too tight.
+    outcome = model.retrain({"s": [np.r_[flat, series(2)["s"]]]}, reason="test")
+    assert outcome == "rejected" and model.outcomes["rejected"] == 1
+    assert not model.apply_reload() and model.version == "v000001"
+    store = ModelStore(tmp_path / "store")
+    assert store.current() == "v000001" and store.versions() == ["v000001", "v000002"]
+    meta = json.loads((store.path_of("v000002") / "metadata.json").read_text())
+    verdict = meta["training"]["retraining"]
+    assert verdict["outcome"] == "rejected" and verdict["from"] == "v000001"
+    assert verdict["false_alarm_rate"] > max(verdict["serving_false_alarm_rate"], 0.01)
