@@ -1,8 +1,9 @@
 """The recent events of each series that a retraining learns from, alerted spans left out.
 
 Pure numpy. Bounded: ``per_series`` events for each of at most ``max_series`` series (the
-least recently seen series are forgotten first), and at most ``MAX_EXCLUSIONS`` alerted
-spans per series.
+least recently seen series are forgotten first), kept in ring buffers of float32 values and
+int64 timestamps (``per_series`` x (8 + 4 x features) bytes a series), and at most
+``MAX_EXCLUSIONS`` alerted spans per series.
 
 >>> history = RecentHistory(per_series=6, max_series=10)
 >>> for t in range(8):
@@ -23,18 +24,41 @@ from streamdet.pipeline.policy import BoundedMap
 MAX_EXCLUSIONS = 100
 
 
+class _Ring:
+    """The last ``size`` (timestamp, values) of one series."""
+
+    def __init__(self, size: int, n_features: int) -> None:
+        self.timestamps = np.zeros(size, np.int64)
+        self.values = np.zeros((size, n_features), np.float32)
+        self.count = 0
+
+    def add(self, timestamp_ms: int, values: np.ndarray) -> None:
+        slot = self.count % len(self.timestamps)
+        self.timestamps[slot] = timestamp_ms
+        self.values[slot] = values
+        self.count += 1
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        size = len(self.timestamps)
+        if self.count <= size:
+            return self.timestamps[: self.count], self.values[: self.count]
+        start = self.count % size
+        order = np.r_[start:size, 0:start]
+        return self.timestamps[order], self.values[order]
+
+
 class RecentHistory:
     def __init__(self, per_series: int, max_series: int) -> None:
         self.per_series = per_series
-        self._events: BoundedMap[deque[tuple[int, np.ndarray]]] = BoundedMap(max_series)
+        self._events: BoundedMap[_Ring] = BoundedMap(max_series)
         self._excluded: dict[str, deque[tuple[int, int]]] = {}
 
     def add(self, series: str, timestamp_ms: int, values: np.ndarray) -> None:
-        events = self._events.get(series)
-        if events is None:
-            events = deque(maxlen=self.per_series)
-        events.append((timestamp_ms, values))
-        self._events.touch(series, events)
+        ring = self._events.get(series)
+        if ring is None:
+            ring = _Ring(self.per_series, int(np.size(values)))
+        ring.add(timestamp_ms, np.ravel(values))
+        self._events.touch(series, ring)
 
     def exclude(self, series: str, start_ms: int, end_ms: int) -> None:
         """Leave the events of an alerted window out of any retraining."""
@@ -42,25 +66,21 @@ class RecentHistory:
         spans.append((start_ms, end_ms))
 
     def __len__(self) -> int:
-        return sum(len(events) for events in self._events.values())
+        return sum(min(ring.count, self.per_series) for ring in self._events.values())
 
     def normal_runs(self) -> dict[str, list[np.ndarray]]:
         """Each series' history cut at the alerted spans: runs of (T, features) arrays."""
         runs: dict[str, list[np.ndarray]] = {}
-        for series, events in self._events.items():
-            spans = [s for s in self._excluded.get(series, ()) if s[1] >= events[0][0]]
-            self._excluded[series] = deque(spans, maxlen=MAX_EXCLUSIONS)
-            current: list[np.ndarray] = []
-            pieces = []
-            for timestamp, values in events:
-                if any(start <= timestamp <= end for start, end in spans):
-                    if current:
-                        pieces.append(np.stack(current))
-                    current = []
-                else:
-                    current.append(values)
-            if current:
-                pieces.append(np.stack(current))
-            runs[series] = pieces
-        self._excluded = {k: v for k, v in self._excluded.items() if k in self._events}
+        kept: dict[str, deque[tuple[int, int]]] = {}
+        for series, ring in self._events.items():
+            timestamps, values = ring.ordered()
+            spans = [s for s in self._excluded.get(series, ()) if s[1] >= timestamps[0]]
+            kept[series] = deque(spans, maxlen=MAX_EXCLUSIONS)
+            excluded = np.zeros(len(timestamps), bool)
+            for start, end in spans:
+                excluded |= (timestamps >= start) & (timestamps <= end)
+            edges = np.flatnonzero(np.diff(np.r_[1, excluded.astype(np.int8), 1]))
+            # ``edges`` pairs up as (start, end) of each run of kept events.
+            runs[series] = [values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+        self._excluded = kept
         return runs
