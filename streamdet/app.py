@@ -268,6 +268,10 @@ class Application:
             self._score_if_due(force=True)
             self._commit(force=True)
         finally:
+            for runtime in self.topics.values():
+                # A retraining stops at its next epoch: TensorFlow must not be running in a
+                # thread when the interpreter exits (it aborts the process).
+                runtime.model.stop()
             self.source.close()
             if self._producer is not None:
                 self._producer.close(timeout=5)

@@ -66,11 +66,15 @@ def _connection_error(config: KafkaConfig, exc: Exception, reason: str) -> Strea
         else sec.protocol
     )
     detail = reason or f"{type(exc).__name__}: {exc}"
+    credentials = "the credentials (kafka.security.sasl_username, sasl_password or its _file)"
     hint = "kafka.bootstrap_servers"
     if "authentication" in detail.lower() or "sasl" in detail.lower():
-        hint = "the credentials (kafka.security.sasl_username, sasl_password or its _file)"
+        hint = credentials
     elif "ssl" in detail.lower() or "certificate" in detail.lower():
         hint = "kafka.security.ssl_cafile and the broker's certificate"
+    elif sec.protocol.startswith("SASL"):
+        # A broker that rejects a login often just closes the socket, before any message.
+        hint = f"kafka.bootstrap_servers, then {credentials}"
     return StreamdetError(
         f"cannot connect to Kafka at {config.bootstrap_servers} ({who}): {detail}. Check {hint}."
     )

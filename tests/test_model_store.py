@@ -189,3 +189,21 @@ def test_a_retrained_candidate_that_alarms_more_is_stored_but_not_promoted(tmp_p
     verdict = meta["training"]["retraining"]
     assert verdict["outcome"] == "rejected" and verdict["from"] == "v000001"
     assert verdict["false_alarm_rate"] > max(verdict["serving_false_alarm_rate"], 0.01)
+
+
+def test_stopping_cancels_a_running_retraining_at_its_next_epoch(tmp_path):
+    said: list[str] = []
+    config = tiny_topic(tmp_path / "store").model_dump()
+    config["retrain"] = {"every_events": 100, "min_events_between": 100, "epochs": 500}
+    model = TopicModel(TopicConfig.model_validate(config), tmp_path, 1, said.append)
+    model.train(series(0))
+    for k, value in enumerate(series(3)["s"]):
+        model.observe("s", k * 1000, value)
+    assert model.retrain_due(drift=None) == "events"
+    model.start_retraining("events")
+    started = time.time()
+    model.stop()
+    assert time.time() - started < 30 and not model.retraining
+    assert any("retraining cancelled" in line for line in said), said[-3:]
+    assert model.outcomes == {"promoted": 0, "rejected": 0, "failed": 0}
+    assert ModelStore(tmp_path / "store").versions() == ["v000001"]

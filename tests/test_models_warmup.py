@@ -188,3 +188,8 @@ def test_recent_history_is_bounded_and_leaves_alerted_windows_out(tmp_path):
     model.state = "warming"
     model.observe("a", 999, np.array([0.0]))  # the warm-up is not history
     assert len(model.history) == 50
+    model.state = "ready"
+    for k in range(200, 260):  # alerts over most of the history: a lasting change
+        model.observe("a", k, np.array([float(k)]))
+        model.alerted("a", k, k)
+    assert [len(r) for r in model.history.normal_runs()["a"]] == [50]

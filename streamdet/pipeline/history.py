@@ -3,7 +3,8 @@
 Pure numpy. Bounded: ``per_series`` events for each of at most ``max_series`` series (the
 least recently seen series are forgotten first), kept in ring buffers of float32 values and
 int64 timestamps (``per_series`` x (8 + 4 x features) bytes a series), and at most
-``MAX_EXCLUSIONS`` alerted spans per series.
+``MAX_EXCLUSIONS`` alerted spans per series. When alerted spans cover more than
+``MAX_EXCLUDED_SHARE`` of a series' history, the change has lasted: all of it is learnt.
 
 >>> history = RecentHistory(per_series=6, max_series=10)
 >>> for t in range(8):
@@ -22,6 +23,7 @@ import numpy as np
 from streamdet.pipeline.policy import BoundedMap
 
 MAX_EXCLUSIONS = 100
+MAX_EXCLUDED_SHARE = 0.5
 
 
 class _Ring:
@@ -79,6 +81,10 @@ class RecentHistory:
             excluded = np.zeros(len(timestamps), bool)
             for start, end in spans:
                 excluded |= (timestamps >= start) & (timestamps <= end)
+            if excluded.mean() > MAX_EXCLUDED_SHARE:
+                # Alerts over most of the recent history: not a rare anomaly but a lasting
+                # change (a re-calibration, a new load). Learn it, or it alerts for ever.
+                excluded[:] = False
             edges = np.flatnonzero(np.diff(np.r_[1, excluded.astype(np.int8), 1]))
             # ``edges`` pairs up as (start, end) of each run of kept events.
             runs[series] = [values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]

@@ -68,6 +68,10 @@ def calibration_scores(
     )
 
 
+class RetrainingCancelled(StreamdetError):
+    """A retraining stopped because the daemon is stopping."""
+
+
 def should_promote(candidate_rate: float, serving_rate: float, tolerated_rate: float) -> bool:
     """The promotion rule: a retrained model replaces the serving one unless it raises more
     false alarms on the same recent normal windows than both the serving model and the
@@ -118,6 +122,7 @@ class TopicModel:
         self.events_since_training = 0
         self.outcomes = {"promoted": 0, "rejected": 0, "failed": 0}
         self._retrain_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.scaler = (
             SeriesScaler(topic.max_series)
             if topic.window.normalise == "per_series" and topic.kind == "timeseries"
@@ -476,9 +481,22 @@ class TopicModel:
         )
         self._retrain_thread.start()
 
+    def stop(self, timeout: float = 60.0) -> None:
+        """Cancel a running retraining (at its next epoch) and wait for it to end."""
+        self._stopping.set()
+        if self._retrain_thread is not None:
+            self._retrain_thread.join(timeout)
+
+    def _retrain_progress(self, message: str) -> None:
+        if self._stopping.is_set():
+            raise RetrainingCancelled("the daemon is stopping")
+        self.progress(message)
+
     def _retrain_safely(self, runs: dict[str, list[np.ndarray]], reason: str) -> None:
         try:
             self.retrain(runs, reason)
+        except RetrainingCancelled:
+            self.progress(f"topic {self.topic.name}: retraining cancelled (stopping)")
         except Exception as exc:  # the serving model carries on; the next trigger retries
             self.outcomes["failed"] += 1
             self.progress(
@@ -532,7 +550,9 @@ class TopicModel:
             f"{len(counts)} series, {'from ' + self.version if warm else 'from scratch'}"
         )
         candidate.fit(
-            windows, progress=self.progress, **({"epochs": policy.epochs} if policy.epochs else {})
+            windows,
+            progress=self._retrain_progress,
+            **({"epochs": policy.epochs} if policy.epochs else {}),
         )
         self._calibrate(candidate, windows, counts, events)
         if scaling is not None:
