@@ -3,8 +3,8 @@
 Pure numpy. Bounded: ``per_series`` events for each of at most ``max_series`` series (the
 least recently seen series are forgotten first), kept in ring buffers of float32 values and
 int64 timestamps (``per_series`` x (8 + 4 x features) bytes a series), and at most
-``MAX_EXCLUSIONS`` alerted spans per series. When alerted spans cover more than
-``MAX_EXCLUDED_SHARE`` of a series' history, the change has lasted: all of it is learnt.
+``MAX_EXCLUSIONS`` alerted spans per series. When alerted spans leave less than
+``MAX_EXCLUDED_SHARE`` of a series' windows, the change has lasted: all of it is learnt.
 
 >>> history = RecentHistory(per_series=6, max_series=10)
 >>> for t in range(8):
@@ -70,8 +70,13 @@ class RecentHistory:
     def __len__(self) -> int:
         return sum(min(ring.count, self.per_series) for ring in self._events.values())
 
-    def normal_runs(self) -> dict[str, list[np.ndarray]]:
-        """Each series' history cut at the alerted spans: runs of (T, features) arrays."""
+    def normal_runs(self, window: int = 1) -> dict[str, list[np.ndarray]]:
+        """Each series' history cut at the alerted spans: runs of (T, features) arrays.
+
+        When the cuts would leave less than ``MAX_EXCLUDED_SHARE`` of the windows of
+        ``window`` events the whole history holds, the alerts have lasted: the change is
+        the new normal and the whole history is kept (left out, it would alert for ever).
+        """
         runs: dict[str, list[np.ndarray]] = {}
         kept: dict[str, deque[tuple[int, int]]] = {}
         for series, ring in self._events.items():
@@ -81,12 +86,13 @@ class RecentHistory:
             excluded = np.zeros(len(timestamps), bool)
             for start, end in spans:
                 excluded |= (timestamps >= start) & (timestamps <= end)
-            if excluded.mean() > MAX_EXCLUDED_SHARE:
-                # Alerts over most of the recent history: not a rare anomaly but a lasting
-                # change (a re-calibration, a new load). Learn it, or it alerts for ever.
-                excluded[:] = False
             edges = np.flatnonzero(np.diff(np.r_[1, excluded.astype(np.int8), 1]))
             # ``edges`` pairs up as (start, end) of each run of kept events.
-            runs[series] = [values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+            pieces = [values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+            kept_windows = sum(max(len(p) - window + 1, 0) for p in pieces)
+            all_windows = max(len(values) - window + 1, 0)
+            if all_windows and kept_windows < MAX_EXCLUDED_SHARE * all_windows:
+                pieces = [values]
+            runs[series] = pieces
         self._excluded = kept
         return runs

@@ -469,7 +469,7 @@ class TopicModel:
 
     def start_retraining(self, reason: str) -> None:
         assert self.history is not None
-        runs = self.history.normal_runs()
+        runs = self.history.normal_runs(self.seq_len)
         self.retraining = True
         self.events_since_training = 0
         self._trained_at_event_ms = self._latest_event_ms
