@@ -277,6 +277,9 @@ def test_promoting_a_version_swaps_it_in_on_kafka_without_losing_a_window(
     daemon = start_daemon(config, log)
     try:
         wait_until_ready(port, daemon, log, 120)
+        deadline = time.time() + 15  # model_info is exported by the loop after readiness
+        while time.time() < deadline and 'store_version="v000001"' not in metrics():
+            time.sleep(0.3)
         assert 'store_version="v000001"' in metrics()
         promoted = run_cli("models", "promote", "v000002", "--config", str(config),
                            "--topic", sensors_topic)  # fmt: skip
