@@ -143,3 +143,16 @@ def test_scores_are_batch_invariant(fitted, name, case):
         np.testing.assert_array_equal(
             detector.score(instances[picked]).instance_score, whole[picked], err_msg=f"{size=}"
         )
+
+
+def test_a_detector_without_contract_cases_cannot_register():
+    import pytest as _pytest
+
+    from streamdet.detectors.base import REGISTRY, register
+
+    class Untested(REGISTRY["seq2seq"]):  # type: ignore[misc, valid-type]
+        name = "untested"
+
+    with _pytest.raises(ValueError, match="Untested must define contract_cases"):
+        register(Untested)
+    assert "untested" not in REGISTRY
