@@ -40,6 +40,7 @@ from streamdet.pipeline.window_store import ReadyWindow, WindowStore
 from streamdet.progress import ProgressFn, stderr_progress
 from streamdet.sinks.alerts import AlertSink, FanOutAlertSink, JsonLinesAlertSink, build_alert
 from streamdet.sinks.dead_letter import DeadLetterSink, JsonLinesDeadLetterSink
+from streamdet.sinks.scores import ScoredWindow, ScoreSink
 from streamdet.sources.base import Message, Source, TopicPartition
 from streamdet.sources.simulator import SensorSimulator, SimulatorSource
 
@@ -98,6 +99,8 @@ class Application:
         dead_letters: DeadLetterSink | None = None,
         progress: ProgressFn = stderr_progress,
         serve_metrics: bool = True,
+        scores: ScoreSink | None = None,
+        synchronous: bool = False,
     ) -> None:
         if not config.topics:
             raise ConfigError("config.yaml: topics: at least one topic is needed")
@@ -108,6 +111,10 @@ class Application:
             self.metrics, config.metrics.series_allowlist, config.metrics.top_k_series
         )
         self._serve_metrics = serve_metrics
+        self.scores = scores
+        # Replays: trainings block the loop and every batch is scored as soon as it is
+        # read, so the same input gives the same alerts whatever the machine's speed.
+        self._synchronous = synchronous
         store = Path(config.models.store)
         cooldown_ms = int(config.alerts.cooldown_s * 1000)
         self.topics: dict[str, TopicRuntime] = {}
@@ -259,7 +266,7 @@ class Application:
                 for message in messages:
                     self._handle(message)
                 self._tend_models()
-                self._score_if_due(force=False)
+                self._score_if_due(force=self._synchronous)
                 self._commit(force=False)
                 self._report()
                 if self.source.exhausted and not self._busy():
@@ -273,6 +280,8 @@ class Application:
                 # thread when the interpreter exits (it aborts the process).
                 runtime.model.stop()
             self.source.close()
+            if self.scores is not None:
+                self.scores.close()
             if self._producer is not None:
                 self._producer.close(timeout=5)
         scored = sum(runtime.windows_scored for runtime in self.topics.values())
@@ -357,6 +366,8 @@ class Application:
             runtime.model.offer(
                 event.series, event.values, self._all_partitions_seen(message.topic)
             )
+            if self._synchronous:
+                runtime.model.wait()
         runtime.model.observe(event.series, event.timestamp_ms, event.values)
         dropped = runtime.windows.dropped_late
         now = time.monotonic()
@@ -407,16 +418,19 @@ class Application:
         loop keeps polling and honours SIGTERM) and pause topics whose backlog is full."""
         now = time.monotonic()
         limit = self.config.batching.max_backlog_bytes
-        check_store = now >= self._next_store_check
+        check_store = now >= self._next_store_check or self._synchronous
         if check_store:
             self._next_store_check = now + self.config.models.reload_interval_s
         for name, runtime in self.topics.items():
             runtime.model.retry_if_due()
             if check_store:
-                runtime.model.check_store()
+                if not self._synchronous:  # a replay's store changes only through it
+                    runtime.model.check_store()
                 reason = runtime.model.retrain_due(runtime.drift.statistic())
                 if reason is not None:
                     runtime.model.start_retraining(reason)
+                    if self._synchronous:
+                        runtime.model.wait()
             self._export_outcomes(name, runtime)
             if runtime.model.apply_reload():
                 self.metrics.model_reloads.labels(name).inc()
@@ -427,7 +441,8 @@ class Application:
             ):
                 self._export_model(name, runtime)
             if runtime.model.ready and runtime.backlog:
-                budget = len(runtime.backlog) if drain else 4 * self.config.batching.max_batch
+                everything = drain or self._synchronous
+                budget = len(runtime.backlog) if everything else 4 * self.config.batching.max_batch
                 while runtime.backlog and budget:
                     self.batcher.add(runtime.unqueue(), now)
                     budget -= 1
@@ -533,7 +548,22 @@ class Application:
             self.metrics.score.labels(topic, name).observe(score)
             runtime.drift.observe(score)
             self.series_scores.observe(topic, window.series, score)
-            if not runtime.policy.decide(window.series, score, flagged, window.end_ts_ms):
+            verdict = runtime.policy.assess(window.series, score, flagged, window.end_ts_ms)
+            if self.scores is not None:
+                self.scores.record(
+                    ScoredWindow(
+                        topic,
+                        window.series,
+                        window.partition,
+                        window.end_offset,
+                        window.end_ts_ms,
+                        score,
+                        verdict.severity,
+                        verdict.alert,
+                        runtime.model.version,
+                    )
+                )
+            if not verdict.alert:
                 continue
             runtime.model.alerted(window.series, window.start_ts_ms, window.end_ts_ms)
             series_threshold = runtime.policy.threshold_for(window.series)

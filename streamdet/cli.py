@@ -244,6 +244,40 @@ def _train(args: argparse.Namespace) -> None:
     )
 
 
+def _replay(args: argparse.Namespace) -> None:
+    import os
+
+    from streamdet.app import Application
+    from streamdet.config import load_config
+    from streamdet.errors import ConfigError
+    from streamdet.sinks.alerts import JsonLinesAlertSink
+    from streamdet.sinks.dead_letter import JsonLinesDeadLetterSink
+    from streamdet.sinks.scores import CsvScoreSink
+    from streamdet.sources.replay import ReplaySource
+
+    overrides = {"STREAMDET_MODELS__STORE": args.store} if args.store else {}
+    config = load_config(args.config, environ={**os.environ, **overrides})
+    names = [t.name for t in config.topics]
+    topic = args.topic or (names[0] if len(names) == 1 else None)
+    if topic not in names:
+        raise ConfigError(
+            f"--topic {args.topic!r} is not in config.yaml; allowed: {', '.join(sorted(names))}"
+            if args.topic
+            else f"config.yaml has {len(names)} topics: name one with --topic "
+            f"({', '.join(sorted(names))})"
+        )
+    app = Application(
+        config,
+        source=ReplaySource.from_csv(topic, args.file, key=args.series),
+        alert_sink=JsonLinesAlertSink(config.alerts.file, echo=config.alerts.stdout),
+        dead_letters=JsonLinesDeadLetterSink(config.dead_letter.file),
+        serve_metrics=False,
+        scores=CsvScoreSink(args.scores) if args.scores else None,
+        synchronous=True,
+    )
+    raise SystemExit(app.run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamdet", description="Anomaly detection on live sensor and event streams."
@@ -272,6 +306,25 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--from-kafka", action="store_true", help="read the topic from Kafka")
     train.add_argument("--max-events", type=int)
     train.set_defaults(func=_train)
+
+    replay = commands.add_parser(
+        "replay",
+        help="backtest: replay a CSV through the daemon (same models, policy, alerts), "
+        "deterministically",
+    )
+    replay.add_argument("file", help="CSV with a header naming the topic's format fields")
+    replay.add_argument("--config", default="config.yaml")
+    replay.add_argument("--topic", help="the topic the rows belong to (needed if several)")
+    replay.add_argument(
+        "--series", help="series name for a file without a series column (default: file name)"
+    )
+    replay.add_argument("--scores", help="write every scored window's score and verdict here")
+    replay.add_argument(
+        "--store",
+        help="model store for this replay (default: the config's models.store, which then "
+        "receives the models the replay trains)",
+    )
+    replay.set_defaults(func=_replay)
 
     simulate = commands.add_parser("simulate", help="produce the simulator stream into Kafka")
     simulate.add_argument("--kafka", required=True, help="bootstrap HOST:PORT")

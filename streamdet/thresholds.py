@@ -127,6 +127,26 @@ class AnomalyLikelihood:
             raise InvalidInputError(f"an anomaly score must be finite; got {score}")
         return math.log1p(max(score, 0.0)) if self.log_scale else score
 
+    def seed(self, scores: np.ndarray) -> Self:
+        """Start from ``scores`` of normal data (e.g. a new model's calibration scores):
+        they fill the history, and count towards the learning period.
+
+        >>> calm = np.random.default_rng(0).normal(1, 0.1, 300)
+        >>> AnomalyLikelihood(history=300, short_window=1).seed(calm).update(5.0) > 0.999
+        True
+        """
+        for score in np.asarray(scores, dtype=np.float64).ravel()[-self.history :]:
+            value = self._prepare(float(score))
+            self._history.append(value)
+            self._sum += value
+            self._sumsq += value * value
+            self.seen += 1
+        while len(self._history) > self.history:
+            old = self._history.popleft()
+            self._sum -= old
+            self._sumsq -= old * old
+        return self
+
     def update(self, score: float) -> float:
         """Take one raw score and return the likelihood that it is anomalous."""
         value = self._prepare(float(score))
@@ -262,6 +282,10 @@ def tail_quantile(
     return initial + sigma / xi * (ratio ** (-xi) - 1.0)
 
 
+# The severity of an alarm on a tail of zero width (finite, so it sorts and serialises).
+FLAT_TAIL_ALARM = 2.0
+
+
 class Spot:
     """Streaming peaks-over-threshold alarm rule (SPOT, Siffer et al., KDD 2017).
 
@@ -374,6 +398,23 @@ class Spot:
         """Take one score; True if it is an alarm."""
         return self._step(float(score))
 
+    def _severity(self, value: float) -> float:
+        span = self.threshold - self.initial
+        if not math.isfinite(span) or span <= 0.0:
+            # No tail to measure on (a flat calibration set): only "at most" or "beyond".
+            return 0.0 if value <= self.threshold else FLAT_TAIL_ALARM
+        return (value - self.initial) / span
+
+    def severity(self, score: float) -> float:
+        """Where ``score`` lies on the current tail, before :meth:`update` takes it: 0 at
+        the tail's start, 1 at the alarm threshold. Comparable across series and models.
+
+        >>> spot = Spot(risk=1e-3).fit(np.random.default_rng(1).normal(size=20_000))
+        >>> spot.severity(spot.initial), spot.severity(spot.threshold)
+        (0.0, 1.0)
+        """
+        return self._severity(float(score))
+
     def flags(self, scores: np.ndarray) -> np.ndarray:
         """Alarms for a sequence of scores, from a copy of the calibrated state."""
         fresh = copy.deepcopy(self)
@@ -424,6 +465,9 @@ class DriftingSpot(Spot):
     @property
     def local_mean(self) -> float:
         return sum(self._recent) / len(self._recent)
+
+    def severity(self, score: float) -> float:
+        return self._severity(float(score) - self.local_mean)
 
 
 class DynamicThreshold:
@@ -538,6 +582,17 @@ class DynamicThreshold:
             self._choose()
         self.threshold = max(self._chosen, self.floor)
         return smoothed > self.threshold
+
+    def severity(self, score: float) -> float:
+        """The smoothed score :meth:`update` would compare, on the scale where the start of
+        the floor's tail is 0 and the threshold 1 (before :meth:`update` takes it)."""
+        assert self._tail is not None
+        level = float(score) if self._level is None else self._level
+        smoothed = self.alpha * float(score) + (1.0 - self.alpha) * level
+        span = self.threshold - self._tail.initial
+        if not math.isfinite(span) or span <= 0.0:
+            return 0.0 if smoothed <= self.threshold else FLAT_TAIL_ALARM
+        return (smoothed - self._tail.initial) / span
 
     def flags(self, scores: np.ndarray) -> np.ndarray:
         """Alarms for a sequence of scores, from a copy of the calibrated state."""

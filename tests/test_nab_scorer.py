@@ -131,7 +131,7 @@ def test_loader_maps_window_timestamps_to_rows(tmp_path):
     assert files[0].probation == math.floor(0.15 * 900)
 
 
-def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
+def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path):
     write_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
     params = json.dumps({"seq_len": 16, "latent_dim": 8, "epochs": 8})
@@ -150,16 +150,36 @@ def test_evaluate_nab_command_runs_on_any_nab_layout_corpus(tmp_path):
         "50",
         "--history",
         "300",
+        "--retrain-every",
+        "300",
+        "--retrain-epochs",
+        "2",
+        "--ablation",
     )
     assert done.returncode == 0, done.stderr
-    assert "nab [2/2] synthetic/s1.csv" in done.stderr  # progress per file
+    assert "nab continual [2/2] synthetic/s1.csv" in done.stderr  # progress per file
+    assert "nab frozen [2/2] synthetic/s1.csv" in done.stderr  # the ablation's replay
     assert "standard" in done.stdout and "NAB score" in done.stdout
     summary = json.loads((out / "nab.json").read_text())
-    assert summary["threshold_policy"]["edge_window"] == 50
+    assert set(summary["variants"]) == {"continual", "frozen"}
+    continual = summary["variants"]["continual"]
+    assert continual["lifecycle"]["edge_window"] == 50
+    assert sum(continual["retrainings"].values()) >= 2  # 900 rows, every 300 after warm-up
+    assert summary["variants"]["frozen"]["retrainings"] == {
+        "promoted": 0,
+        "rejected": 0,
+        "failed": 0,
+    }
     assert set(summary["profiles"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
-    # The planted spikes are easy: both windows are caught without drowning in FPs.
-    assert summary["profiles"]["standard"]["tp_windows"] == 2
-    assert summary["profiles"]["standard"]["score"] > 50
+    assert summary["profiles"] == continual["profiles"]  # the headline is the lifecycle asked
+    assert set(continual["profiles"]["standard"]["categories"]) == {"synthetic"}
+    # The planted spikes are easy for the warm-up model: both windows are caught without
+    # drowning in FPs, by the NAB protocol's threshold and by the alerts the daemon published.
+    frozen = summary["variants"]["frozen"]
+    assert frozen["profiles"]["standard"]["tp_windows"] == 2
+    assert frozen["profiles"]["standard"]["score"] > 50
+    assert frozen["daemon_alerts"]["standard"]["tp_windows"] == 2
     rows = (out / "results" / "synthetic__s0.csv").read_text().splitlines()
-    assert rows[0] == "timestamp,value,anomaly_score,label,raw_score" and len(rows) == 901
+    assert rows[0].startswith("timestamp,value,anomaly_score,label,raw_score,severity,alert")
+    assert len(rows) == 901
     assert (out / "plots" / "synthetic__s0.png").stat().st_size > 1000

@@ -171,3 +171,18 @@ def test_score_drift_compares_recent_scores_with_the_serving_models_calibration(
     drift.reference(object(), None)  # a model saved before calibration scores were kept
     assert drift.statistic() is None
     assert ks_distance(np.arange(10.0), np.arange(10.0)) == 0.0
+
+
+def test_likelihood_starts_again_from_the_new_models_calibration_scores():
+    rng = np.random.default_rng(5)
+    policy = AlertPolicy(
+        ThresholdConfig(policy="likelihood", likelihood=0.999), cooldown_ms=0, max_series=8
+    )
+    old_scale, new_scale = rng.normal(0, 1, 1000), rng.normal(-50, 1, 1000)
+    policy.calibrate(object(), old_scale, {"a": old_scale})
+    assert not any(policy.decide("a", float(s), False, 0) for s in rng.normal(0, 1, 50))
+    # A retrained model scores 50 lower: judged against the old history, its anomalies
+    # would look like the quietest windows ever seen.
+    policy.calibrate(object(), new_scale, {"a": new_scale})
+    assert not any(policy.decide("a", float(s), False, 0) for s in rng.normal(-50, 1, 50))
+    assert all(policy.decide("a", -30.0, False, 0) for _ in range(3))

@@ -60,6 +60,16 @@ def _nab(args: argparse.Namespace) -> None:
     from streamdet.evaluation import nab_run
 
     params = json.loads(args.params) if args.params else None
+    lifecycle = nab_run.Lifecycle(
+        policy=args.threshold_policy,
+        likelihood=args.likelihood,
+        history=args.history,
+        risk=args.risk,
+        edge_window=args.edge_window,
+        retrain_every=args.retrain_every or None,
+        retrain_history=args.retrain_history,
+        retrain_epochs=args.retrain_epochs,
+    )
     summary = _seeded(
         args,
         "nab",
@@ -68,18 +78,30 @@ def _nab(args: argparse.Namespace) -> None:
             out,
             detector=args.detector,
             params=params,
+            lifecycle=lifecycle,
+            ablation=args.ablation,
             seed=seed,
-            history=args.history,
-            edge_window=args.edge_window,
-            log_scale=args.likelihood_log_scale,
             windows_file=args.windows_file,
         ),
     )
-    rows = [
-        [name, r["score"], r["threshold"], r["tp_windows"], r["fn_windows"], r["fp_rows"]]
-        for name, r in summary["profiles"].items()
-    ]
-    print(table(rows, ["profile", "NAB score", "threshold", "TP win", "FN win", "FP rows"]))
+    rows = []
+    for variant, report in summary["variants"].items():
+        for name, r in report["profiles"].items():
+            alerts = report["daemon_alerts"][name]
+            rows.append(
+                [
+                    variant,
+                    name,
+                    r["score"],
+                    r["tp_windows"],
+                    r["fp_rows"],
+                    alerts["score"],
+                    alerts["tp_windows"],
+                    alerts["fp_rows"],
+                ]
+            )
+    header = ["model", "profile", "NAB score", "TP win", "FP rows"]
+    print(table(rows, [*header, "alerts: score", "TP win", "FP rows"]))
 
 
 def _vae_lstm_nab(args: argparse.Namespace) -> None:
@@ -390,17 +412,36 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     )
     _common(nab, "eval/nab", policies=False)
     nab.add_argument("--params", help="detector parameters as JSON, over the defaults")
+    nab.add_argument(
+        "--threshold-policy",
+        choices=("likelihood", "spot", "dspot", "dynamic", "detector"),
+        default="likelihood",
+        help="each file's topic threshold.policy (default likelihood)",
+    )
+    nab.add_argument(
+        "--likelihood", type=float, default=0.9999, help="threshold.likelihood (alerts)"
+    )
     nab.add_argument("--history", type=int, default=2000, help="likelihood history (rows)")
+    nab.add_argument("--risk", type=float, default=1e-3, help="spot/dspot/dynamic risk")
     nab.add_argument(
         "--edge-window",
         type=int,
         default=400,
-        help="keep a score only if it beats the last N rows (0: off)",
+        help="cooldown in rows (for the NAB score: a severity counts only if it beats the "
+        "last N rows)",
     )
     nab.add_argument(
-        "--likelihood-log-scale",
+        "--retrain-every",
+        type=int,
+        default=4000,
+        help="retrain.every_events of each file's topic (0: the warm-up model stays frozen)",
+    )
+    nab.add_argument("--retrain-history", type=int, default=4000, help="retrain.history_events")
+    nab.add_argument("--retrain-epochs", type=int, default=3, help="retrain.epochs")
+    nab.add_argument(
+        "--ablation",
         action="store_true",
-        help="fit the likelihood's history in log1p space",
+        help="replay every file a second time with the other lifecycle (frozen/continual)",
     )
     nab.add_argument("--windows-file", default="combined_windows.json")
     nab.set_defaults(func=_nab)

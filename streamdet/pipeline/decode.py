@@ -26,7 +26,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -83,8 +83,8 @@ def parse_timestamp_ms(raw: object) -> int:
 
     >>> parse_timestamp_ms(1700000000), parse_timestamp_ms(1700000000123)
     (1700000000000, 1700000000123)
-    >>> parse_timestamp_ms("2023-11-14T22:13:20Z")
-    1700000000000
+    >>> parse_timestamp_ms("2023-11-14T22:13:20Z"), parse_timestamp_ms("2023-11-14 22:13:20")
+    (1700000000000, 1700000000000)
     """
     if isinstance(raw, bool):
         raise ValueError("a boolean is not a timestamp")
@@ -99,6 +99,8 @@ def parse_timestamp_ms(raw: object) -> int:
         if len(raw) > 64:
             raise ValueError("an ISO 8601 timestamp has at most 64 characters")
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:  # a time without a zone is UTC, whatever the host's zone
+            parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
     raise ValueError(f"expected epoch seconds/milliseconds or ISO 8601, got {type(raw).__name__}")
 

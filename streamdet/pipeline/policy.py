@@ -14,14 +14,22 @@ the time of the last alert) is bounded: the least recently seen series are forgo
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
 from streamdet.config import ThresholdConfig
 from streamdet.errors import InvalidInputError
-from streamdet.thresholds import AnomalyLikelihood, DriftingSpot, DynamicThreshold, Spot
+from streamdet.thresholds import (
+    AnomalyLikelihood,
+    DriftingSpot,
+    DynamicThreshold,
+    Spot,
+    log_likelihood,
+)
 
 Value = TypeVar("Value")
 TailRule = Spot | DynamicThreshold
@@ -60,6 +68,20 @@ def tail_rule(threshold: ThresholdConfig) -> TailRule:
     raise InvalidInputError(f"{threshold.policy!r} is not one of {TAIL_POLICIES}")
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the policy made of one scored window.
+
+    ``severity`` is the score on the policy's own scale, where 1 is its threshold (the
+    detector's threshold, the likelihood level, the tail's alarm threshold), so it compares
+    across series and models; ``alert`` is whether the window raises an alert (flagged and
+    not held back by the cooldown).
+    """
+
+    alert: bool
+    severity: float
+
+
 class AlertPolicy:
     """Decides, per series, whether a scored window raises an alert.
 
@@ -86,7 +108,10 @@ class AlertPolicy:
         self._last_alert: BoundedMap[int] = BoundedMap(max_series)
         self._template: TailRule | None = None
         self._series_calibration: dict[str, np.ndarray] = {}
+        self._pooled_calibration: np.ndarray | None = None
         self._calibrated_for: object = None
+        self._detector_threshold: float | None = None
+        self._likelihood_scale = float(log_likelihood(threshold.likelihood))
 
     def __len__(self) -> int:
         return max(len(self._likelihoods), len(self._rules), len(self._last_alert))
@@ -103,9 +128,22 @@ class AlertPolicy:
         from the pooled ``scores``. Called for every scored batch; it only acts when the
         model changed, and then forgets the previous model's tails (another scale).
         """
-        if model is self._calibrated_for or self.threshold.policy not in TAIL_POLICIES:
+        if model is self._calibrated_for:
             return
         self._calibrated_for = model
+        detector_threshold = getattr(model, "threshold", None)
+        self._detector_threshold = (
+            None if detector_threshold is None else float(np.mean(detector_threshold))
+        )
+        if self.threshold.policy == "likelihood":
+            # Another model scores on another scale: each series' history starts again,
+            # from the new model's calibration scores where it has them.
+            self._likelihoods.clear()
+            self._series_calibration = dict(by_series or {})
+            self._pooled_calibration = None if scores is None else np.asarray(scores)
+            return
+        if self.threshold.policy not in TAIL_POLICIES:
+            return
         self._rules.clear()
         self._learning.clear()
         self._template = None
@@ -127,7 +165,7 @@ class AlertPolicy:
             return rule.threshold + rule.local_mean
         return rule.threshold
 
-    def _tail_flag(self, series: str, score: float) -> bool:
+    def _tail_verdict(self, series: str, score: float) -> tuple[bool, float]:
         rule = self._rules.get(series)
         if rule is None and series in self._series_calibration:
             rule = tail_rule(self.threshold).fit(self._series_calibration[series])
@@ -138,37 +176,49 @@ class AlertPolicy:
             seen.append(score)
             if len(seen) < self.LEARNING_SCORES:
                 self._learning.touch(series, seen)
-                return False
+                return False, 0.0
             self._learning.pop(series, None)
             rule = tail_rule(self.threshold).fit(np.asarray(seen))
             self._rules.touch(series, rule)
-            return False
+            return False, 0.0
         self._rules.touch(series, rule)
-        return rule.update(score)
+        severity = rule.severity(score)
+        return rule.update(score), severity
 
-    def decide(self, series: str, score: float, detector_flag: bool, end_ts_ms: int) -> bool:
-        """True if the window raises an alert (flagged by the policy, not held back by the
-        cooldown)."""
-        if not self._flag(series, score, detector_flag):
-            return False
+    def assess(self, series: str, score: float, detector_flag: bool, end_ts_ms: int) -> Verdict:
+        """The window's severity, and whether it raises an alert (flagged by the policy,
+        not held back by the cooldown)."""
+        flagged, severity = self._flag(series, score, detector_flag)
+        if not flagged:
+            return Verdict(False, severity)
         last = self._last_alert.get(series)
         if last is not None and abs(end_ts_ms - last) < self.cooldown_ms:
-            return False
+            return Verdict(False, severity)
         self._last_alert.touch(series, end_ts_ms)
-        return True
+        return Verdict(True, severity)
 
-    def _flag(self, series: str, score: float, detector_flag: bool) -> bool:
+    def decide(self, series: str, score: float, detector_flag: bool, end_ts_ms: int) -> bool:
+        """True if the window raises an alert (:meth:`assess` without the severity)."""
+        return self.assess(series, score, detector_flag, end_ts_ms).alert
+
+    def _flag(self, series: str, score: float, detector_flag: bool) -> tuple[bool, float]:
         if self.threshold.policy == "likelihood":
-            tracker = self._likelihoods.get(series) or AnomalyLikelihood(
-                history=self.threshold.history, log_scale=False
-            )
+            tracker = self._likelihoods.get(series)
+            if tracker is None:
+                tracker = AnomalyLikelihood(history=self.threshold.history, log_scale=False)
+                calibration = self._series_calibration.get(series, self._pooled_calibration)
+                if calibration is not None:
+                    tracker.seed(calibration)
             self._likelihoods.touch(series, tracker)
-            flagged = tracker.update(score) >= self.threshold.likelihood
-        elif self.threshold.policy in TAIL_POLICIES:
-            flagged = self._tail_flag(series, score)
-        else:
-            flagged = detector_flag
-        return flagged
+            likelihood = tracker.update(score)
+            severity = float(log_likelihood(likelihood)) / self._likelihood_scale
+            return likelihood >= self.threshold.likelihood, severity
+        if self.threshold.policy in TAIL_POLICIES:
+            return self._tail_verdict(series, score)
+        threshold = self._detector_threshold
+        if threshold is None or not math.isfinite(threshold) or threshold <= 0.0:
+            return detector_flag, float(detector_flag)
+        return detector_flag, score / threshold
 
     def forget(self, series: str) -> None:
         self._likelihoods.pop(series, None)
