@@ -563,9 +563,10 @@ class Application:
                         runtime.model.version,
                     )
                 )
+            if verdict.flagged:
+                runtime.model.exclude(window.series, window.start_ts_ms, window.end_ts_ms)
             if not verdict.alert:
                 continue
-            runtime.model.alerted(window.series, window.start_ts_ms, window.end_ts_ms)
             series_threshold = runtime.policy.threshold_for(window.series)
             alert = build_alert(
                 window,

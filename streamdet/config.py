@@ -239,11 +239,11 @@ class RetrainConfig(Frozen):
     """When and how a topic's model keeps learning from the stream it watches.
 
     A retraining fits on each series' recent history (``history_events`` per series, the
-    windows that raised alerts left out), warm-started from the serving model's weights
-    where the detector allows it, in a background thread. The last ``holdout`` share of
-    each series' history is scored in shadow by both models; the new one is promoted unless
-    it raises more false alarms there than the serving one and more than
-    ``max_false_alarm_rate`` (every window of the holdout is taken as normal: alerted spans
+    windows the policy flagged left out, alerted or not), warm-started from the serving
+    model's weights where the detector allows it, in a background thread. The last
+    ``holdout`` share of each series' history is scored in shadow by both models; the new
+    one is promoted unless it raises more false alarms there than the serving one and more than
+    ``max_false_alarm_rate`` (every window of the holdout is taken as normal: flagged spans
     are excluded). Either way the new version is kept in the store.
     """
 

@@ -181,7 +181,7 @@ def test_recent_history_is_bounded_and_leaves_alerted_windows_out(tmp_path):
     model = retraining_model(tmp_path, every_events=1000, history_events=50)
     for k in range(200):
         model.observe("a", k, np.array([float(k)]))
-    model.alerted("a", 160, 169)
+    model.exclude("a", 160, 169)
     runs = model.history.normal_runs(window=2)["a"]
     assert [len(r) for r in runs] == [10, 30]  # the last 50 events, minus the alerted ones
     assert runs[0][-1, 0] == 159.0 and runs[1][0, 0] == 170.0
@@ -192,5 +192,5 @@ def test_recent_history_is_bounded_and_leaves_alerted_windows_out(tmp_path):
     for k in range(200, 250):  # an alert every 3 events: runs too short for windows of 4
         model.observe("a", k, np.array([float(k)]))
         if k % 3 == 0:
-            model.alerted("a", k, k)
+            model.exclude("a", k, k)
     assert [len(r) for r in model.history.normal_runs(window=4)["a"]] == [50]

@@ -162,3 +162,14 @@ def test_csv_score_sink_writes_one_row_per_window(tmp_path):
             "model_version": "v000002",
         }
     ]
+
+
+def test_a_window_held_back_by_the_cooldown_is_still_flagged():
+    policy = AlertPolicy(ThresholdConfig(policy="detector"), cooldown_ms=1000, max_series=4)
+    first, held, calm = (
+        policy.assess("a", 1.0, flag, ts) for flag, ts in ((1, 0), (1, 500), (0, 600))
+    )
+    assert (first.alert, first.flagged) == (True, True)
+    # Not paged again, but still anomalous: a retraining must not learn it as normal.
+    assert (held.alert, held.flagged) == (False, True)
+    assert (calm.alert, calm.flagged) == (False, False)

@@ -439,8 +439,9 @@ class TopicModel:
         if self._trained_at_event_ms is None:
             self._trained_at_event_ms = timestamp_ms
 
-    def alerted(self, series: str, start_ms: int, end_ms: int) -> None:
-        """An alerted window's events are never learnt as normal."""
+    def exclude(self, series: str, start_ms: int, end_ms: int) -> None:
+        """A flagged window's events (alerted, or held back by the cooldown) are never
+        learnt as normal."""
         if self.history is not None:
             self.history.exclude(series, start_ms, end_ms)
 

@@ -74,12 +74,14 @@ class Verdict:
 
     ``severity`` is the score on the policy's own scale, where 1 is its threshold (the
     detector's threshold, the likelihood level, the tail's alarm threshold), so it compares
-    across series and models; ``alert`` is whether the window raises an alert (flagged and
-    not held back by the cooldown).
+    across series and models; ``flagged``: the policy judges the window anomalous; ``alert``:
+    flagged and not held back by the cooldown (the cooldown spares the pager, it does not
+    make the window normal).
     """
 
     alert: bool
     severity: float
+    flagged: bool
 
 
 class AlertPolicy:
@@ -190,12 +192,12 @@ class AlertPolicy:
         not held back by the cooldown)."""
         flagged, severity = self._flag(series, score, detector_flag)
         if not flagged:
-            return Verdict(False, severity)
+            return Verdict(False, severity, False)
         last = self._last_alert.get(series)
         if last is not None and abs(end_ts_ms - last) < self.cooldown_ms:
-            return Verdict(False, severity)
+            return Verdict(False, severity, True)
         self._last_alert.touch(series, end_ts_ms)
-        return Verdict(True, severity)
+        return Verdict(True, severity, True)
 
     def decide(self, series: str, score: float, detector_flag: bool, end_ts_ms: int) -> bool:
         """True if the window raises an alert (:meth:`assess` without the severity)."""
