@@ -83,6 +83,11 @@ class TopicRuntime:
 class Application:
     """The streamdet daemon.
 
+    ``scores`` (a :class:`ScoreSink`) sees every scored window's verdict, not only alerts.
+    ``synchronous`` is for finite replays (``streamdet replay``, ``evaluate nab``): trainings
+    block the loop, retraining triggers are checked after every poll and each poll's windows
+    are scored before the next, so a replay's alerts do not depend on the machine's speed.
+
     >>> from streamdet.config import load_config_text
     >>> app = Application(load_config_text("topics: [{name: s, detector: {name: seq2seq}}]",
     ...                                    environ={}), serve_metrics=False)

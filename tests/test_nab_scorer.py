@@ -17,6 +17,7 @@ from streamdet.evaluation.nab import (
     optimise_threshold,
     scaled_sigmoid,
 )
+from streamdet.evaluation.nab_run import cooldown_detections
 from tests.helpers import run_cli
 
 STANDARD = CostProfile("standard", tp=1.0, fn=1.0, fp=0.11)
@@ -146,7 +147,7 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
         str(out),
         "--params",
         params,
-        "--edge-window",
+        "--cooldown-rows",
         "50",
         "--history",
         "300",
@@ -163,7 +164,7 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     summary = json.loads((out / "nab.json").read_text())
     assert set(summary["variants"]) == {"continual", "frozen"}
     continual = summary["variants"]["continual"]
-    assert continual["lifecycle"]["edge_window"] == 50
+    assert continual["lifecycle"]["cooldown_rows"] == 50
     assert sum(continual["retrainings"].values()) >= 2  # 900 rows, every 300 after warm-up
     assert summary["variants"]["frozen"]["retrainings"] == {
         "promoted": 0,
@@ -179,7 +180,16 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     assert frozen["profiles"]["standard"]["tp_windows"] == 2
     assert frozen["profiles"]["standard"]["score"] > 50
     assert frozen["daemon_alerts"]["standard"]["tp_windows"] == 2
-    rows = (out / "results" / "synthetic__s0.csv").read_text().splitlines()
-    assert rows[0].startswith("timestamp,value,anomaly_score,label,raw_score,severity,alert")
+    rows = (out / "frozen" / "results" / "synthetic__s0.csv").read_text().splitlines()
+    assert rows[0] == "timestamp,value,anomaly_score,label,raw_score,alert,model_version"
     assert len(rows) == 901
-    assert (out / "plots" / "synthetic__s0.png").stat().st_size > 1000
+    # The protocol's sweep applies the daemon's own rule: at the configured threshold (1)
+    # and the cooldown (50 rows of 5 minutes) it gives exactly the alerts the daemon sent.
+    cells = [row.split(",") for row in rows[1:]]
+    severity = np.array([float(c[2]) for c in cells])
+    alerts = np.array([c[5] == "1" for c in cells])
+    seconds = np.arange(len(cells)) * 300.0
+    assert alerts.any()
+    assert (cooldown_detections(severity, seconds, 1.0, 50 * 300.0) == alerts).all()
+    assert (out / "continual" / "results" / "synthetic__s1.csv").is_file()
+    assert (out / "continual" / "plots" / "synthetic__s0.png").stat().st_size > 1000

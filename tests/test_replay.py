@@ -136,7 +136,8 @@ def test_severity_puts_every_policy_threshold_at_one():
         assert loud.severity > 1.0 and loud.alert, policy
     detector_policy = AlertPolicy(ThresholdConfig(policy="detector"), 0, 10)
     detector_policy.calibrate(Model(), None)
-    assert detector_policy.assess("a", 3.0, True, 0).severity == 1.5
+    assert detector_policy.assess("a", 3.0, True, 0).severity == 1.0
+    assert detector_policy.assess("a", 3.0, False, 0).severity == 0.0
     likelihood = AlertPolicy(ThresholdConfig(policy="likelihood", likelihood=0.999), 0, 10)
     verdicts = [likelihood.assess("a", float(s), False, i) for i, s in enumerate(calibration)]
     verdicts.append(likelihood.assess("a", 40.0, False, len(calibration)))

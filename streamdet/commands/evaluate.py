@@ -65,7 +65,7 @@ def _nab(args: argparse.Namespace) -> None:
         likelihood=args.likelihood,
         history=args.history,
         risk=args.risk,
-        edge_window=args.edge_window,
+        cooldown_rows=args.cooldown_rows,
         retrain_every=args.retrain_every or None,
         retrain_history=args.retrain_history,
         retrain_epochs=args.retrain_epochs,
@@ -424,11 +424,10 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     nab.add_argument("--history", type=int, default=2000, help="likelihood history (rows)")
     nab.add_argument("--risk", type=float, default=1e-3, help="spot/dspot/dynamic risk")
     nab.add_argument(
-        "--edge-window",
+        "--cooldown-rows",
         type=int,
         default=400,
-        help="cooldown in rows (for the NAB score: a severity counts only if it beats the "
-        "last N rows)",
+        help="alerts.cooldown_s of each file's topic, in rows of its sampling interval",
     )
     nab.add_argument(
         "--retrain-every",

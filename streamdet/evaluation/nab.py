@@ -198,12 +198,19 @@ def optimise_threshold(files: list[FileScores], profile: CostProfile) -> tuple[f
 
 def normalised_score(files: list[FileScores], profile: CostProfile) -> dict[str, Any]:
     """Optimise the threshold and normalise: null detector 0, perfect detector 100."""
-    threshold, raw = optimise_threshold(files, profile)
+    threshold, _ = optimise_threshold(files, profile)
+    return score_at(files, profile, threshold)
+
+
+def score_at(files: list[FileScores], profile: CostProfile, threshold: float) -> dict[str, Any]:
+    """The corpus' normalised score at one threshold, with its counts per file."""
+    counts = [f.counts(profile, threshold) for f in files]
+    per_file = {f.name: c for f, c in zip(files, counts, strict=True)}
+    raw = sum(c["score"] for c in counts)
     n_windows = sum(len(f.scored_windows()) for f in files)
     null = -profile.fn * n_windows
     perfect = profile.tp * n_windows
     score = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
-    per_file = {f.name: f.counts(profile, threshold) for f in files}
     return {
         "profile": profile.name,
         "threshold": threshold,
@@ -211,9 +218,9 @@ def normalised_score(files: list[FileScores], profile: CostProfile) -> dict[str,
         "null_score": null,
         "perfect_score": perfect,
         "score": score,
-        "tp_windows": sum(c["tp"] for c in per_file.values()),
-        "fn_windows": sum(c["fn"] for c in per_file.values()),
-        "fp_rows": sum(c["fp"] for c in per_file.values()),
+        "tp_windows": sum(c["tp"] for c in counts),
+        "fn_windows": sum(c["fn"] for c in counts),
+        "fp_rows": sum(c["fp"] for c in counts),
         "files": per_file,
     }
 

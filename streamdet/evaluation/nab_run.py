@@ -9,10 +9,10 @@ and a promoted model starts serving a few batches later.
 
 Two figures come out of one replay:
 
-- **NAB protocol**: each row's score is the policy's severity (1 = the policy's threshold)
-  of the window ending there, passed through :class:`RisingEdge` over the cooldown's length
-  (the cooldown made threshold-free), and NAB picks one threshold per profile over the
-  corpus, as for every detector on its scoreboard;
+- **NAB protocol**: NAB chooses one threshold per profile over the corpus, as for every
+  detector on its scoreboard. Here the threshold is the policy's, on its severity scale
+  (1 = the configured threshold): for each candidate the daemon's rule is applied exactly
+  (severity at or above it, then the cooldown in event time), and the best is kept;
 - **daemon alerts**: the alerts the daemon published with its configured threshold and
   cooldown, scored as they are (what an operator would have been paged with).
 """
@@ -39,14 +39,13 @@ from streamdet.evaluation.nab import (
     NABFile,
     load_corpus,
     load_profiles,
-    normalised_score,
+    score_at,
 )
 from streamdet.progress import ProgressFn, stderr_progress
 from streamdet.sinks.alerts import JsonLinesAlertSink
 from streamdet.sinks.dead_letter import JsonLinesDeadLetterSink
 from streamdet.sinks.scores import ScoreRecorder
 from streamdet.sources.replay import ReplaySource
-from streamdet.thresholds import RisingEdge
 
 PUBLISHED_STANDARD = {
     "note": "NAB scoreboard, full 58-file corpus, standard profile",
@@ -82,7 +81,7 @@ class Lifecycle:
     """How each file's topic is run: threshold policy, cooldown and retraining.
 
     ``retrain_every`` (events; None: the frozen model of the warm-up) and the other
-    retraining settings map onto the topic's ``retrain`` config; ``edge_window`` is the
+    retraining settings map onto the topic's ``retrain`` config; ``cooldown_rows`` is the
     cooldown in rows (converted to event time with the file's median sampling interval).
     """
 
@@ -90,7 +89,7 @@ class Lifecycle:
     likelihood: float = 0.9999
     history: int = 2000
     risk: float = 1e-3
-    edge_window: int = 400
+    cooldown_rows: int = 400
     retrain_every: int | None = 4000
     retrain_history: int = 4000
     retrain_epochs: int = 3
@@ -111,6 +110,33 @@ def _median_interval_s(nab_file: NABFile) -> float:
     return float(np.median(steps)) if len(steps) else 1.0
 
 
+def cooldown_seconds(nab_file: NABFile, lifecycle: Lifecycle) -> float:
+    return lifecycle.cooldown_rows * _median_interval_s(nab_file)
+
+
+def event_seconds(nab_file: NABFile) -> np.ndarray:
+    return np.array(nab_file.timestamps, dtype="datetime64[ms]").astype(np.int64) / 1000.0
+
+
+def cooldown_detections(
+    severity: np.ndarray, times_s: np.ndarray, threshold: float, cooldown_s: float
+) -> np.ndarray:
+    """Rows where the daemon alerts if its threshold is ``threshold``: the severity reaches
+    it and no alert was raised less than ``cooldown_s`` of event time before.
+
+    >>> cooldown_detections(np.array([0, 2, 2, 0, 2, 2]), np.arange(6.0), 1.0, 3.0).tolist()
+    [False, True, False, False, True, False]
+    """
+    detected = np.zeros(len(severity), dtype=bool)
+    flagged = np.flatnonzero(severity >= threshold)
+    times = times_s[flagged]
+    k = 0
+    while k < len(flagged):
+        detected[flagged[k]] = True
+        k = int(np.searchsorted(times, times[k] + cooldown_s, "left"))
+    return detected
+
+
 def file_config(
     nab_file: NABFile,
     detector: str,
@@ -127,7 +153,7 @@ def file_config(
             "history_events": lifecycle.retrain_history,
             "epochs": lifecycle.retrain_epochs,
         }
-    cooldown_s = lifecycle.edge_window * _median_interval_s(nab_file)
+    cooldown_s = cooldown_seconds(nab_file, lifecycle)
     topic = {
         "name": "nab",
         "format": {"series_key": None, "timestamp_field": "timestamp", "value_fields": ["value"]},
@@ -199,9 +225,7 @@ def replay_file(
         raw[row], severity[row], alerts[row] = scored.score, scored.severity, scored.alert
         versions[row] = scored.model_version or ""
     first = min((s.end_offset for s in recorder.windows), default=n)
-    # Before the first full window nothing is scored: repeat the first values so that no
-    # artificial zero stands out.
-    raw[:first], severity[:first] = raw[first % n], severity[first % n]
+    raw[:first] = raw[first % n]  # no window ends there: nothing scored, nothing flagged
     return Replayed(raw, np.nan_to_num(severity, posinf=1e6), alerts, versions, trainings)
 
 
@@ -224,11 +248,42 @@ def _category_table(
     return table
 
 
-def _profiles(files: list[FileScores], profiles: list[CostProfile]) -> dict[str, Any]:
-    results = {}
+def _protocol(
+    corpus: list[NABFile],
+    replays: list[Replayed],
+    lifecycle: Lifecycle,
+    profiles: list[CostProfile],
+) -> dict[str, Any]:
+    """Per profile, the corpus-wide severity threshold whose alerts (after the cooldown)
+    score best, its normalised score and per-category table.
+
+    Candidates: 1 (the configured threshold) and quantiles of the severities of every
+    scored row, densest in the upper tail.
+    """
+    files = [FileScores(f.key, np.zeros(len(f.values)), f.windows, f.probation) for f in corpus]
+    times = [event_seconds(f) for f in corpus]
+    cooldowns = [cooldown_seconds(f, lifecycle) for f in corpus]
+    scored = np.concatenate(
+        [r.severity[f.probation :] for f, r in zip(corpus, replays, strict=True)]
+    )
+    levels = 1.0 - np.logspace(-6, 0, 300, endpoint=False)
+    candidates = np.unique(np.r_[1.0, np.quantile(scored, levels)])
+    results: dict[str, Any] = {}
     for profile in profiles:
-        result = normalised_score(files, profile)
-        result["categories"] = _category_table(files, profile, result["threshold"])
+        best: tuple[float, float] | None = None
+        for theta in candidates:
+            total = 0.0
+            for f, r, t, c in zip(files, replays, times, cooldowns, strict=True):
+                f.anomaly_score = cooldown_detections(r.severity, t, theta, c).astype(float)
+                total += f.raw_score(profile, 0.5)
+            if best is None or total > best[1]:
+                best = (float(theta), total)
+        assert best is not None
+        for f, r, t, c in zip(files, replays, times, cooldowns, strict=True):
+            f.anomaly_score = cooldown_detections(r.severity, t, best[0], c).astype(float)
+        result = score_at(files, profile, 0.5)
+        result["threshold"] = best[0]
+        result["categories"] = _category_table(files, profile, 0.5)
         results[profile.name] = result
     return results
 
@@ -245,7 +300,8 @@ def run(
     windows_file: str = "combined_windows.json",
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
-    """Replay every file of the corpus at ``data``; write CSVs, JSON and plots into ``out``.
+    """Replay every file of the corpus at ``data``; write ``nab.json`` into ``out`` and each
+    file's CSV and plot into ``out/<continual|frozen>/results|plots``.
 
     With ``ablation`` every file is replayed a second time with the warm-up model frozen
     (no retraining), and both figures are reported.
@@ -254,8 +310,6 @@ def run(
     corpus = load_corpus(data, windows_file)
     profiles = load_profiles(Path(data) / "config" / "profiles.json")
     out_dir = Path(out)
-    (out_dir / "results").mkdir(parents=True, exist_ok=True)
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     settings = {**DEFAULT_PARAMS.get(detector, {}), **(params or {}), "seed": seed}
     variants = {"continual" if lifecycle.continual else "frozen": lifecycle}
     if ablation:
@@ -264,36 +318,26 @@ def run(
     started = time.perf_counter()
     reports: dict[str, Any] = {}
     for variant, chosen in variants.items():
-        protocol_files: list[FileScores] = []
-        alert_files: list[FileScores] = []
+        replays: list[Replayed] = []
         trainings = {"promoted": 0, "rejected": 0, "failed": 0}
         for n, nab_file in enumerate(corpus, 1):
             t0 = time.perf_counter()
             replayed = replay_file(nab_file, detector, settings, chosen)
-            anomaly = RisingEdge(chosen.edge_window).transform(replayed.severity)
-            protocol_files.append(
-                FileScores(nab_file.key, anomaly, nab_file.windows, nab_file.probation)
-            )
-            alert_files.append(
-                FileScores(
-                    nab_file.key,
-                    replayed.alerts.astype(float),
-                    nab_file.windows,
-                    nab_file.probation,
-                )
-            )
+            replays.append(replayed)
             for outcome, count in replayed.trainings.items():
                 trainings[outcome] = trainings.get(outcome, 0) + count
-            if variant == next(iter(variants)):
-                _write_csv(out_dir / "results", nab_file, anomaly, replayed)
             promoted = len({v for v in replayed.versions if v})
             progress(
                 f"nab {variant} [{n}/{len(corpus)}] {nab_file.key}: {len(nab_file.values)} "
                 f"rows, {len(nab_file.windows)} window(s), {promoted} model version(s) served, "
                 f"{int(replayed.alerts.sum())} alert(s) ({time.perf_counter() - t0:.1f}s)"
             )
-        protocol = _profiles(protocol_files, profiles)
-        alerts = _profiles(alert_files, profiles)
+        protocol = _protocol(corpus, replays, chosen, profiles)
+        alert_files = [
+            FileScores(f.key, r.alerts.astype(float), f.windows, f.probation)
+            for f, r in zip(corpus, replays, strict=True)
+        ]
+        alerts = {p.name: score_at(alert_files, p, 0.5) for p in profiles}
         reports[variant] = {
             "lifecycle": asdict(chosen),
             "profiles": protocol,
@@ -303,13 +347,12 @@ def run(
             },
             "retrainings": trainings,
         }
-        if variant == next(iter(variants)):
-            standard = protocol.get("standard")
-            if standard is not None:
-                for nab_file, scores, alerted in zip(
-                    corpus, protocol_files, alert_files, strict=True
-                ):
-                    _plot_file(out_dir / "plots", nab_file, scores, alerted, standard["threshold"])
+        theta = protocol["standard"]["threshold"] if "standard" in protocol else 1.0
+        for folder in ("results", "plots"):
+            (out_dir / variant / folder).mkdir(parents=True, exist_ok=True)
+        for nab_file, replayed in zip(corpus, replays, strict=True):
+            _write_csv(out_dir / variant / "results", nab_file, replayed)
+            _plot_file(out_dir / variant / "plots", nab_file, replayed, theta)
     headline = reports[next(iter(variants))]
     summary = {
         "benchmark": "nab",
@@ -319,7 +362,8 @@ def run(
         "detector": {"name": detector, "params": settings, "seed": seed},
         "path": "each file replayed through streamdet.app.Application (ReplaySource, "
         "synchronous model lifecycle)",
-        "nab_score": "policy severity, RisingEdge over the cooldown, one threshold per profile",
+        "nab_score": "the daemon's rule (severity >= threshold, then the cooldown) at the "
+        "corpus-wide threshold that maximises each profile's score",
         "profiles": headline["profiles"],
         "daemon_alerts": headline["daemon_alerts"],
         "variants": reports,
@@ -327,7 +371,10 @@ def run(
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out_dir / "nab.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    progress(f"nab: wrote {out_dir / 'nab.json'}, per-file CSVs and plots")
+    progress(
+        f"nab: wrote {out_dir / 'nab.json'}, per-file CSVs and plots in "
+        + ", ".join(str(out_dir / v) for v in variants)
+    )
     return summary
 
 
@@ -337,53 +384,39 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _write_csv(folder: Path, nab_file: NABFile, anomaly: np.ndarray, replayed: Replayed) -> None:
-    """NAB's result columns, then what the daemon made of each row."""
+def _write_csv(folder: Path, nab_file: NABFile, replayed: Replayed) -> None:
+    """NAB's result columns (the anomaly score is the policy's severity), then what the
+    daemon made of each row."""
     labels = nab_file.labels()
     path = folder / nab_file.key.replace("/", "__")
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            [
-                "timestamp",
-                "value",
-                "anomaly_score",
-                "label",
-                "raw_score",
-                "severity",
-                "alert",
-                "model_version",
-            ]
+            ["timestamp", "value", "anomaly_score", "label", "raw_score", "alert", "model_version"]
         )
         for i, ts in enumerate(nab_file.timestamps):
             writer.writerow(
                 [
                     ts,
                     f"{nab_file.values[i]:.6g}",
-                    f"{anomaly[i]:.6f}",
+                    f"{replayed.severity[i]:.6g}",
                     int(labels[i]),
                     f"{replayed.raw[i]:.6g}",
-                    f"{replayed.severity[i]:.6g}",
                     int(replayed.alerts[i]),
                     replayed.versions[i],
                 ]
             )
 
 
-def _plot_file(
-    folder: Path,
-    nab_file: NABFile,
-    scores: FileScores,
-    alerted: FileScores,
-    threshold: float,
-) -> None:
-    alerts = alerted.anomaly_score > 0
+def _plot_file(folder: Path, nab_file: NABFile, replayed: Replayed, threshold: float) -> None:
+    alerts = replayed.alerts.copy()
     alerts[: nab_file.probation] = False
     plots.score_timeline(
         folder / (nab_file.key.replace("/", "__").removesuffix(".csv") + ".png"),
-        f"{nab_file.key}: daemon alerts (red); NAB standard threshold {threshold:.3f} (dashed)",
+        f"{nab_file.key}: daemon alerts (red); severity, NAB standard threshold "
+        f"{threshold:.3g} (dashed)",
         nab_file.values,
-        scores.anomaly_score,
+        np.minimum(replayed.severity, 10.0),
         labels=nab_file.labels(),
         detections=alerts,
         threshold=threshold,

@@ -14,7 +14,6 @@ the time of the last alert) is bounded: the least recently seen series are forgo
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -73,10 +72,10 @@ class Verdict:
     """What the policy made of one scored window.
 
     ``severity`` is the score on the policy's own scale, where 1 is its threshold (the
-    detector's threshold, the likelihood level, the tail's alarm threshold), so it compares
-    across series and models; ``flagged``: the policy judges the window anomalous; ``alert``:
-    flagged and not held back by the cooldown (the cooldown spares the pager, it does not
-    make the window normal).
+    likelihood level, the tail's alarm threshold; the ``detector`` policy gives its verdict,
+    1 or 0), so it compares across series and models. ``flagged``: the policy judges the
+    window anomalous; ``alert``: flagged and not held back by the cooldown (the cooldown
+    spares the pager, it does not make the window normal).
     """
 
     alert: bool
@@ -112,7 +111,6 @@ class AlertPolicy:
         self._series_calibration: dict[str, np.ndarray] = {}
         self._pooled_calibration: np.ndarray | None = None
         self._calibrated_for: object = None
-        self._detector_threshold: float | None = None
         self._likelihood_scale = float(log_likelihood(threshold.likelihood))
 
     def __len__(self) -> int:
@@ -133,10 +131,6 @@ class AlertPolicy:
         if model is self._calibrated_for:
             return
         self._calibrated_for = model
-        detector_threshold = getattr(model, "threshold", None)
-        self._detector_threshold = (
-            None if detector_threshold is None else float(np.mean(detector_threshold))
-        )
         if self.threshold.policy == "likelihood":
             # Another model scores on another scale: each series' history starts again,
             # from the new model's calibration scores where it has them.
@@ -217,10 +211,9 @@ class AlertPolicy:
             return likelihood >= self.threshold.likelihood, severity
         if self.threshold.policy in TAIL_POLICIES:
             return self._tail_verdict(series, score)
-        threshold = self._detector_threshold
-        if threshold is None or not math.isfinite(threshold) or threshold <= 0.0:
-            return detector_flag, float(detector_flag)
-        return detector_flag, score / threshold
+        # Detectors place their threshold differently (Seq2Seq's scores are already relative
+        # to it), so the detector's own verdict is the severity: 1 flagged, 0 not.
+        return detector_flag, float(detector_flag)
 
     def forget(self, series: str) -> None:
         self._likelihoods.pop(series, None)
