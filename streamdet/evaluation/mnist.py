@@ -97,9 +97,10 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     x_train, y_train, x_test, y_test = load_mnist(folder)
     train = (x_train[y_train != digit] / 255.0).astype(np.float32)[..., None]
-    if train_limit:
-        # The stored training images are grouped by digit: sample, do not truncate.
-        train = train[np.random.default_rng(seed).permutation(len(train))[:train_limit]]
+    # The stored training images are grouped by digit: shuffle before sampling or splitting
+    # (a plain 90/10 split left the training set 491 nines and made the validation set
+    # nothing but nines).
+    train = train[np.random.default_rng(seed).permutation(len(train))[:train_limit]]
     test = (x_test / 255.0).astype(np.float32)[..., None]
     labels = (y_test == digit).astype(np.int8)
     progress(
