@@ -444,6 +444,7 @@ class DriftingSpot(Spot):
             raise InvalidInputError(f"depth must be at least 1; got {depth}")
         self.depth = depth
         self._recent: deque[float] = deque(maxlen=depth)
+        self._alarm_run = 0
 
     def _prepare(self, scores: np.ndarray) -> np.ndarray:
         if len(scores) <= self.depth:
@@ -458,7 +459,10 @@ class DriftingSpot(Spot):
         value = float(score)
         local = sum(self._recent) / len(self._recent)
         alarm = self._step(value - local)
-        if not alarm:
+        self._alarm_run = self._alarm_run + 1 if alarm else 0
+        # Alarms stay out of the local mean, except when ``depth`` of them come in a row:
+        # the level itself has moved, and a mean that never follows would alarm for ever.
+        if not alarm or self._alarm_run >= self.depth:
             self._recent.append(value)
         return alarm
 
