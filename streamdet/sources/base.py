@@ -82,3 +82,41 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class OnePartitionSource:
+    """What the sources without consumer groups share (the simulator, replays): they own
+    partition 0 of their one ``topic`` for good and keep commits in memory."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._paused = False
+        self.committed: dict[TopicPartition, Position] = {}
+
+    def assignment(self) -> None:
+        return None
+
+    def restart_mark(self, partition: TopicPartition) -> int:
+        position = self.committed.get(partition)
+        return -1 if position is None else position.scored_through
+
+    def commit(self, positions: dict[TopicPartition, Position]) -> None:
+        self.committed.update(positions)
+
+    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+        """Never rebalanced."""
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self._paused = self._paused or (self.topic, 0) in partitions
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self._paused = self._paused and (self.topic, 0) not in partitions
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return {}
+
+    def connected(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from streamdet.errors import InvalidInputError
-from streamdet.sources.base import Message, PartitionsCallback, Position, TopicPartition
+from streamdet.sources.base import Message, OnePartitionSource
 
 
 def _number_or_text(text: str) -> Any:
@@ -39,7 +39,7 @@ def csv_records(path: str | Path, key: str | None = None) -> Iterator[tuple[str 
             yield key, {name: _number_or_text(value) for name, value in row.items()}
 
 
-class ReplaySource:
+class ReplaySource(OnePartitionSource):
     """Delivers ``records`` (message key, JSON body) on partition 0 of ``topic``, up to
     ``max_poll`` per poll, and is exhausted after the last one."""
 
@@ -49,13 +49,11 @@ class ReplaySource:
         records: Iterable[tuple[str | None, dict[str, Any]]],
         max_poll: int = 500,
     ) -> None:
-        self.topic = topic
+        super().__init__(topic)
         self.max_poll = max_poll
         self._records = iter(records)
         self._offset = 0
         self._done = False
-        self._paused = False
-        self.committed: dict[TopicPartition, Position] = {}
 
     @classmethod
     def from_csv(
@@ -87,31 +85,3 @@ class ReplaySource:
                 return batch
         self._done = True
         return batch
-
-    def assignment(self) -> None:
-        return None
-
-    def restart_mark(self, partition: TopicPartition) -> int:
-        position = self.committed.get(partition)
-        return -1 if position is None else position.scored_through
-
-    def commit(self, positions: dict[TopicPartition, Position]) -> None:
-        self.committed.update(positions)
-
-    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
-        """A replay is never rebalanced."""
-
-    def pause(self, partitions: set[TopicPartition]) -> None:
-        self._paused = self._paused or (self.topic, 0) in partitions
-
-    def resume(self, partitions: set[TopicPartition]) -> None:
-        self._paused = self._paused and (self.topic, 0) not in partitions
-
-    def lag(self) -> dict[TopicPartition, int]:
-        return {}
-
-    def connected(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        """Nothing to release."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamdet.sources.base import Message, PartitionsCallback, Position, TopicPartition
+from streamdet.sources.base import Message, OnePartitionSource
 
 KINDS = ("spike", "level_shift", "drift", "frequency")
 DURATION = {"spike": 3, "level_shift": 40, "drift": 60, "frequency": 40}
@@ -126,7 +126,7 @@ class SensorSimulator:
             k += 1
 
 
-class SimulatorSource:
+class SimulatorSource(OnePartitionSource):
     """A :class:`~streamdet.sources.base.Source` that paces simulated events in real time.
 
     It owns its one partition for good (no rebalances) and keeps commits in memory.
@@ -135,14 +135,12 @@ class SimulatorSource:
     def __init__(
         self, topic: str, simulator: SensorSimulator, rate: float, max_events: int | None = None
     ) -> None:
-        self.topic = topic
+        super().__init__(topic)
         self.simulator = simulator
         self.rate = rate
         self.max_events = max_events
         self._offset = 0
         self._started = time.monotonic()
-        self._paused = False
-        self.committed: dict[TopicPartition, Position] = {}
 
     @property
     def exhausted(self) -> bool:
@@ -170,31 +168,3 @@ class SimulatorSource:
             )
             self._offset += 1
         return batch
-
-    def assignment(self) -> None:
-        return None
-
-    def restart_mark(self, partition: TopicPartition) -> int:
-        position = self.committed.get(partition)
-        return -1 if position is None else position.scored_through
-
-    def commit(self, positions: dict[TopicPartition, Position]) -> None:
-        self.committed.update(positions)
-
-    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
-        """A simulator is never rebalanced."""
-
-    def pause(self, partitions: set[TopicPartition]) -> None:
-        self._paused = self._paused or (self.topic, 0) in partitions
-
-    def resume(self, partitions: set[TopicPartition]) -> None:
-        self._paused = self._paused and (self.topic, 0) not in partitions
-
-    def lag(self) -> dict[TopicPartition, int]:
-        return {}
-
-    def connected(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        """Nothing to release."""
