@@ -174,3 +174,10 @@ def test_a_window_held_back_by_the_cooldown_is_still_flagged():
     # Not paged again, but still anomalous: a retraining must not learn it as normal.
     assert (held.alert, held.flagged) == (False, True)
     assert (calm.alert, calm.flagged) == (False, False)
+
+
+def test_replaying_a_missing_file_names_it_and_exits_2(tmp_path):
+    config = write_config(tmp_path)
+    done = run_cli("replay", str(tmp_path / "nope.csv"), "--config", str(config))
+    assert done.returncode == 2
+    assert "nope.csv: no such file to replay" in done.stderr and "Traceback" not in done.stderr

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -370,18 +369,12 @@ def run(
         "published_standard": PUBLISHED_STANDARD,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (out_dir / "nab.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (out_dir / "nab.json").write_text(json.dumps(summary, indent=2))
     progress(
         f"nab: wrote {out_dir / 'nab.json'}, per-file CSVs and plots in "
         + ", ".join(str(out_dir / v) for v in variants)
     )
     return summary
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _write_csv(folder: Path, nab_file: NABFile, replayed: Replayed) -> None:

@@ -59,6 +59,8 @@ class ReplaySource(OnePartitionSource):
     def from_csv(
         cls, topic: str, path: str | Path, key: str | None = None, max_poll: int = 500
     ) -> ReplaySource:
+        if not Path(path).is_file():
+            raise InvalidInputError(f"{path}: no such file to replay")
         return cls(topic, csv_records(path, key or Path(path).stem), max_poll)
 
     @property
