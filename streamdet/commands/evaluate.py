@@ -154,6 +154,8 @@ def _ecg5000(args: argparse.Namespace) -> None:
             args.data,
             out,
             epochs=args.epochs,
+            validation_fraction=args.validation_fraction,
+            patience=args.patience,
             seed=seed,
             teacher_forcing=args.teacher_forcing,
             page_defaults=args.page_defaults,
@@ -467,7 +469,21 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     ecg = benchmarks.add_parser("ecg5000", help="alibi-detect's Seq2Seq ECG5000 protocol")
     ecg.add_argument("--data", help="folder with ECG5000_TRAIN.txt / _TEST.txt")
     _common(ecg, "eval/ecg5000")
-    ecg.add_argument("--epochs", type=int, default=40)
+    ecg.add_argument("--epochs", type=int, default=40, help="most epochs to train")
+    ecg.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        help="hold out this share of the normal training beats and keep the epoch with the "
+        "lowest loss on them (0: keep the last epoch)",
+    )
+    ecg.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        help="with a validation share: stop after N epochs "
+        "without a better validation loss (0: run every epoch)",
+    )
     ecg.add_argument(
         "--page-defaults",
         action="store_true",

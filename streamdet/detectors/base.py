@@ -230,6 +230,65 @@ def check_log_metric(log_metric: Any) -> tuple[str, Any] | None:
     return (log_metric[0], log_metric[1])
 
 
+def holdout_split(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training rows, validation rows): the last ``fraction`` of ``data`` is held out.
+
+    The last rows, not a random sample: windows cut from one series overlap their
+    neighbours, so a random sample would validate on data the model trained on; the tail
+    is also the most recent data, the part a stream's next windows resemble most.
+
+    >>> train, validation = holdout_split(np.arange(10), 0.2)
+    >>> train.tolist(), validation.tolist()
+    ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
+    >>> holdout_split(np.arange(3), 0.0)[1] is None
+    True
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInputError(f"validation_fraction must be in [0, 1); got {fraction}")
+    if fraction == 0.0:
+        return data, None
+    held = round(len(data) * fraction)
+    if held < 1 or held >= len(data):
+        raise InvalidInputError(
+            f"validation_fraction {fraction} of {len(data)} training instances leaves "
+            f"{held} for validation and {len(data) - held} for training; each needs at least 1"
+        )
+    return data[:-held], data[-held:]
+
+
+@dataclass
+class EpochSelection:
+    """Keep the weights of the epoch whose loss on held-out normal data was lowest.
+
+    ``loss()`` evaluates the held-out data with the current weights; ``models`` are the
+    Keras models whose weights are kept and restored. With ``patience`` > 0 training stops
+    after that many epochs without a new best. After :func:`train_epochs`, ``best_epoch``
+    and ``best_loss`` say which epoch was kept. Only labels-free, normal data is involved,
+    so the choice can be made on any stream or benchmark without looking at anomalies.
+    """
+
+    loss: Callable[[], float]
+    models: tuple[keras.Model, ...]
+    patience: int = 0
+    best_epoch: int = 0
+    best_loss: float = float("inf")
+    _weights: list[list[np.ndarray]] | None = None
+
+    def after_epoch(self, epoch: int) -> tuple[float, bool]:
+        """(validation loss, whether to stop) after ``epoch``; keeps its weights if best."""
+        value = float(self.loss())
+        if value < self.best_loss:
+            self.best_loss, self.best_epoch = value, epoch
+            self._weights = [model.get_weights() for model in self.models]
+        stop = self.patience > 0 and epoch - self.best_epoch >= self.patience
+        return value, stop
+
+    def restore(self) -> None:
+        if self._weights is not None:
+            for model, weights in zip(self.models, self._weights, strict=True):
+                model.set_weights(weights)
+
+
 def train_epochs(
     step: Any,
     arrays: tuple[np.ndarray, ...],
@@ -242,13 +301,16 @@ def train_epochs(
     first_epoch: int = 1,
     total_epochs: int | None = None,
     log_metric: tuple[str, Any] | None = None,
+    selection: EpochSelection | None = None,
 ) -> list[dict[str, float]]:
     """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
 
     Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
     ``first_epoch`` and ``total_epochs`` number the lines when a caller runs the epochs
     one call at a time (to change a schedule between them). ``log_metric`` is reset before
-    each epoch (the step updates it) and its result joins the epoch's losses.
+    each epoch (the step updates it) and its result joins the epoch's losses. With a
+    ``selection``, each epoch also reports ``val_loss``, training may stop early, and the
+    best epoch's weights are restored at the end.
     """
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
@@ -275,9 +337,20 @@ def train_epochs(
         means = {key: value / max(batches, 1) for key, value in totals.items()}
         if log_metric is not None:
             means[log_metric[0]] = float(log_metric[1].result())
+        stop = False
+        if selection is not None:
+            means["val_loss"], stop = selection.after_epoch(epoch)
         history.append(means)
         shown = " ".join(f"{k}={v:.5g}" for k, v in means.items())
         progress(f"{label} epoch {epoch}/{total} {shown} ({time.perf_counter() - started:.1f}s)")
+        if stop:
+            progress(
+                f"{label}: no better val_loss for {selection.patience} epochs; stopping"  # type: ignore[union-attr]
+            )
+            break
+    if selection is not None:
+        selection.restore()
+        progress(f"{label}: kept epoch {selection.best_epoch} (val_loss={selection.best_loss:.5g})")
     return history
 
 

@@ -41,11 +41,13 @@ import numpy as np
 
 from streamdet.detectors.base import (
     ContractCase,
+    EpochSelection,
     KerasDetector,
     Scores,
     call_loss,
     check_log_metric,
     fit_progress,
+    holdout_split,
     keras,
     register,
     resolve_optimizer,
@@ -183,6 +185,12 @@ class Seq2SeqDetector(KerasDetector):
         default: inference is autoregressive, and a decoder trained with teacher forcing
         learns one-step prediction, then drifts when it must feed on itself (on ECG5000
         this cost about 0.08 AUC).
+    validation_fraction, patience
+        Hold out the last ``validation_fraction`` of the training windows, measure the
+        training loss on them after every epoch and keep the weights of the best epoch
+        (``patience`` > 0: stop after that many epochs without a new best). Normal data
+        only, so the number of epochs is chosen without labels. 0 (default): train every
+        epoch on every window, keep the last weights.
     data_type
         Recorded in the prediction's ``meta`` (default ``time-series``).
     """
@@ -220,6 +228,8 @@ class Seq2SeqDetector(KerasDetector):
         score_batch_size: int = 64,
         jit_compile: bool = True,
         teacher_forcing: bool = False,
+        validation_fraction: float = 0.0,
+        patience: int = 0,
         data_type: str | None = None,
         seed: int | None = None,
     ) -> None:
@@ -228,6 +238,12 @@ class Seq2SeqDetector(KerasDetector):
                 f"outlier_type must be 'instance' or 'feature'; got {outlier_type!r}"
             )
         check_network(threshold_net, "threshold_net")
+        if not 0.0 <= validation_fraction < 1.0:
+            raise InvalidInputError(
+                f"validation_fraction must be in [0, 1); got {validation_fraction}"
+            )
+        if patience < 0:
+            raise InvalidInputError(f"patience must be >= 0; got {patience}")
         if seq2seq is not None:
             n_features, seq_len, latent_dim = self._check_model(seq2seq, n_features, seq_len)
             normalise = False
@@ -251,6 +267,8 @@ class Seq2SeqDetector(KerasDetector):
             score_batch_size=score_batch_size,
             jit_compile=jit_compile,
             teacher_forcing=teacher_forcing,
+            validation_fraction=float(validation_fraction),
+            patience=int(patience),
             data_type=data_type,
             seed=seed,
         )
@@ -423,7 +441,7 @@ class Seq2SeqDetector(KerasDetector):
                 seq_len, n_features, p["latent_dim"], p["output_activation"], net
             )
             self._build_decoder()
-        data = self._normalise(windows)
+        data, held_out = holdout_split(self._normalise(windows), p["validation_fraction"])
         model = self.model
         optimizer = resolve_optimizer(optimizer, p["learning_rate"])
         reconstruction_loss = loss_fn or _mse
@@ -450,6 +468,26 @@ class Seq2SeqDetector(KerasDetector):
                 metric[1].update_state(x, recon)
             return {"loss": loss, "recon_loss": recon_loss, "threshold_mse": thr_loss}
 
+        @tf.function
+        def held_out_loss(x: tf.Tensor) -> tf.Tensor:
+            recon, thr = free_running(x)
+            err = tf.square(x - recon)
+            thr_loss = tf.reduce_mean(tf.square(thr - err))
+            return call_loss(reconstruction_loss, x, recon) + beta * thr_loss
+
+        selection = None
+        if held_out is not None:
+            chunk = int(p["score_batch_size"])
+
+            def validation_loss() -> float:
+                total = 0.0
+                for start in range(0, len(held_out), chunk):
+                    part = held_out[start : start + chunk]
+                    total += len(part) * float(held_out_loss(part))
+                return total / len(held_out)
+
+            selection = EpochSelection(validation_loss, (model,), int(p["patience"]))
+
         started = time.perf_counter()
         history = train_epochs(
             step,
@@ -460,10 +498,17 @@ class Seq2SeqDetector(KerasDetector):
             progress=progress,
             seed=p["seed"],
             log_metric=metric,
+            selection=selection,
         )
         self.training = self._training_summary(
             history, started, training_windows=len(data), epochs=len(history)
         )
+        if selection is not None:
+            self.training.update(
+                validation_windows=len(held_out),  # type: ignore[arg-type]
+                best_epoch=selection.best_epoch,
+                best_val_loss=selection.best_loss,
+            )
         self.training["history"] = history
         return self.training
 

@@ -46,6 +46,8 @@ def run(
     *,
     latent_dim: int = 40,
     epochs: int = 40,
+    validation_fraction: float = 0.0,
+    patience: int = 0,
     threshold_level: str = "instance",
     teacher_forcing: bool = False,
     page_defaults: bool = False,
@@ -56,8 +58,11 @@ def run(
 ) -> dict[str, Any]:
     """Train, threshold and test; write ``ecg5000.json`` and plots into ``out``.
 
-    Every threshold policy is reported under ``policies`` (the label-free ones calibrated
-    on the training beats' scores); ``threshold_policy`` picks the headline ``metrics``.
+    With ``validation_fraction``, that share of the normal training beats is held out and
+    the epoch with the lowest loss on them is kept (``patience``: stop early), so the
+    number of epochs is chosen without labels. Every threshold policy is reported under
+    ``policies`` (the label-free ones calibrated on the training beats' scores);
+    ``threshold_policy`` picks the headline ``metrics``.
 
     ``page_defaults`` runs alibi-detect's documented usage instead of streamdet's settings:
     ``OutlierSeq2Seq(1, 140, threshold=None, latent_dim=100)``, ``fit`` with its defaults
@@ -87,6 +92,8 @@ def run(
             epochs=epochs,
             batch_size=32,
             teacher_forcing=teacher_forcing,
+            validation_fraction=validation_fraction,
+            patience=patience,
             seed=seed,
         )
         training = detector.fit(X_train, progress=progress)
@@ -120,6 +127,10 @@ def run(
     detector.save(out_dir / "model")
     (out_dir / "ecg5000.json").write_text(json.dumps(result, indent=2, default=float))
     plots.roc_pr_curves(out_dir / "ecg5000_roc_pr.png", "ECG5000 Seq2Seq", y_test, scores)
+    if training.get("history"):
+        plots.training_curves(
+            out_dir / "ecg5000_training.png", "ECG5000 Seq2Seq", training["history"]
+        )
     order = np.argsort(y_test, kind="stable")
     plots.score_timeline(
         out_dir / "ecg5000_scores.png",
