@@ -74,6 +74,27 @@ def top_percent_mean(feature_scores: np.ndarray, outlier_perc: float = 100.0) ->
     return top.mean(axis=1)
 
 
+def log_normal_tail(z: float) -> float:
+    """Natural log of P(N(0, 1) > z), finite however far out ``z`` lies.
+
+    ``1 - likelihood`` is 0.0 in float64 beyond z ≈ 8.3, so every stronger excursion would
+    look the same; beyond z = 5 the log tail comes from the Mills-ratio series instead,
+    which keeps ranking them (relative error below 1e-3 there).
+
+    >>> round(log_normal_tail(0.0), 6) == round(math.log(0.5), 6)
+    True
+    >>> abs(log_normal_tail(5.0 - 1e-9) - log_normal_tail(5.0)) < 1e-3
+    True
+    >>> log_normal_tail(40.0) < log_normal_tail(20.0) < log_normal_tail(9.0) < -40
+    True
+    """
+    if z < 5.0:
+        return math.log(0.5 * math.erfc(z / math.sqrt(2.0)))
+    inverse_square = 1.0 / (z * z)
+    series = 1.0 - inverse_square + 3.0 * inverse_square**2 - 15.0 * inverse_square**3
+    return -0.5 * z * z - math.log(z * math.sqrt(2.0 * math.pi)) + math.log(series)
+
+
 class AnomalyLikelihood:
     """Streaming tail probability of recent scores against their rolling history.
 
@@ -87,7 +108,9 @@ class AnomalyLikelihood:
     reconstruction errors better than a plain normal.
 
     :meth:`update` is the streaming form (one score in, one probability out);
-    :meth:`transform` runs a fresh copy over an array and gives the same values.
+    :meth:`transform` runs a fresh copy over an array and gives the same values. After each
+    update ``log_tail`` holds the natural log of ``1 - likelihood``, computed so that it
+    keeps falling where the likelihood itself has rounded to 1.
 
     >>> policy = AnomalyLikelihood(history=50, short_window=1, learning_period=20)
     >>> out = policy.transform(np.r_[np.random.default_rng(0).normal(1, 0.1, 60), 5.0])
@@ -121,6 +144,7 @@ class AnomalyLikelihood:
         self._sumsq = 0.0
         self._recent: deque[float] = deque(maxlen=self.short_window)
         self.seen = 0
+        self.log_tail = math.log(0.5)
 
     def _prepare(self, score: float) -> float:
         if not math.isfinite(score):
@@ -157,9 +181,12 @@ class AnomalyLikelihood:
             var = max(self._sumsq / len(self._history) - mean * mean, 0.0)
             std = max(math.sqrt(var), self.min_std)
             recent_mean = sum(self._recent) / len(self._recent)
-            likelihood = 1.0 - 0.5 * math.erfc((recent_mean - mean) / std / math.sqrt(2.0))
+            z = (recent_mean - mean) / std
+            likelihood = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
+            self.log_tail = log_normal_tail(z)
         else:
             likelihood = 0.5
+            self.log_tail = math.log(0.5)
         self._history.append(value)
         self._sum += value
         self._sumsq += value * value
@@ -612,6 +639,7 @@ __all__ = [
     "Spot",
     "fit_generalised_pareto",
     "log_likelihood",
+    "log_normal_tail",
     "percentile_threshold",
     "tail_quantile",
     "top_percent_mean",

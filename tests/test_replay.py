@@ -145,6 +145,21 @@ def test_severity_puts_every_policy_threshold_at_one():
     assert all(v.severity < 1.0 for v in verdicts[:-1] if not v.alert)
 
 
+def test_likelihood_severity_keeps_ranking_excursions_beyond_float_precision():
+    # 1 - likelihood rounds to 0 beyond about 8 sigma; the severity must still order a
+    # stronger excursion above a weaker one (the operator's ranking, NAB's sweep).
+    calibration = np.random.default_rng(1).normal(10.0, 1.0, 3000)
+    severities = []
+    for excursion in (12.0, 20.0, 40.0, 80.0):
+        policy = AlertPolicy(ThresholdConfig(policy="likelihood", likelihood=0.9999), 0, 10)
+        for i, score in enumerate(calibration):
+            policy.assess("a", float(score), False, i)
+        # The policy judges the mean of the last few scores, so the excursion lasts a while.
+        verdicts = [policy.assess("a", excursion, False, len(calibration) + i) for i in range(5)]
+        severities.append(max(v.severity for v in verdicts))
+    assert severities[0] < 1.0 < severities[1] < severities[2] < severities[3]
+
+
 def test_csv_score_sink_writes_one_row_per_window(tmp_path):
     sink = CsvScoreSink(tmp_path / "s.csv")
     sink.record(ScoredWindow("t", "a", 0, 9, 1000, 0.25, 0.5, True, "v000002"))

@@ -14,6 +14,7 @@ the time of the last alert) is bounded: the least recently seen series are forgo
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -27,7 +28,6 @@ from streamdet.thresholds import (
     DriftingSpot,
     DynamicThreshold,
     Spot,
-    log_likelihood,
 )
 
 Value = TypeVar("Value")
@@ -111,7 +111,7 @@ class AlertPolicy:
         self._series_calibration: dict[str, np.ndarray] = {}
         self._pooled_calibration: np.ndarray | None = None
         self._calibrated_for: object = None
-        self._likelihood_scale = float(log_likelihood(threshold.likelihood))
+        self._log_tail_at_level = math.log1p(-threshold.likelihood)
 
     def __len__(self) -> int:
         return max(len(self._likelihoods), len(self._rules), len(self._last_alert))
@@ -207,7 +207,9 @@ class AlertPolicy:
                     tracker.seed(calibration)
             self._likelihoods.touch(series, tracker)
             likelihood = tracker.update(score)
-            severity = float(log_likelihood(likelihood)) / self._likelihood_scale
+            # Tail probabilities on a log scale: 1 at the configured level, and unbounded
+            # above it, so a 20-sigma excursion outranks a 9-sigma one.
+            severity = tracker.log_tail / self._log_tail_at_level
             return likelihood >= self.threshold.likelihood, severity
         if self.threshold.policy in TAIL_POLICIES:
             return self._tail_verdict(series, score)
