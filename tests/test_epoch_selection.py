@@ -73,11 +73,12 @@ def test_without_patience_every_epoch_runs_and_the_best_is_restored():
     assert model.get_weights()[0].item() == 2.0
 
 
-def test_holdout_split_refuses_shares_that_leave_nothing():
-    with pytest.raises(InvalidInputError, match="validation_fraction"):
-        holdout_split(np.arange(10), 1.0)
-    with pytest.raises(InvalidInputError, match="leaves 0 for validation"):
-        holdout_split(np.arange(3), 0.1)
+def test_holdout_split_refuses_shares_outside_zero_to_one():
+    for share in (1.0, -0.1):
+        with pytest.raises(InvalidInputError, match="validation_fraction"):
+            holdout_split(np.arange(10), share)
+    train, held_out = holdout_split(np.arange(20), 0.9)
+    assert len(train) == 2 and held_out is not None and len(held_out) == 18
 
 
 def test_seq2seq_keeps_the_epoch_with_the_lowest_held_out_loss():

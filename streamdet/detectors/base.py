@@ -240,19 +240,22 @@ def holdout_split(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.nda
     >>> train, validation = holdout_split(np.arange(10), 0.2)
     >>> train.tolist(), validation.tolist()
     ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
+
+    A share that rounds to nothing still holds out one instance; a single instance is
+    not split (it is all there is to train on), so a tiny warm-up never fails.
+
+    >>> holdout_split(np.arange(3), 0.1)[1].tolist()
+    [2]
+    >>> holdout_split(np.arange(1), 0.1)[1] is None
+    True
     >>> holdout_split(np.arange(3), 0.0)[1] is None
     True
     """
     if not 0.0 <= fraction < 1.0:
         raise InvalidInputError(f"validation_fraction must be in [0, 1); got {fraction}")
-    if fraction == 0.0:
+    if fraction == 0.0 or len(data) < 2:
         return data, None
-    held = round(len(data) * fraction)
-    if held < 1 or held >= len(data):
-        raise InvalidInputError(
-            f"validation_fraction {fraction} of {len(data)} training instances leaves "
-            f"{held} for validation and {len(data) - held} for training; each needs at least 1"
-        )
+    held = min(max(round(len(data) * fraction), 1), len(data) - 1)
     return data[:-held], data[-held:]
 
 

@@ -129,7 +129,10 @@ def run(
     plots.roc_pr_curves(out_dir / "ecg5000_roc_pr.png", "ECG5000 Seq2Seq", y_test, scores)
     if training.get("history"):
         plots.training_curves(
-            out_dir / "ecg5000_training.png", "ECG5000 Seq2Seq", training["history"]
+            out_dir / "ecg5000_training.png",
+            "ECG5000 Seq2Seq",
+            training["history"],
+            kept_epoch=training.get("best_epoch"),
         )
     order = np.argsort(y_test, kind="stable")
     plots.score_timeline(

@@ -144,19 +144,31 @@ def image_rows(path: Path, rows: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def training_curves(path: Path, title: str, history: list[dict[str, float]]) -> Path:
-    """Per-epoch losses (train and validation) and the gradient norm, from ``fit``'s history."""
+def training_curves(
+    path: Path, title: str, history: list[dict[str, float]], kept_epoch: int | None = None
+) -> Path:
+    """Per-epoch losses (train and validation, log scale when positive), the epoch kept by
+    validation if any, and the gradient norm when ``fit`` recorded it."""
     epochs = np.arange(1, len(history) + 1)
-    fig, (losses, norms) = plt.subplots(1, 2, figsize=(11, 4))
+    has_norm = any("grad_norm" in epoch for epoch in history)
+    fig, axes = plt.subplots(1, 2 if has_norm else 1, figsize=(11 if has_norm else 6.5, 4))
+    losses = axes[0] if has_norm else axes
+    drawn: list[float] = []
     for key, style in (("loss", "-"), ("val_loss", "--"), ("recon", ":"), ("val_recon", "-.")):
         values = [epoch.get(key) for epoch in history]
         if any(v is not None for v in values):
             losses.plot(epochs, [np.nan if v is None else v for v in values], style, label=key)
+            drawn += [float(v) for v in values if v is not None]
+    if drawn and min(drawn) > 0:
+        losses.set_yscale("log")
+    if kept_epoch:
+        losses.axvline(kept_epoch, color="tab:red", lw=1, label=f"kept epoch {kept_epoch}")
     losses.set(xlabel="epoch", ylabel="loss", title=f"{title}: losses")
     losses.legend()
-    norm = [epoch.get("grad_norm", np.nan) for epoch in history]
-    norms.plot(epochs, norm, "-o", color="tab:purple")
-    norms.set(xlabel="epoch", ylabel="mean gradient norm", title=f"{title}: gradient norm")
+    if has_norm:
+        norm = [epoch.get("grad_norm", np.nan) for epoch in history]
+        axes[1].plot(epochs, norm, "-o", color="tab:purple")
+        axes[1].set(xlabel="epoch", ylabel="mean gradient norm", title=f"{title}: gradient norm")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
