@@ -78,3 +78,32 @@ def test_evaluate_vae_lstm_nab_command_writes_json_plots_and_table(tmp_path):
     assert np.isfinite(segment["auc"])
     assert (tmp_path / "ec2_request_segment1_roc_pr.png").exists()
     assert (tmp_path / "ec2_request_segment1_scores.png").exists()
+
+
+def test_evaluate_ecg5000_keeps_the_best_epoch_on_held_out_normal_beats(tmp_path):
+    done = run_cli(
+        "evaluate",
+        "ecg5000",
+        "--seeds",
+        "1",
+        "--epochs",
+        "3",
+        "--patience",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "seq2seq: kept epoch" in done.stderr
+    result = json.loads((tmp_path / "ecg5000.json").read_text())
+    training = result["training"]
+    # 10 % of the 2,627 normal beats are held out (the command's default) and never trained on.
+    assert (training["training_windows"], training["validation_windows"]) == (2364, 263)
+    val = [epoch["val_loss"] for epoch in training["history"]]
+    assert training["best_epoch"] == int(np.argmin(val)) + 1
+    assert result["detector"]["params"]["validation_fraction"] == 0.1
+    assert 0.5 <= result["metrics"]["auc"] <= 1.0
+    assert set(result["policies"]) == {"protocol", "spot", "dspot", "dynamic", "likelihood"}
+    for picture in ("ecg5000_roc_pr.png", "ecg5000_training.png", "ecg5000_scores.png"):
+        assert (tmp_path / picture).stat().st_size > 1000, picture
+    assert "streamdet seq2seq (protocol)" in done.stdout

@@ -469,18 +469,18 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     ecg = benchmarks.add_parser("ecg5000", help="alibi-detect's Seq2Seq ECG5000 protocol")
     ecg.add_argument("--data", help="folder with ECG5000_TRAIN.txt / _TEST.txt")
     _common(ecg, "eval/ecg5000")
-    ecg.add_argument("--epochs", type=int, default=40, help="most epochs to train")
+    ecg.add_argument("--epochs", type=int, default=120, help="most epochs to train")
     ecg.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.0,
+        default=0.1,
         help="hold out this share of the normal training beats and keep the epoch with the "
-        "lowest loss on them (0: keep the last epoch)",
+        "lowest loss on them (0: train on all, keep the last epoch)",
     )
     ecg.add_argument(
         "--patience",
         type=int,
-        default=0,
+        default=20,
         help="with a validation share: stop after N epochs "
         "without a better validation loss (0: run every epoch)",
     )
