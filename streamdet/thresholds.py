@@ -239,16 +239,6 @@ class RisingEdge:
         return np.array([fresh.update(float(s)) for s in np.asarray(scores).ravel()])
 
 
-def log_likelihood(likelihood: np.ndarray | float) -> np.ndarray:
-    """Spread likelihoods near 1 over [0, 1] on a log scale (0.5 -> ~0.03, 1-1e-5 -> 0.5).
-
-    >>> round(float(log_likelihood(1 - 1e-5)), 3)
-    0.5
-    """
-    value = np.clip(np.asarray(likelihood, dtype=np.float64), 0.0, 1.0)
-    return np.log(1.0000000001 - value) / math.log(1e-10)
-
-
 def fit_generalised_pareto(excesses: np.ndarray) -> tuple[float, float]:
     """Maximum-likelihood (shape xi, scale sigma) of a generalised Pareto law for ``excesses``.
 
@@ -638,7 +628,6 @@ __all__ = [
     "RisingEdge",
     "Spot",
     "fit_generalised_pareto",
-    "log_likelihood",
     "log_normal_tail",
     "percentile_threshold",
     "tail_quantile",

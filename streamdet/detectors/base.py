@@ -266,7 +266,7 @@ class EpochSelection:
     ``loss()`` evaluates the held-out data with the current weights; ``models`` are the
     Keras models whose weights are kept and restored. With ``patience`` > 0 training stops
     after that many epochs without a new best. After :func:`train_epochs`, ``best_epoch``
-    and ``best_loss`` say which epoch was kept. Only labels-free, normal data is involved,
+    and ``best_loss`` say which epoch was kept. Only label-free, normal data is involved,
     so the choice can be made on any stream or benchmark without looking at anomalies.
     """
 
