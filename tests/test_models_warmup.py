@@ -122,6 +122,22 @@ def test_mistyped_params_fail_with_the_detectors_message(tmp_path):
         model.train({"a": np.zeros((20, 1), np.float32)})
 
 
+def test_an_out_of_range_param_names_the_topic_and_the_allowed_range(tmp_path):
+    topic = TopicConfig.model_validate(
+        {
+            "name": "plant",
+            "window": {"seq_len": 4},
+            "detector": {"name": "seq2seq", "params": {"validation_fraction": 1.5}},
+        }
+    )
+    model = TopicModel(topic, tmp_path, 1, progress=lambda m: None)
+    with pytest.raises(
+        StreamdetError,
+        match=r"topic plant: detector\.params.*validation_fraction must be in \[0, 1\); got 1\.5",
+    ):
+        model.train({"a": np.zeros((20, 1), np.float32)})
+
+
 def test_the_warm_up_holds_at_most_max_series_series(tmp_path):
     topic = TopicConfig.model_validate(
         {

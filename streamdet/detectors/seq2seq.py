@@ -453,6 +453,18 @@ class Seq2SeqDetector(KerasDetector):
         free_running = self._free_running
         teacher_forcing = bool(p["teacher_forcing"])
 
+        def losses(x: tf.Tensor, recon: tf.Tensor, thr: tf.Tensor) -> dict[str, tf.Tensor]:
+            err = tf.square(x - recon)
+            recon_loss = call_loss(reconstruction_loss, x, recon)
+            # The target is the error itself: the net must learn to predict it, not to
+            # pull the autoencoder's error towards its own guess.
+            thr_loss = tf.reduce_mean(tf.square(thr - tf.stop_gradient(err)))
+            return {
+                "loss": recon_loss + beta * thr_loss,
+                "recon_loss": recon_loss,
+                "threshold_mse": thr_loss,
+            }
+
         @tf.function
         def step(x: tf.Tensor) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
@@ -460,28 +472,20 @@ class Seq2SeqDetector(KerasDetector):
                     recon, thr = model([x, _shift_right(x)], training=True)
                 else:
                     recon, thr = free_running(x)
-                err = tf.square(x - recon)
-                recon_loss = call_loss(reconstruction_loss, x, recon)
-                # The target is the error itself: the net must learn to predict it, not to
-                # pull the autoencoder's error towards its own guess.
-                thr_loss = tf.reduce_mean(tf.square(thr - tf.stop_gradient(err)))
-                loss = recon_loss + beta * thr_loss
-            grads = tape.gradient(loss, model.trainable_variables)
+                parts = losses(x, recon, thr)
+            grads = tape.gradient(parts["loss"], model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             if metric is not None:
                 metric[1].update_state(x, recon)
-            return {"loss": loss, "recon_loss": recon_loss, "threshold_mse": thr_loss}
-
-        @tf.function
-        def held_out_loss(x: tf.Tensor) -> tf.Tensor:
-            recon, thr = free_running(x)
-            err = tf.square(x - recon)
-            thr_loss = tf.reduce_mean(tf.square(thr - err))
-            return call_loss(reconstruction_loss, x, recon) + beta * thr_loss
+            return parts
 
         selection = None
         if held_out is not None:
             chunk = int(p["score_batch_size"])
+
+            @tf.function
+            def held_out_loss(x: tf.Tensor) -> tf.Tensor:
+                return losses(x, *free_running(x))["loss"]
 
             def validation_loss() -> float:
                 total = 0.0

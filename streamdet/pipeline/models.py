@@ -16,7 +16,7 @@ import numpy as np
 
 from streamdet.config import TopicConfig
 from streamdet.detectors import DETECTORS, KerasDetector, load_detector
-from streamdet.errors import ModelLoadError, StreamdetError
+from streamdet.errors import InvalidInputError, ModelLoadError, StreamdetError
 from streamdet.pipeline.history import RecentHistory
 from streamdet.pipeline.model_store import ModelStore
 from streamdet.pipeline.scaling import SeriesScaler
@@ -370,7 +370,7 @@ class TopicModel:
             params["feature_names"] = list(self.feature_names)
         try:
             return detector_class(**params)
-        except TypeError as exc:
+        except (TypeError, InvalidInputError) as exc:
             raise StreamdetError(
                 f"topic {self.topic.name}: detector.params does not fit "
                 f"{self.topic.detector.name}: {exc}"
