@@ -79,6 +79,18 @@ class TopicRuntime:
         self.backlog_bytes -= window.values.nbytes
         return window
 
+    def model_export_stale(self) -> bool:
+        """True when the model's state or counters moved since they were last exported.
+
+        The counters are compared too: a retry that fails between two loop turns leaves the
+        state at ``failed`` as it was, yet it is one more failure to report.
+        """
+        return (
+            self.model.state != self.exported_state
+            or self.model.failures != self.exported_failures
+            or self.model.load_refusals != self.exported_refusals
+        )
+
 
 class Application:
     """The streamdet daemon.
@@ -440,10 +452,7 @@ class Application:
             if runtime.model.apply_reload():
                 self.metrics.model_reloads.labels(name).inc()
                 self._export_model(name, runtime)
-            elif (
-                runtime.model.state != runtime.exported_state
-                or runtime.model.load_refusals != runtime.exported_refusals
-            ):
+            elif runtime.model_export_stale():
                 self._export_model(name, runtime)
             if runtime.model.ready and runtime.backlog:
                 everything = drain or self._synchronous

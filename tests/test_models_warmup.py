@@ -109,6 +109,42 @@ def test_a_failed_training_is_reported_and_retried_with_backoff(tmp_path):
     assert attempts[0] is attempts[2]  # the same warm-up data, kept for the retries
 
 
+def test_a_retry_that_fails_between_two_loop_turns_is_still_counted(tmp_path):
+    """The state reads ``failed`` before and after such a retry; the counter must move."""
+    from streamdet.app import Application
+    from streamdet.config import load_config_text
+
+    config = load_config_text(
+        f"""
+topics:
+  - name: t
+    window: {{seq_len: 2}}
+    detector: {{name: seq2seq, params: {{latent_dims: 8}}, warmup_events: 10, retry_after_s: 600}}
+alerts: {{file: null, stdout: false}}
+models: {{store: {tmp_path}}}
+""",
+        environ={},
+    )
+    app = Application(config, serve_metrics=False, progress=lambda m: None)
+    model = app.topics["t"].model
+    failures = {"topic": "t"}
+
+    def counted() -> float | None:
+        return app.metrics.registry.get_sample_value(
+            "streamdet_model_training_failures_total", failures
+        )
+
+    for step in range(10):
+        model.offer("a", np.array([step], np.float32))
+    start(model)
+    app._tend_models()
+    assert model.state == "failed" and counted() == 1
+    assert model.retry_if_due(now=model.retry_at)
+    start(model)  # failed again before the loop looked: no state change to notice
+    app._tend_models()
+    assert model.failures == 2 and counted() == 2
+
+
 def test_mistyped_params_fail_with_the_detectors_message(tmp_path):
     topic = TopicConfig.model_validate(
         {
