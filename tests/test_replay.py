@@ -271,5 +271,6 @@ def test_a_permanent_level_shift_is_learnt_by_retraining_and_a_later_spike_still
         f"RELIABILITY level shift: shift alerts at steps {[step[id(a)] for a in shifted]} "
         f"({shifted[-1]['store_version']} last), spike at {step[id(spike[0])]} by "
         f"{spike[0]['store_version']}, {len(others)} alert(s) on other sensors, "
-        f"{done.stderr.count(' promoted in ')} promoted, {done.stderr.count(' rejected in ')} rejected"
+        f"{done.stderr.count(' promoted in ')} promoted, "
+        f"{done.stderr.count(' rejected in ')} rejected"
     )

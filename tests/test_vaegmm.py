@@ -144,6 +144,18 @@ def test_evaluate_tabular_all_prints_one_table_over_seeds(tmp_path):
     assert (tmp_path / "out" / "far" / "seed1" / "tabular.json").exists()
     assert (tmp_path / "out" / "tabular_all_auroc.png").stat().st_size > 1000
 
+    # --resume: a longer run over the same folder reruns only the seed it lacks.
+    options = ["evaluate", "tabular", "--all", str(folder), "--epochs", "3"]
+    options += ["--threshold-policy", "spot", "--out", str(tmp_path / "out"), "--resume"]
+    more = run_cli(*options, "--seeds", "3")
+    assert more.returncode == 0, more.stderr
+    assert more.stderr.count("finished before") == 4 and "seed 2 (3/3)" in more.stderr
+    resumed = json.loads((tmp_path / "out" / "tabular_all.json").read_text())["tables"]["far"]
+    values = resumed["vaegmm"]["auroc"]["values"]
+    assert len(values) == 3 and values[:2] == far["vaegmm"]["auroc"]["values"]
+    other = run_cli(*[o if o != "3" else "4" for o in options], "--seeds", "3")
+    assert other.returncode == 2 and "epochs differ" in other.stderr, other.stderr[-500:]
+
 
 def test_energy_plus_reconstruction_score_survives_save_and_load(tmp_path):
     import json

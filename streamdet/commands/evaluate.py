@@ -30,10 +30,28 @@ def table(rows: list[Row], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that shape a run (what ``--resume`` compares), not where it goes."""
+    skip = {"func", "out", "seed", "seeds", "resume"}
+    return {
+        k: v
+        for k, v in sorted(vars(args).items())
+        if k not in skip and (v is None or isinstance(v, str | int | float | bool | list))
+    }
+
+
 def _seeded(
     args: argparse.Namespace, name: str, run_one: Callable[[int, Path], dict[str, Any]]
 ) -> dict[str, Any]:
-    return over_seeds(run_one, args.out, seeds=args.seeds, first_seed=args.seed, name=name)
+    return over_seeds(
+        run_one,
+        args.out,
+        seeds=args.seeds,
+        first_seed=args.seed,
+        name=name,
+        settings={"benchmark": name, **_settings(args)},
+        resume=args.resume,
+    )
 
 
 def _published(value: Any) -> Any:
@@ -242,7 +260,12 @@ def _tabular(args: argparse.Namespace) -> None:
     }
     if args.all:
         summary = tabular.run_all(
-            args.all, args.out, seeds=args.seeds, first_seed=args.seed, **options
+            args.all,
+            args.out,
+            seeds=args.seeds,
+            first_seed=args.seed,
+            resume=args.resume,
+            **options,
         )
         rows = [
             [
@@ -382,6 +405,12 @@ def _common(parser: argparse.ArgumentParser, out: str, policies: bool = True) ->
         type=int,
         default=3,
         help="run over this many seeds (from --seed) and report mean ± sd (default 3)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the seeds a run with the same options already finished in --out "
+        "(an interrupted evaluation continues where it stopped)",
     )
     if policies:
         parser.add_argument(

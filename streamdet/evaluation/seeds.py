@@ -71,6 +71,31 @@ def format_spread(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+FINISHED_RUN = "finished_run.json"
+
+
+def finished_run(folder: Path, seed: int, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The result a run with these ``settings`` left in ``folder`` for ``seed``, if any.
+
+    A finished run of other settings is refused, not silently mixed into the spread.
+    """
+    path = folder / FINISHED_RUN
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("seed") != seed or record.get("settings") != settings:
+        theirs = record.get("settings") or {}
+        differ = sorted(
+            k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k)
+        ) or ["seed"]
+        raise InvalidInputError(
+            f"--resume: {path} is a run with other settings ({', '.join(differ)} differ); "
+            "choose another --out or drop --resume to run every seed again"
+        )
+    result: dict[str, Any] = record["result"]
+    return result
+
+
 def over_seeds(
     run_one: Callable[[int, Path], dict[str, Any]],
     out: str | Path,
@@ -79,22 +104,52 @@ def over_seeds(
     first_seed: int = 0,
     name: str = "summary",
     progress: ProgressFn = stderr_progress,
+    settings: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``run_one(seed, folder)`` for each seed; write and return the aggregate.
 
     With one seed the run writes into ``out`` itself; with several, into ``out/seed<k>``,
-    and ``out/<name>_seeds.json`` holds the aggregate.
+    and ``out/<name>_seeds.json`` holds the aggregate. Each finished seed leaves its result
+    and ``settings`` (the command's options) in ``finished_run.json``; with ``resume`` a
+    seed whose folder holds a finished run of the same settings is not run again, so an
+    interrupted multi-hour evaluation continues where it stopped.
+
+    >>> import tempfile
+    >>> calls = []
+    >>> def run_one(seed, folder):
+    ...     calls.append(seed)
+    ...     return {"auc": 0.9 + seed / 100}
+    >>> out = tempfile.mkdtemp()
+    >>> _ = over_seeds(run_one, out, seeds=2, settings={"epochs": 5}, progress=print)
+    seed 0 (1/2) into ...seed0
+    seed 1 (2/2) into ...seed1
+    >>> summary = over_seeds(run_one, out, seeds=3, settings={"epochs": 5}, resume=True,
+    ...                      progress=lambda line: None)
+    >>> calls, summary["auc"]["values"]
+    ([0, 1, 2], [0.9, 0.91, 0.92])
     """
     if seeds < 1:
         raise InvalidInputError(f"--seeds must be at least 1; got {seeds}")
     root = Path(out)
+    settings = dict(settings or {})
     runs = []
     for k in range(seeds):
         seed = first_seed + k
         folder = root if seeds == 1 else root / f"seed{seed}"
+        done = finished_run(folder, seed, settings) if resume else None
+        if done is not None:
+            progress(f"seed {seed} ({k + 1}/{seeds}): finished before in {folder}, reused")
+            runs.append(done)
+            continue
         if seeds > 1:
             progress(f"seed {seed} ({k + 1}/{seeds}) into {folder}")
-        runs.append(run_one(seed, folder))
+        result = run_one(seed, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"seed": seed, "settings": settings, "result": result}
+        (folder / FINISHED_RUN).write_text(json.dumps(record, indent=2, default=float))
+        # As a reused run reads back, so fresh and reused runs aggregate alike.
+        runs.append(json.loads(json.dumps(result, default=float)))
     summary = aggregate(runs)
     summary["seeds"] = [first_seed + k for k in range(seeds)]
     root.mkdir(parents=True, exist_ok=True)

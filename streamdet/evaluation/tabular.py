@@ -138,6 +138,7 @@ def run_all(
     threshold_policy: str = "protocol",
     risk: float = DEFAULT_RISK,
     progress: ProgressFn = stderr_progress,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Every ``.npz`` table in ``directory``, each over the same seeds; one summary.
 
@@ -166,6 +167,14 @@ def run_all(
             first_seed=first_seed,
             name="tabular",
             progress=progress,
+            settings={
+                "benchmark": "tabular",
+                "table": path.name,
+                "epochs": epochs,
+                "threshold_policy": threshold_policy,
+                "risk": risk,
+            },
+            resume=resume,
         )
     wins = sum(
         t["vaegmm"]["auroc"]["mean"] >= t["isolation_forest"]["auroc"]["mean"]
