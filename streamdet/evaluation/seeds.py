@@ -82,7 +82,14 @@ def finished_run(folder: Path, seed: int, settings: dict[str, Any]) -> dict[str,
     path = folder / FINISHED_RUN
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        record["result"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInputError(
+            f"--resume: {path} is not a finished run streamdet wrote; delete it to run "
+            "that seed again"
+        ) from None
     if record.get("seed") != seed or record.get("settings") != settings:
         theirs = record.get("settings") or {}
         differ = sorted(
@@ -128,6 +135,11 @@ def over_seeds(
     ...                      progress=lambda line: None)
     >>> calls, summary["auc"]["values"]
     ([0, 1, 2], [0.9, 0.91, 0.92])
+    >>> _ = (Path(out) / "seed2" / FINISHED_RUN).write_text('{"seed": 2, "sett')
+    >>> over_seeds(run_one, out, seeds=3, settings={"epochs": 5}, resume=True,
+    ...            progress=lambda line: None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    streamdet.errors.InvalidInputError: --resume: .../seed2/finished_run.json is not a finished...
     """
     if seeds < 1:
         raise InvalidInputError(f"--seeds must be at least 1; got {seeds}")
@@ -147,7 +159,10 @@ def over_seeds(
         result = run_one(seed, folder)
         folder.mkdir(parents=True, exist_ok=True)
         record = {"seed": seed, "settings": settings, "result": result}
-        (folder / FINISHED_RUN).write_text(json.dumps(record, indent=2, default=float))
+        # Written beside and renamed: a run killed mid-write leaves no half file to resume.
+        partial = folder / (FINISHED_RUN + ".partial")
+        partial.write_text(json.dumps(record, indent=2, default=float))
+        partial.replace(folder / FINISHED_RUN)
         # As a reused run reads back, so fresh and reused runs aggregate alike.
         runs.append(json.loads(json.dumps(result, default=float)))
     summary = aggregate(runs)
