@@ -1,17 +1,24 @@
-"""End-to-end daemon throughput and latency through a real Kafka broker.
+"""End-to-end daemon throughput and latency through a real Kafka broker, measured from outside.
 
-For 1 and 1,000 series at stride 1 (every event completes a window), it measures:
+``streamdet run`` runs as a process, as a user runs it; this benchmark only produces to its
+topic and reads what the daemon exposes: ``/metrics`` and the alert topic. Nothing reaches
+into the daemon, so nothing can silently stop measuring. For 1 and 1,000 series at stride 1
+(every event completes a window) it reports:
 
 * events/s through the whole daemon (consume -> decode -> window -> batch -> Seq2Seq ->
-  threshold -> alerts acknowledged -> commit), with the pure-inference ceiling of the same
-  model (``predict`` on ready-made batches of the daemon's batch size) in the same run;
-* p50/p99 end-to-end latency (the event's timestamp, set at production, to the moment the
-  alerts of its batch are acknowledged) at half the measured throughput;
-* RSS of the window store holding 100,000 series of seq_len 50.
+  threshold rule -> outbox -> commit), counted by ``streamdet_windows_scored_total``, beside
+  the pure-inference ceiling of the same stored model (``score`` on ready-made batches of
+  the daemon's batch size) measured in the same run, and their ratio;
+* at half and a quarter of the measured rate, live: p50/p99 produce -> alert latency (the
+  event's production time to the alert record's timestamp on the alert topic; every window
+  alerts in these runs: ``threshold_perc: 0``, no cooldown) and the daemon's own
+  receipt -> acknowledged histogram (``streamdet_end_to_end_latency_seconds``);
+* the daemon's RSS per tracked series (RSS with 1,000 series minus RSS before any data).
 
-    python -m benchmarks.e2e_kafka [--events 40000] [--seconds 20]
+    python -m benchmarks.e2e_kafka [--events 40000] [--seconds 20] [--smoke]
 
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts the project's local jar broker.
+``--smoke`` runs tiny sizes (the suite runs it so the benchmark never rots).
 """
 
 from __future__ import annotations
@@ -20,25 +27,23 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
+import yaml
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from streamdet.app import Application
-from streamdet.config import StreamdetConfig
-from streamdet.detectors import Seq2SeqDetector
-from streamdet.pipeline.decode import Event
-from streamdet.pipeline.window_store import WindowStore
-from streamdet.progress import silent, stderr_progress
-from streamdet.sources.base import Message
+from streamdet.config import TopicConfig
+from streamdet.core.progress import stderr_progress
+from streamdet.serving.lifecycle import ModelLifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,68 +58,53 @@ def broker(tmp: Path) -> tuple[str, object | None]:
     return bootstrap, module
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def make_config(bootstrap: str, topic: str, model_dir: Path, seq_len: int, batch: int):
-    return StreamdetConfig.model_validate(
-        {
-            "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{topic}"},
-            "topics": [
-                {
-                    "name": topic,
-                    "window": {"seq_len": seq_len},
-                    "detector": {"name": "seq2seq", "model_dir": str(model_dir)},
-                }
-            ],
-            "alerts": {"topic": f"{topic}-alerts", "file": None, "stdout": False, "cooldown_s": 0},
-            "dead_letter": {"topic": f"{topic}-dlq"},
-            "batching": {"max_batch": batch, "max_delay_ms": 20},
-        }
-    )
+def topic_config(name: str, model_dir: Path, seq_len: int, latent_dim: int, every_window: bool):
+    return {
+        "name": name,
+        "window": {"seq_len": seq_len},
+        "detector": {
+            "name": "seq2seq",
+            "params": {"latent_dim": latent_dim, "epochs": 1, "stride": 5, "seed": 0},
+            "model_dir": str(model_dir),
+        },
+        "threshold": {"threshold_perc": 0 if every_window else 100, "margin_perc": 10},
+    }
 
 
-class Probe:
-    """Wraps the app's scoring and publishing to time windows end to end."""
-
-    def __init__(self, app: Application) -> None:
-        self.app = app
-        self.first = self.last = 0.0
-        self.windows = 0
-        self.latencies_ms: list[float] = []
-        self._pending: list[int] = []
-        score_topic, publish = app._score_topic, app.alert_sink.publish
-
-        def timed_score(runtime, windows):
-            if not self.first:
-                self.first = time.perf_counter()
-            self._pending.extend(w.end_ts_ms for w in windows)
-            return score_topic(runtime, windows)
-
-        def timed_publish(alerts):
-            publish(alerts)
-            now_ms = time.time() * 1000
-            self.latencies_ms.extend(now_ms - ts for ts in self._pending)
-            self.windows += len(self._pending)
-            self._pending.clear()
-            self.last = time.perf_counter()
-
-        app._score_topic = timed_score
-        app.alert_sink.publish = timed_publish
+def train_model(folder: Path, seq_len: int, latent_dim: int) -> Path:
+    """A stored model of a sine (one epoch: speed does not depend on the fit)."""
+    model_dir = folder / "model"
+    topic = TopicConfig.model_validate(topic_config("bench", model_dir, seq_len, latent_dim, False))
+    series = {"s0": np.sin(np.arange(4000) / 7.0)[:, None].astype(np.float32)}
+    ModelLifecycle(topic, folder, 1, progress=lambda line: None).train(series)
+    return model_dir
 
 
-def produce(
-    bootstrap: str,
-    topic: str,
-    n_series: int,
-    n_events: int,
-    rate: float | None,
-    start_step: int = 0,
-) -> None:
+def inference_ceiling(model_dir: Path, seq_len: int, batch: int, seconds: float) -> float:
+    """Windows/s of the stored detector's ``score`` on ready-made batches (same run)."""
+    from streamdet.serving.bundle import ServingBundle
+    from streamdet.serving.store import ModelStore
+
+    store = ModelStore(model_dir)
+    detector = ServingBundle.load(store.path_of(store.current() or "")).detector
+    data = np.random.default_rng(0).standard_normal((batch, seq_len, 1)).astype(np.float32)
+    detector.score(data)
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        detector.score(data)
+        calls += 1
+    return calls * batch / (time.perf_counter() - started)
+
+
+def produce(bootstrap, topic, n_series, n_events, rate=None, start_step=0) -> None:
     """Produce from a separate process, as a real producer would."""
     subprocess.run(
         [
@@ -133,69 +123,192 @@ def produce(
     )
 
 
-def run_app(app: Application) -> threading.Thread:
-    thread = threading.Thread(
-        target=app.run, kwargs={"install_signal_handlers": False}, daemon=True
-    )
-    thread.start()
-    return thread
+class Daemon:
+    """``streamdet run`` as a process, and what it exposes."""
+
+    def __init__(self, folder: Path, bootstrap: str, topic: dict, batch: int) -> None:
+        self.port = free_port()
+        self.alerts_topic = f"{topic['name']}-alerts"
+        config = {
+            "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{topic['name']}"},
+            "topics": [topic],
+            "alerts": {"topic": self.alerts_topic, "file": None, "stdout": False, "cooldown_s": 0},
+            "dead_letter": {"topic": f"{topic['name']}-dlq"},
+            "metrics": {"port": self.port},
+            "models": {"store": str(folder / "store")},
+            "batching": {"max_batch": batch, "max_delay_ms": 20},
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        self.log = (folder / "daemon.log").open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", "config.yaml"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.process.poll() is None, "the daemon exited; see daemon.log"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError("the daemon was not ready in time")
+
+    def metrics(self) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
+
+    def windows_scored(self) -> float:
+        return sum(v for k, v in self.metrics().items() if k.startswith("streamdet_windows_scored"))
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
 
 
-def measure_latency(bootstrap: str, admin, model_dir: Path, args, rate: float) -> dict:
-    """Live traffic for 1,000 series at ``rate``: latency percentiles and sustained rate."""
-    topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    admin.create_topics([NewTopic(topic, 1, 1)])
-    produce(bootstrap, topic, 1000, 1000 * (args.seq_len - 1), rate=None)
-    app = Application(
-        make_config(bootstrap, topic, model_dir, args.seq_len, args.batch),
-        progress=silent,
-        serve_metrics=False,
+def wait_for_windows(daemon: Daemon, target: float, timeout: float) -> tuple[float, float, float]:
+    """Scrape until ``target`` windows are scored: (first time any were, time target was
+    reached, windows scored). Scrapes every 0.1 s, so each end is known to 0.1 s."""
+    first = None
+    deadline = time.time() + timeout
+    scored = 0.0
+    while time.time() < deadline:
+        scored = daemon.windows_scored()
+        now = time.perf_counter()
+        if scored > 0 and first is None:
+            first = now
+        if scored >= target:
+            return first or now, now, scored
+        time.sleep(0.1)
+    raise TimeoutError(f"only {scored:.0f} of {target:.0f} windows scored in {timeout:.0f}s")
+
+
+def histogram_quantile(before: dict, after: dict, name: str, q: float) -> float:
+    prefix = f"{name}_bucket{{le="
+    buckets = sorted(
+        (float(k[len(prefix) + 1 : -2]), after[k] - before.get(k, 0.0))
+        for k in after
+        if k.startswith(prefix)
     )
-    probe = Probe(app)
-    thread = run_app(app)
-    # One more event per series completes every window; then wait until the daemon has
-    # drained the backlog (no new windows for 2 s) so the measured phase starts at lag 0.
-    produce(bootstrap, topic, 1000, 1000, rate=None, start_step=args.seq_len - 1)
-    settled, last = 0, -1
-    while settled < 4:
-        time.sleep(0.5)
-        settled = settled + 1 if probe.windows == last and probe.windows > 0 else 0
-        last = probe.windows
-    probe.latencies_ms.clear()
-    scored_before, started = probe.windows, time.perf_counter()
-    produce(
-        bootstrap, topic, 1000, int(rate * args.seconds), rate=rate, start_step=args.seq_len + 1
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return float("nan")
+    for bound, count in buckets:
+        if count >= q * total:
+            return bound
+    return float("inf")
+
+
+def alert_latencies_ms(bootstrap: str, topic: str, since_ms: float) -> np.ndarray:
+    """Alert record time minus the window's event time (its production time), in ms."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=3000,
     )
-    produced_for = time.perf_counter() - started
-    time.sleep(3)
-    app.stop()
-    thread.join(30)
-    lat = np.asarray(probe.latencies_ms)
+    latencies = []
+    for record in consumer:
+        alert = json.loads(record.value)
+        end = np.datetime64(alert["window_end"].rstrip("Z"), "ms").astype(np.int64)
+        if end >= since_ms:
+            latencies.append(record.timestamp - int(end))
+    consumer.close()
+    return np.asarray(latencies, float)
+
+
+def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dict:
+    name = f"bench-{n_series}-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(name, 1, 1)])
+    total = args.events + n_series * (args.seq_len - 1)
+    produce(bootstrap, name, n_series, total)
+    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim, every_window=False)
+    daemon = Daemon(tmp / name, bootstrap, topic, args.batch)
+    try:
+        first, last, scored = wait_for_windows(daemon, args.events, timeout=900)
+        rss = daemon.rss_mb()
+    finally:
+        daemon.stop()
+    rate = scored / max(last - first, 1e-9)
+    stderr_progress(
+        f"{n_series} series: {rate:.0f} events/s end to end ({rate / ceiling:.2f} of the ceiling)"
+    )
+    return {"events_per_s": rate, "windows_scored": scored, "ratio_to_ceiling": rate / ceiling,
+            "rss_mb": rss}  # fmt: skip
+
+
+def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
+    """Live traffic for 1,000 series at ``rate``; every window alerts."""
+    series = 1000 if not args.smoke else 10
+    name = f"bench-latency-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(name, 1, 1)])
+    produce(bootstrap, name, series, series * (args.seq_len - 1))
+    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim, every_window=True)
+    daemon = Daemon(tmp / name, bootstrap, topic, args.batch)
+    try:
+        idle_rss = daemon.rss_mb()
+        produce(bootstrap, name, series, series, start_step=args.seq_len - 1)
+        wait_for_windows(daemon, series, timeout=300)
+        before, since_ms = daemon.metrics(), time.time() * 1000
+        n_events = max(int(rate * args.seconds), series)
+        produce(bootstrap, name, series, n_events, rate=rate, start_step=args.seq_len)
+        wait_for_windows(daemon, series + n_events, timeout=300)
+        after, full_rss = daemon.metrics(), daemon.rss_mb()
+    finally:
+        daemon.stop()
+    latencies = alert_latencies_ms(bootstrap, daemon.alerts_topic, since_ms)
+    histogram = "streamdet_end_to_end_latency_seconds"
     result = {
         "rate_events_per_s": rate,
-        "produced": int(rate * args.seconds),
-        "scored": probe.windows - scored_before,
-        "scored_per_s_while_producing": (probe.windows - scored_before) / (produced_for + 3),
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
+        "alerts": len(latencies),
+        "produce_to_alert_p50_ms": float(np.percentile(latencies, 50)),
+        "produce_to_alert_p99_ms": float(np.percentile(latencies, 99)),
+        "daemon_histogram_p50_s_at_most": histogram_quantile(before, after, histogram, 0.5),
+        "daemon_histogram_p99_s_at_most": histogram_quantile(before, after, histogram, 0.99),
+        "rss_bytes_per_series": (full_rss - idle_rss) * 2**20 / series,
     }
+    p50, p99 = result["produce_to_alert_p50_ms"], result["produce_to_alert_p99_ms"]
     stderr_progress(
-        f"latency at {rate:.0f} events/s: p50 {result['p50_ms']:.0f} ms, "
-        f"p99 {result['p99_ms']:.0f} ms ({result['scored']} of "
-        f"{result['produced']} windows scored)"
+        f"latency at {rate:.0f} events/s: produce -> alert p50 {p50:.0f} ms, p99 {p99:.0f} ms"
     )
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="latency run length")
     parser.add_argument("--seq-len", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--rss-series", type=int, default=100_000)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes")
+    parser.add_argument("--out", help="also write the report (JSON) here")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.events, args.seconds, args.seq_len, args.latent_dim = 400, 2.0, 8, 8
     tmp = Path(tempfile.mkdtemp(prefix="streamdet-bench-"))
     bootstrap, local = broker(tmp)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -203,83 +316,35 @@ def main() -> None:
         "seq_len": args.seq_len,
         "latent_dim": args.latent_dim,
         "max_batch": args.batch,
+        "measured_from": "a streamdet run process: /metrics and the alert topic only",
     }
     try:
-        stderr_progress("training the benchmark model (1 epoch: speed does not depend on fit)")
-        train = np.sin(np.arange(4000) / 7.0)[:, None].astype(np.float32)
-        detector = Seq2SeqDetector(
-            seq_len=args.seq_len, latent_dim=args.latent_dim, epochs=1, stride=5, seed=0
-        )
-        detector.fit(train)
-        detector.infer_threshold(train, threshold_perc=100, level="instance")
-        model_dir = detector.save(tmp / "model")
-
-        batch = np.random.default_rng(0).standard_normal((args.batch, args.seq_len, 1))
-        batch = batch.astype(np.float32)
-        detector.predict(batch)
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < 3:
-            detector.predict(batch)
-            calls += 1
-        ceiling = calls * args.batch / (time.perf_counter() - started)
+        model_dir = train_model(tmp, args.seq_len, args.latent_dim)
+        ceiling = inference_ceiling(model_dir, args.seq_len, args.batch, 1 if args.smoke else 3)
         report["inference_ceiling_windows_per_s"] = ceiling
         stderr_progress(f"pure-inference ceiling: {ceiling:.0f} windows/s at batch {args.batch}")
-
-        for n_series in (1, 1000):
-            topic = f"bench-{n_series}-{uuid.uuid4().hex[:6]}"
-            admin.create_topics([NewTopic(topic, 1, 1)])
-            total = args.events + n_series * (args.seq_len - 1)
-            produce(bootstrap, topic, n_series, total, rate=None)
-            app = Application(
-                make_config(bootstrap, topic, model_dir, args.seq_len, args.batch),
-                progress=silent,
-                serve_metrics=False,
+        for n_series in (1, 10 if args.smoke else 1000):
+            report[f"series_{n_series}"] = throughput(
+                args, bootstrap, admin, tmp, model_dir, n_series, ceiling
             )
-            probe = Probe(app)
-            thread = run_app(app)
-            deadline = time.time() + 600
-            while probe.windows < args.events and time.time() < deadline:
-                time.sleep(0.2)
-            app.stop()
-            thread.join(30)
-            rate = probe.windows / max(probe.last - probe.first, 1e-9)
-            report[f"series_{n_series}"] = {
-                "events_per_s": rate,
-                "windows_scored": probe.windows,
-                "ratio_to_ceiling": rate / ceiling,
-            }
-            stderr_progress(
-                f"{n_series} series: {rate:.0f} events/s end to end "
-                f"({rate / ceiling:.2f} of the ceiling)"
-            )
-
-        backlog_rate = report["series_1000"]["events_per_s"]  # type: ignore[index]
+        backlog_rate = max(
+            v["events_per_s"]
+            for k, v in report.items()
+            if k.startswith("series_")  # type: ignore[union-attr]
+        )
         for label, fraction in (("half", 0.5), ("quarter", 0.25)):
-            report[f"latency_at_{label}_rate"] = measure_latency(
-                bootstrap, admin, model_dir, args, backlog_rate * fraction
+            report[f"latency_at_{label}_rate"] = latency(
+                args, bootstrap, admin, tmp, model_dir, backlog_rate * fraction
             )
     finally:
         admin.close()
         if local is not None:
             local.stop(tmp / "kafka")
-
-    before = rss_mb()
-    store = WindowStore(args.seq_len, 1)
-    value = np.zeros(1, np.float32)
-    for step in range(args.seq_len):
-        for s in range(args.rss_series):
-            store.add_all(Event(f"s{s}", step, value, Message("t", 0, step, None, b"", step)))
-    after = rss_mb()
-    report["rss_window_store"] = {
-        "series": args.rss_series,
-        "rss_mb_added": after - before,
-        "rss_mb_total": after,
-        "bytes_per_series": (after - before) * 2**20 / args.rss_series,
-    }
-    stderr_progress(
-        f"{args.rss_series} series: +{after - before:.0f} MB RSS (total {after:.0f} MB)"
-    )
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return report
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from streamdet.detectors import Seq2SeqDetector
-from streamdet.detectors.base import tf
+from streamdet.detectors.keras_base import tf
 from streamdet.detectors.seq2seq import _shift_right
 
 

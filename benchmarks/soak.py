@@ -35,7 +35,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from benchmarks.e2e_kafka import broker
 from streamdet.config import TopicConfig
-from streamdet.pipeline.models import TopicModel
+from streamdet.serving.lifecycle import ModelLifecycle
 
 SEQ_LEN = 32
 
@@ -77,7 +77,7 @@ def train_model(folder: Path) -> Path:
     rng = np.random.default_rng(0)
     steps = np.arange(3000)
     series = {"a": (np.sin(steps / 7.0) + 0.05 * rng.standard_normal(3000))[:, None]}
-    TopicModel(topic, folder, 1, progress=lambda m: None).train(series)
+    ModelLifecycle(topic, folder, 1, progress=lambda m: None).train(series)
     return folder / "soak"
 
 

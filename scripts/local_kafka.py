@@ -212,11 +212,15 @@ def start(
             for line in text.splitlines()
             if not line.startswith(("listeners=", "advertised.listeners=", "listener.security"))
         ]
-        text = "\n".join(kept) + "\n" + SASL_SSL.format(
-            port=port,
-            secure_port=secure_port,
-            controller_port=controller_port,
-            keystore=sasl_ssl["keystore"],
+        text = (
+            "\n".join(kept)
+            + "\n"
+            + SASL_SSL.format(
+                port=port,
+                secure_port=secure_port,
+                controller_port=controller_port,
+                keystore=sasl_ssl["keystore"],
+            )
         )
         for name, password in sasl_ssl["users"].items():
             scram += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
@@ -260,14 +264,29 @@ def stop(run_dir: Path, timeout: float = 20.0) -> None:
         return
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             break
         time.sleep(0.2)
     else:
         os.killpg(pid, signal.SIGKILL)
+        _alive(pid)
     pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs. A broker this process started stays a zombie (and answers
+    signal 0) until it is reaped, so an exited child is reaped here."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:  # started by another process: signal 0 tells
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main() -> None:

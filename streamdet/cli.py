@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streamdet.errors import StreamdetError
+from streamdet.core.errors import StreamdetError
 
 
 def _registered(kind: str) -> Any:
@@ -31,7 +31,7 @@ def _registered(kind: str) -> Any:
 
 
 def _schema(args: argparse.Namespace) -> None:
-    from streamdet.sinks.alerts import alert_schema
+    from streamdet.io.sinks.alerts import alert_schema
 
     text = json.dumps(alert_schema(), indent=2) + "\n"
     if args.out:
@@ -82,7 +82,7 @@ def _simulate(args: argparse.Namespace) -> None:
 
     from kafka import KafkaProducer
 
-    from streamdet.sources.simulator import SensorSimulator
+    from streamdet.io.sources.simulator import SensorSimulator
 
     sim = SensorSimulator(
         args.sensors,
@@ -138,7 +138,7 @@ def _read_training_csv(path: str, fmt: Any, limit: int | None) -> dict[str, Any]
 
     import numpy as np
 
-    from streamdet.errors import InvalidInputError
+    from streamdet.core.errors import InvalidInputError
 
     series: dict[str, list[list[float]]] = {}
     with open(path, newline="") as handle:
@@ -167,9 +167,9 @@ def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str
     import numpy as np
     from kafka import KafkaConsumer
 
-    from streamdet.kafka_client import client_settings
-    from streamdet.pipeline.decode import InvalidMessage, decode_timeseries
-    from streamdet.sources.base import Message
+    from streamdet.io.kafka_client import client_settings
+    from streamdet.io.sources.base import Message
+    from streamdet.stream.decode import InvalidMessage, decode_timeseries
 
     consumer = KafkaConsumer(
         topic.name,
@@ -209,10 +209,11 @@ def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str
 def _train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from streamdet.app import n_features
     from streamdet.config import load_config
-    from streamdet.errors import ConfigError
-    from streamdet.pipeline.models import TopicModel
-    from streamdet.progress import stderr_progress
+    from streamdet.core.errors import ConfigError
+    from streamdet.core.progress import stderr_progress
+    from streamdet.serving.lifecycle import ModelLifecycle
 
     config = load_config(args.config)
     topics = {t.name: t for t in config.topics}
@@ -227,17 +228,22 @@ def _train(args: argparse.Namespace) -> None:
         if not config.kafka.bootstrap_servers:
             raise ConfigError("--from-kafka needs kafka.bootstrap_servers in config.yaml")
         series = _read_training_kafka(config, topic, args.max_events)
-    model = TopicModel(
-        topic, Path(config.models.store), len(topic.format.value_fields), stderr_progress
+    model = ModelLifecycle(
+        topic,
+        Path(config.models.store),
+        n_features(topic),
+        stderr_progress,
+        keep_versions=config.models.keep_versions,
     )
-    detector = model.train(series)
+    bundle = model.train(series)
     print(
         json.dumps(
             {
                 "topic": topic.name,
                 "model_dir": str(model.directory),
                 "version": model.version,
-                "training": detector.training,
+                "training_events": bundle.training_events,
+                "training": bundle.detector.training,
             },
             default=str,
         )
@@ -249,11 +255,11 @@ def _replay(args: argparse.Namespace) -> None:
 
     from streamdet.app import Application
     from streamdet.config import load_config
-    from streamdet.errors import ConfigError
-    from streamdet.sinks.alerts import JsonLinesAlertSink
-    from streamdet.sinks.dead_letter import JsonLinesDeadLetterSink
-    from streamdet.sinks.scores import CsvScoreSink
-    from streamdet.sources.replay import ReplaySource
+    from streamdet.core.errors import ConfigError
+    from streamdet.io.sinks.alerts import JsonLinesAlertSink
+    from streamdet.io.sinks.dead_letter import JsonLinesDeadLetterSink
+    from streamdet.io.sinks.scores import CsvScoreSink
+    from streamdet.io.sources.replay import ReplaySource
 
     overrides = {"STREAMDET_MODELS__STORE": args.store} if args.store else {}
     config = load_config(args.config, environ={**os.environ, **overrides})
@@ -269,8 +275,8 @@ def _replay(args: argparse.Namespace) -> None:
     app = Application(
         config,
         source=ReplaySource.from_csv(topic, args.file, key=args.series),
-        alert_sink=JsonLinesAlertSink(config.alerts.file, echo=config.alerts.stdout),
-        dead_letters=JsonLinesDeadLetterSink(config.dead_letter.file),
+        alert_sinks=[JsonLinesAlertSink(config.alerts.file, echo=config.alerts.stdout)],
+        dead_letter_sinks=[JsonLinesDeadLetterSink(config.dead_letter.file)],
         serve_metrics=False,
         scores=CsvScoreSink(args.scores) if args.scores else None,
         synchronous=True,

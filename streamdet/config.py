@@ -16,7 +16,7 @@ also come from a file (``sasl_password_file``), e.g. a mounted Kubernetes secret
 >>> load_config_text("metrics: {port: http}")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-streamdet.errors.ConfigError: config.yaml is invalid:
+streamdet.core.errors.ConfigError: config.yaml is invalid:
   metrics.port: 'http' is not valid: Input should be a valid integer...
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -37,21 +37,9 @@ from pydantic import (
     model_validator,
 )
 
-from streamdet.errors import ConfigError
-
-
-def detectors_for(kind: str) -> tuple[str, ...]:
-    """The registered detectors that score ``kind`` topics (the registry lives with the
-    detectors, so it is imported on first use: TensorFlow is slow to load)."""
-    from streamdet.detectors import detectors_for as registered_for
-
-    return registered_for(kind)
-
-
-def detector_names() -> tuple[str, ...]:
-    from streamdet.detectors import DETECTORS
-
-    return tuple(sorted(DETECTORS))
+from streamdet.core.errors import ConfigError
+from streamdet.detectors.catalog import detector_names, detectors_for
+from streamdet.thresholds import DEFAULT_RULE, RULES, rule_names
 
 
 class Frozen(BaseModel):
@@ -202,37 +190,14 @@ class DetectorConfig(Frozen):
         return name
 
 
-class ThresholdConfig(Frozen):
-    """How scores become alerts.
-
-    ``detector``: the detector's threshold (``threshold_perc`` of the warm-up scores, plus
-    ``margin_perc``). ``likelihood``: the tail probability of recent scores reaches
-    ``likelihood``. ``spot`` / ``dspot``: extreme-value tail of the training scores, kept up
-    to date per series, alarm at false-alarm rate ``risk`` (``dspot`` models the excess over
-    the mean of the last ``drift_depth`` scores). ``dynamic``: telemanom's non-parametric
-    threshold over the last ``history`` smoothed scores, never below ``spot``'s threshold.
-    """
-
-    policy: Literal["detector", "likelihood", "spot", "dspot", "dynamic"] = "detector"
-    threshold_perc: float = Field(default=99.0, ge=0, le=100)
-    margin_perc: float = Field(
-        default=0.0,
-        ge=0,
-        le=1000,
-        description="raise the inferred threshold by this share (%) of its magnitude",
-    )
-    likelihood: float = Field(default=0.9999, gt=0, lt=1)
-    history: int = Field(default=2000, ge=20)
-    risk: float = Field(
-        default=1e-4,
-        gt=0,
-        lt=0.5,
-        description="spot, dspot, dynamic: target false-alarm rate per scored window",
-    )
-    tail_level: float = Field(
-        default=0.98, ge=0.5, lt=1, description="spot, dspot: quantile where the tail starts"
-    )
-    drift_depth: int = Field(default=20, ge=1, description="dspot: scores in the local mean")
+# A topic's ``threshold``: the parameters of one registered rule, chosen by ``policy``
+# (each rule's own pydantic model, so a new rule needs no edit here).
+ThresholdConfig = Annotated[
+    Union[tuple(RULES[name].Params for name in rule_names())],  # noqa: UP007
+    Field(discriminator="policy"),
+]
+# ``policy: detector`` was the percentile rule's name while the detector applied it.
+RULE_ALIASES = {"detector": "percentile"}
 
 
 class RetrainConfig(Frozen):
@@ -285,7 +250,10 @@ class TopicConfig(Frozen):
     limits: LimitsConfig = LimitsConfig()
     window: WindowConfig = WindowConfig()
     detector: DetectorConfig
-    threshold: ThresholdConfig = ThresholdConfig()
+    threshold: ThresholdConfig = Field(  # type: ignore[valid-type]
+        default_factory=lambda: RULES[DEFAULT_RULE].Params(),
+        description="the threshold rule (threshold.policy) and its parameters",
+    )
     max_series: int = Field(
         default=100_000,
         ge=1,
@@ -298,6 +266,14 @@ class TopicConfig(Frozen):
         description="recent scores compared with the model's calibration scores "
         "(streamdet_score_drift)",
     )
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _policy_named(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            policy = value.get("policy", DEFAULT_RULE)
+            value = {**value, "policy": RULE_ALIASES.get(policy, policy)}
+        return value
 
     @model_validator(mode="after")
     def _detector_fits_kind(self) -> TopicConfig:
@@ -444,7 +420,7 @@ class StreamdetConfig(Frozen):
 def _format_errors(exc: ValidationError, source: str) -> ConfigError:
     lines = [f"{source} is invalid:"]
     for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        path = ".".join(str(p) for p in _without_rule_tag(error["loc"])) or "(top level)"
         message = error["msg"]
         allowed = (error.get("ctx") or {}).get("expected")
         if error["type"] == "extra_forbidden":
@@ -455,6 +431,17 @@ def _format_errors(exc: ValidationError, source: str) -> ConfigError:
         hint = f" (allowed: {allowed})" if allowed and allowed not in message else ""
         lines.append(f"  {path}: {bad}{message}{hint}")
     return ConfigError("\n".join(lines))
+
+
+def _without_rule_tag(loc: tuple[Any, ...]) -> list[Any]:
+    """pydantic names the chosen rule inside a threshold's path (``threshold.spot.risk``);
+    the YAML path has no such level (``threshold.risk``)."""
+    parts = list(loc)
+    for k in range(len(parts) - 1):
+        if parts[k] == "threshold" and parts[k + 1] in RULES:
+            del parts[k + 1]
+            break
+    return parts
 
 
 def _holds_secret(loc: tuple[Any, ...], value: Any) -> bool:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+# The repository's root (config.yaml, deploy/, docs/, scripts/).
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_series(
@@ -76,3 +80,10 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a daemon's metrics endpoint)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamdet.config import load_config, load_config_text
-from streamdet.errors import ConfigError
+from streamdet.core.errors import ConfigError
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -131,6 +131,7 @@ def overview() -> dict:
     lay.add("Send and commit failures /s", [
         (f"sum(rate(streamdet_alert_publish_failures_total[{R}]))", "alert publications"),
         (f"sum(rate(streamdet_commit_failures_total[{R}])) or vector(0)", "commits"),
+        (f"sum(rate(streamdet_dead_letter_failures_total[{R}]))", "dead letters"),
     ], unit="ops", width=8, description="Each failure is retried with backoff; nothing is dropped.")
     lay.add("Series evicted /s", [(f"sum by (topic) (rate(streamdet_series_evicted_total{{{T}}}[{R}]))", "{{topic}}")],
             unit="ops", width=8, description="Series forgotten because a topic tracks max_series already.")
@@ -141,8 +142,9 @@ def detector() -> dict:
     lay = Layout()
     lay.add("Anomaly score distribution", [(f"sum by (le) (rate(streamdet_anomaly_score_bucket{{{TD}}}[{R}]))", "{{le}}")],
             kind="heatmap", width=24, height=9,
-            description="Instance scores per bucket; for seq2seq 0 is the threshold.")
-    lay.add("Threshold", [(f"streamdet_threshold{{{TD}}}", "{{topic}} {{detector}}")], unit="short")
+            description="The detector's instance scores per bucket.")
+    lay.add("Threshold", [(f"streamdet_threshold{{{TD}}}", "{{topic}} {{detector}} ({{rule}})")], unit="short",
+            description="Median threshold of the last scored batch, on the score's scale (each series has its own).")
     lay.add("Per-series scores (allowlist and top K)", [(f"streamdet_series_anomaly_score{{{T}}}", "{{series}}")],
             unit="short", description="Series outside the allowlist/top K are counted, not graphed.")
     lay.add("Alerts /s (after the per-series cooldown)", [(f"sum by (topic) (rate(streamdet_alerts_total{{{TD}}}[{R}]))", "{{topic}}")],

@@ -3,8 +3,9 @@
 Each benchmark runs once per seed (``--seed`` is the first), into ``--out`` itself for one
 seed or ``--out/seed<k>`` for several, and ``--out/<benchmark>_seeds.json`` holds every
 number's mean, standard deviation and values. Benchmarks that set a threshold also take
-``--threshold-policy`` (which policy's alarms are the headline) and ``--risk`` (the target
-false-alarm rate of the label-free policies); every policy is reported either way.
+``--threshold-policy`` (whose alarms are the headline: the benchmark's protocol or a
+registered threshold rule) and the rules' parameters (``--risk``, ``--threshold-params``);
+every rule is reported either way, decided by the daemon's own code.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamdet.core.errors import InvalidInputError
 from streamdet.evaluation.seeds import format_spread, is_spread, over_seeds
-from streamdet.evaluation.thresholding import DEFAULT_RISK, POLICIES
 
 Row = list[Any]
 
@@ -54,6 +55,20 @@ def _seeded(
     )
 
 
+def _threshold_params(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The threshold rules' parameters a command was given (None: the defaults of
+    config.yaml): ``--threshold-params`` JSON, and ``--risk`` for every rule with a risk."""
+    params: dict[str, Any] = {}
+    if getattr(args, "threshold_params", None):
+        try:
+            params = dict(json.loads(args.threshold_params))
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"--threshold-params is not a JSON object: {exc}") from None
+    if getattr(args, "risk", None) is not None:
+        params["risk"] = args.risk
+    return params or None
+
+
 def _published(value: Any) -> Any:
     """A published figure is one number, whatever the seeds."""
     return value["mean"] if is_spread(value) else value
@@ -75,18 +90,28 @@ def _print_policies(policies: dict[str, Any], adjusted: bool = False) -> None:
 
 
 def _nab(args: argparse.Namespace) -> None:
+    from streamdet.config import RetrainConfig
     from streamdet.evaluation import nab_run
+    from streamdet.thresholds import rule_params
 
     params = json.loads(args.params) if args.params else None
+    retrain = {
+        **nab_run.BENCHMARK_RETRAIN,
+        **{
+            key: value
+            for key, value in (
+                ("every_events", args.retrain_every),
+                ("min_events_between", args.retrain_every),
+                ("history_events", args.retrain_history),
+                ("epochs", args.retrain_epochs),
+            )
+            if value is not None
+        },
+    }
     lifecycle = nab_run.Lifecycle(
-        policy=args.threshold_policy,
-        likelihood=args.likelihood,
-        history=args.history,
-        risk=args.risk,
+        threshold=rule_params({"policy": args.threshold_policy, **(_threshold_params(args) or {})}),
+        retrain=None if args.retrain_every == 0 else RetrainConfig.model_validate(retrain),
         cooldown_rows=args.cooldown_rows,
-        retrain_every=args.retrain_every or None,
-        retrain_history=args.retrain_history,
-        retrain_epochs=args.retrain_epochs,
     )
     summary = _seeded(
         args,
@@ -141,7 +166,7 @@ def _vae_lstm_nab(args: argparse.Namespace) -> None:
             epochs_lstm=args.epochs_lstm,
             threshold_perc=args.threshold_perc,
             threshold_policy=args.threshold_policy,
-            risk=args.risk,
+            threshold_params=_threshold_params(args),
             seed=seed,
         ),
     )
@@ -158,7 +183,7 @@ def _vae_lstm_nab(args: argparse.Namespace) -> None:
                     seg["auc"],
                 ]
             )
-    print(f"threshold policy: {args.threshold_policy} (risk {args.risk})")
+    print(f"threshold policy: {args.threshold_policy} ({_threshold_params(args) or 'defaults'})")
     print(table(rows, ["series/segment", "F1 raw", "F1 PA", "oracle F1 PA", "AUC"]))
 
 
@@ -178,7 +203,7 @@ def _ecg5000(args: argparse.Namespace) -> None:
             teacher_forcing=args.teacher_forcing,
             page_defaults=args.page_defaults,
             threshold_policy=args.threshold_policy,
-            risk=args.risk,
+            threshold_params=_threshold_params(args),
         ),
     )
     m, p = result["metrics"], result["published"]
@@ -221,7 +246,7 @@ def _kdd99(args: argparse.Namespace) -> None:
             page_defaults=args.page_defaults,
             epochs=args.epochs,
             threshold_policy=args.threshold_policy,
-            risk=args.risk,
+            threshold_params=_threshold_params(args),
             seed=seed,
         ),
     )
@@ -256,7 +281,7 @@ def _tabular(args: argparse.Namespace) -> None:
     options = {
         "epochs": args.epochs,
         "threshold_policy": args.threshold_policy,
-        "risk": args.risk,
+        "threshold_params": _threshold_params(args),
     }
     if args.all:
         summary = tabular.run_all(
@@ -328,7 +353,7 @@ def _mnist(args: argparse.Namespace) -> None:
             train_limit=args.train_limit,
             params=json.loads(args.params) if args.params else None,
             recon_epochs=tuple(int(e) for e in args.recon_epochs.split(",") if e),
-            risk=args.risk,
+            threshold_params=_threshold_params(args),
             seed=seed,
         ),
     )
@@ -415,17 +440,32 @@ def _common(parser: argparse.ArgumentParser, out: str, policies: bool = True) ->
     if policies:
         parser.add_argument(
             "--threshold-policy",
-            choices=POLICIES,
+            choices=rule_policies(),
             default="protocol",
             help="whose alarms are the headline figures: the benchmark's own rule "
-            "(protocol) or a daemon policy; every policy is reported",
+            "(protocol) or a threshold rule of the daemon; every rule is reported",
         )
-        parser.add_argument(
-            "--risk",
-            type=float,
-            default=DEFAULT_RISK,
-            help=f"target false-alarm rate of the label-free policies (default {DEFAULT_RISK})",
-        )
+    _rule_parameters(parser)
+
+
+def _rule_parameters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--risk",
+        type=float,
+        help="the risk (target false-alarm rate per window) of every threshold rule that "
+        "has one (default: each rule's own, as in config.yaml)",
+    )
+    parser.add_argument(
+        "--threshold-params",
+        help="threshold rules' parameters as JSON, each given to the rules that take it, "
+        "e.g. '{\"tail_level\": 0.95}' (default: those of config.yaml)",
+    )
+
+
+def rule_policies() -> tuple[str, ...]:
+    from streamdet.evaluation.thresholding import policies
+
+    return policies()
 
 
 def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
@@ -445,15 +485,10 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     nab.add_argument("--params", help="detector parameters as JSON, over the defaults")
     nab.add_argument(
         "--threshold-policy",
-        choices=("likelihood", "spot", "dspot", "dynamic", "detector"),
+        choices=rule_policies()[1:],
         default="likelihood",
         help="each file's topic threshold.policy (default likelihood)",
     )
-    nab.add_argument(
-        "--likelihood", type=float, default=0.9999, help="threshold.likelihood (alerts)"
-    )
-    nab.add_argument("--history", type=int, default=2000, help="likelihood history (rows)")
-    nab.add_argument("--risk", type=float, default=1e-3, help="spot/dspot/dynamic risk")
     nab.add_argument(
         "--cooldown-rows",
         type=int,
@@ -463,11 +498,11 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     nab.add_argument(
         "--retrain-every",
         type=int,
-        default=4000,
-        help="retrain.every_events of each file's topic (0: the warm-up model stays frozen)",
+        help="retrain.every_events of each file's topic (0: the warm-up model stays frozen; "
+        "default: the benchmark's 4000)",
     )
-    nab.add_argument("--retrain-history", type=int, default=4000, help="retrain.history_events")
-    nab.add_argument("--retrain-epochs", type=int, default=3, help="retrain.epochs")
+    nab.add_argument("--retrain-history", type=int, help="retrain.history_events (4000)")
+    nab.add_argument("--retrain-epochs", type=int, help="retrain.epochs (3)")
     nab.add_argument(
         "--ablation",
         action="store_true",

@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streamdet.errors import ConfigError
+from streamdet.core.errors import ConfigError
 
 
 def _stores(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     from streamdet.config import load_config
-    from streamdet.pipeline.model_store import ModelStore
+    from streamdet.serving.store import ModelStore
 
     config = load_config(args.config)
     topics = {t.name: t for t in config.topics}
@@ -74,12 +74,12 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _promote(args: argparse.Namespace) -> None:
-    from streamdet.detectors import load_detector
+    from streamdet.serving.bundle import ServingBundle
 
     ((topic, store),) = _stores(args)
     # Load it fully first: a corrupt or incompatible version is refused here, not by the
     # daemons (which would refuse it too, and keep serving the previous one).
-    load_detector(store.path_of(args.version), topic.detector.name)
+    ServingBundle.load(store.path_of(args.version), topic.detector.name)
     store.promote(args.version)
     print(f"topic {topic.name}: current version is now {args.version}")
 

@@ -39,15 +39,16 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from streamdet.detectors.base import (
-    ContractCase,
+from streamdet.core.errors import InvalidInputError, ModelLoadError
+from streamdet.core.progress import ProgressFn
+from streamdet.detectors.base import ContractCase, Scores, register
+from streamdet.detectors.image_vae import image_decoder_net, image_encoder_net
+from streamdet.detectors.keras_base import (
     KerasDetector,
-    Scores,
     call_loss,
     check_log_metric,
     fit_progress,
     keras,
-    register,
     resolve_optimizer,
     score_in_fixed_batches,
     set_seed,
@@ -55,7 +56,6 @@ from streamdet.detectors.base import (
     tf,
     train_epochs,
 )
-from streamdet.detectors.image_vae import image_decoder_net, image_encoder_net
 from streamdet.detectors.layers import (
     check_network,
     dense_stack,
@@ -65,8 +65,6 @@ from streamdet.detectors.layers import (
     vae_encoder,
 )
 from streamdet.detectors.vaegmm import ElboCov, elbo_precision, elbo_settings
-from streamdet.errors import InvalidInputError, ModelLoadError
-from streamdet.progress import ProgressFn
 
 ReconLoss = Literal["bce", "mse"]
 CLASSIFIER_FILE = "classifier.keras"
@@ -318,9 +316,15 @@ class AdversarialVAEDetector(KerasDetector):
             )
 
         native = lambda: cls.tuned(model=classifier((4,)), epochs=1, samples=3, seed=0)  # noqa: E731
+
+        def topic_params(folder: Path) -> dict[str, Any]:
+            path = folder / "classifier.keras"
+            portable(classifier((4,))).save(path)
+            return {"classifier": str(path), "epochs": 1, "samples": 3, "seed": 0}
+
         return [
-            ContractCase("native", native, rows.astype(np.float32)),
-            ContractCase("alibi", alibi_way, images),
+            ContractCase("native", native, rows.astype(np.float32), topic_params),
+            ContractCase("alibi", alibi_way, images, configurable=False),
         ]
 
     @property

@@ -1,38 +1,38 @@
-"""The detector protocol and the machinery every Keras detector shares.
+"""The detector contract, and the state and persistence every detector shares.
 
 A detector follows alibi-detect's API shape (``fit`` / ``infer_threshold`` / ``score`` /
-``predict`` returning ``{"meta", "data"}``) and saves itself as ``.keras`` files plus one
-``metadata.json``. Loading checks the detector name, the format version, the input shape and
-a SHA-256 of every model file before Keras sees them, and always uses ``safe_mode``.
+``predict`` returning ``{"meta", "data"}``), declares the topic kinds it scores, its context
+length and what its flag means, and saves itself as files plus one ``metadata.json``.
+Nothing here assumes Keras or imports TensorFlow: a Keras detector (``keras_base``) saves
+``.keras`` files loaded with ``safe_mode``; a classical one saves NumPy arrays
+(``arrays.npz``, read without pickle). Loading checks the detector name, the format version,
+the input shape and a SHA-256 of every file before anything reads them. A save is written
+into a temporary directory and renamed, so a failed save never leaves half a model.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
-import os
+import shutil
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from streamdet.errors import InvalidInputError, ModelLoadError, NotFittedError
-from streamdet.progress import ProgressFn, silent, stderr_progress
+from streamdet.core.errors import InvalidInputError, ModelLoadError, NotFittedError
+from streamdet.core.progress import ProgressFn, silent
 from streamdet.thresholds import percentile_threshold
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
-import tensorflow as tf
 
 # 2: Seq2Seq's threshold estimator became one ``threshold_net`` sub-model (alibi's layout).
 FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
+ARRAYS_FILE = "arrays.npz"
 KINDS = ("timeseries", "tabular", "image")
 
 
@@ -44,44 +44,38 @@ class Scores:
     feature_score: np.ndarray
 
 
-@runtime_checkable
-class Detector(Protocol):
-    """The small protocol every streamdet detector implements."""
-
-    name: ClassVar[str]
-
-    def fit(self, X: np.ndarray, **kwargs: Any) -> dict[str, Any]: ...
-
-    def infer_threshold(self, X: np.ndarray, **kwargs: Any) -> None: ...
-
-    def score(self, X: np.ndarray) -> Scores: ...
-
-    def predict(self, X: np.ndarray, **kwargs: Any) -> dict[str, dict[str, Any]]: ...
-
-    def save(self, directory: str | Path) -> Path: ...
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Self: ...
-
-
 @dataclass(frozen=True)
 class ContractCase:
     """One way to build a detector for the generic contract checks (river's
     ``_unit_test_params``): a tiny, fast, seeded configuration and instances it fits on and
-    scores (windows, rows or images, as ``score`` takes them)."""
+    scores (windows, rows or images, as ``score`` takes them).
+
+    ``topic_params`` gives the ``detector.params`` a topic would configure for the same
+    detector (it may write files, such as a classifier, into the folder it is given); by
+    default the built detector's own ``params``, when they are plain JSON. A case built from
+    user networks that no config can name sets ``configurable=False``.
+    """
 
     label: str
-    build: Callable[[], KerasDetector]
+    build: Callable[[], Detector]
     instances: np.ndarray
+    topic_params: Callable[[Path], dict[str, Any]] | None = None
+    configurable: bool = True
+
+    def params_for_topic(self, folder: Path) -> dict[str, Any]:
+        if self.topic_params is not None:
+            return self.topic_params(folder)
+        return dict(_jsonable(self.build().params))
 
 
-REGISTRY: dict[str, type[KerasDetector]] = {}
+REGISTRY: dict[str, type[Detector]] = {}
 
 
-def register(cls: type[KerasDetector]) -> type[KerasDetector]:
+def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: make a detector known to the config, the daemon, the CLI and the
     alert schema. A detector declares its ``name``, the topic ``kinds`` it scores and its
-    context length (:meth:`KerasDetector.context_length`); nothing else needs editing."""
+    context length (:meth:`Detector.context_length`); nothing else needs editing (the light
+    catalog that config and the CLI read finds the module by these declarations)."""
     if not cls.name or (cls.name in REGISTRY and REGISTRY[cls.name] is not cls):
         raise ValueError(f"detector name {cls.name!r} is empty or already registered")
     unknown = set(cls.kinds) - set(KINDS)
@@ -96,295 +90,34 @@ def register(cls: type[KerasDetector]) -> type[KerasDetector]:
     return cls
 
 
-def detectors_for(kind: str) -> tuple[str, ...]:
-    """Registered detector names that score topics of ``kind``, sorted."""
-    return tuple(sorted(name for name, cls in REGISTRY.items() if kind in cls.kinds))
+class Detector(ABC):
+    """Shared state, checks, ``predict`` and persistence of every detector.
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_metadata(directory: str | Path) -> dict[str, Any]:
-    """Read and sanity-check ``metadata.json`` of a saved detector directory."""
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{directory} holds no {METADATA_FILE}: not a saved streamdet model")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or "detector" not in meta:
-        raise ModelLoadError(f"{path} does not describe a detector (no 'detector' field)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path} has format_version {meta.get('format_version')!r}; "
-            f"this streamdet reads format_version {FORMAT_VERSION}"
-        )
-    return meta
-
-
-def set_seed(seed: int | None) -> None:
-    """Seed numpy, Python and TensorFlow so a fit can be repeated."""
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-
-
-def score_in_fixed_batches(fn: Any, data: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:
-    """Run a compiled ``fn(batch) -> tensor | tuple of tensors`` over ``data`` in batches
-    of exactly ``batch_size`` rows (the last one zero-padded), and concatenate the outputs.
-
-    One shape means one compiled program: the kernels XLA and oneDNN pick depend on the
-    batch size, and different kernels round differently, so a window scored alone and the
-    same window scored among a thousand would otherwise differ in the last bits. Replays,
-    alert ids and a threshold sitting exactly on a training score rely on a window always
-    getting the same score. Rows of one batch never mix, so padding changes nothing.
-
-    >>> double = lambda x: 2 * x
-    >>> score_in_fixed_batches(double, np.arange(5, dtype=np.float32)[:, None], 4)[0][:, 0]
-    array([0., 2., 4., 6., 8.], dtype=float32)
-    """
-    if batch_size < 1:
-        raise InvalidInputError(f"score_batch_size must be >= 1; got {batch_size}")
-    parts: list[tuple[np.ndarray, ...]] = []
-    for start in range(0, len(data), batch_size):
-        chunk = data[start : start + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            padding = np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)
-            chunk = np.concatenate([chunk, padding])
-        out = fn(tf.constant(chunk))
-        outputs = out if isinstance(out, tuple | list) else (out,)
-        parts.append(tuple(np.asarray(o.numpy())[:n] for o in outputs))
-    return tuple(np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
-
-
-def shared_draw_noise(mean: tf.Tensor, draw: int, salt: int) -> tf.Tensor:
-    """Fixed-seed noise for sampling draw ``draw``: one vector, the same for every row.
-
-    Noise drawn per row would tie a row's score to its position in the batch; one vector
-    per draw keeps every row's ``samples`` draws independent of each other and of the batch.
-    """
-    noise = tf.random.stateless_normal(tf.shape(mean)[1:], seed=[draw, salt], dtype=mean.dtype)
-    return tf.broadcast_to(noise, tf.shape(mean))
-
-
-def resolve_optimizer(optimizer: Any, learning_rate: float) -> keras.optimizers.Optimizer:
-    """The optimizer ``fit`` uses: a Keras optimizer instance as given, an optimizer class
-    instantiated with ``learning_rate``, or (None) Adam with ``learning_rate`` and gradients
-    clipped at norm 1."""
-    if optimizer is None:
-        return keras.optimizers.Adam(learning_rate, clipnorm=1.0)
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        return optimizer
-    if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
-        return optimizer(learning_rate=learning_rate)
-    raise InvalidInputError(
-        f"optimizer must be a Keras optimizer (instance or class); got {type(optimizer).__name__}"
-    )
-
-
-def call_loss(loss_fn: Any, *args: Any, **available: Any) -> tf.Tensor:
-    """``loss_fn(*args, **kwargs)`` with just the keyword arguments its signature names (all
-    of them if it takes ``**kwargs``), reduced to a scalar. So a plain Keras loss
-    ``(y_true, y_pred)`` and a loss that also wants e.g. ``z``, ``gamma`` or ``w_energy``
-    both work."""
-    try:
-        parameters = inspect.signature(loss_fn).parameters.values()
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        parameters = ()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        kwargs = available
-    else:
-        names = {p.name for p in parameters}
-        kwargs = {k: v for k, v in available.items() if k in names}
-    return tf.reduce_mean(loss_fn(*args, **kwargs))
-
-
-def fit_progress(verbose: bool, progress: ProgressFn | None) -> ProgressFn:
-    """Where ``fit`` reports epochs: ``progress`` if given, else stderr when ``verbose``."""
-    if progress is not None:
-        return progress
-    return stderr_progress if verbose else silent
-
-
-def check_log_metric(log_metric: Any) -> tuple[str, Any] | None:
-    """alibi-detect's ``log_metric``: ``(name, keras.metrics.Metric)``, updated with
-    (input, reconstruction) each batch and reported per epoch."""
-    if log_metric is None:
-        return None
-    if (
-        not isinstance(log_metric, tuple | list)
-        or len(log_metric) != 2
-        or not isinstance(log_metric[0], str)
-        or not hasattr(log_metric[1], "update_state")
-    ):
-        raise InvalidInputError(
-            "log_metric must be a (name, keras.metrics.Metric) pair, e.g. "
-            "('mse', keras.metrics.MeanSquaredError())"
-        )
-    return (log_metric[0], log_metric[1])
-
-
-def holdout_split(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """(training rows, validation rows): the last ``fraction`` of ``data`` is held out.
-
-    The last rows, not a random sample: windows cut from one series overlap their
-    neighbours, so a random sample would validate on data the model trained on; the tail
-    is also the most recent data, the part a stream's next windows resemble most.
-
-    >>> train, validation = holdout_split(np.arange(10), 0.2)
-    >>> train.tolist(), validation.tolist()
-    ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
-
-    A share that rounds to nothing still holds out one instance; a single instance is
-    not split (it is all there is to train on), so a tiny warm-up never fails.
-
-    >>> holdout_split(np.arange(3), 0.1)[1].tolist()
-    [2]
-    >>> holdout_split(np.arange(1), 0.1)[1] is None
-    True
-    >>> holdout_split(np.arange(3), 0.0)[1] is None
-    True
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise InvalidInputError(f"validation_fraction must be in [0, 1); got {fraction}")
-    if fraction == 0.0 or len(data) < 2:
-        return data, None
-    held = min(max(round(len(data) * fraction), 1), len(data) - 1)
-    return data[:-held], data[-held:]
-
-
-@dataclass
-class EpochSelection:
-    """Keep the weights of the epoch whose loss on held-out normal data was lowest.
-
-    ``loss()`` evaluates the held-out data with the current weights; ``models`` are the
-    Keras models whose weights are kept and restored. With ``patience`` > 0 training stops
-    after that many epochs without a new best. After :func:`train_epochs`, ``best_epoch``
-    and ``best_loss`` say which epoch was kept. Only label-free, normal data is involved,
-    so the choice can be made on any stream or benchmark without looking at anomalies.
-    """
-
-    loss: Callable[[], float]
-    models: tuple[keras.Model, ...]
-    patience: int = 0
-    best_epoch: int = 0
-    best_loss: float = float("inf")
-    _weights: list[list[np.ndarray]] | None = None
-
-    def after_epoch(self, epoch: int) -> tuple[float, bool]:
-        """(validation loss, whether to stop) after ``epoch``; keeps its weights if best."""
-        value = float(self.loss())
-        if value < self.best_loss:
-            self.best_loss, self.best_epoch = value, epoch
-            self._weights = [model.get_weights() for model in self.models]
-        stop = self.patience > 0 and epoch - self.best_epoch >= self.patience
-        return value, stop
-
-    def restore(self) -> None:
-        if self._weights is not None:
-            for model, weights in zip(self.models, self._weights, strict=True):
-                model.set_weights(weights)
-
-
-def train_epochs(
-    step: Any,
-    arrays: tuple[np.ndarray, ...],
-    *,
-    epochs: int,
-    batch_size: int,
-    label: str,
-    progress: ProgressFn,
-    seed: int | None = None,
-    first_epoch: int = 1,
-    total_epochs: int | None = None,
-    log_metric: tuple[str, Any] | None = None,
-    selection: EpochSelection | None = None,
-) -> list[dict[str, float]]:
-    """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
-
-    Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
-    ``first_epoch`` and ``total_epochs`` number the lines when a caller runs the epochs
-    one call at a time (to change a schedule between them). ``log_metric`` is reset before
-    each epoch (the step updates it) and its result joins the epoch's losses. With a
-    ``selection``, each epoch also reports ``val_loss``, training may stop early, and the
-    best epoch's weights are restored at the end.
-    """
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
-    n = len(arrays[0])
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(arrays)
-        .shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    history: list[dict[str, float]] = []
-    total = total_epochs or epochs
-    for epoch in range(first_epoch, first_epoch + epochs):
-        started = time.perf_counter()
-        totals: dict[str, float] = {}
-        batches = 0
-        if log_metric is not None:
-            log_metric[1].reset_state()
-        for batch in dataset:
-            losses = step(*batch)
-            for key, value in losses.items():
-                totals[key] = totals.get(key, 0.0) + float(value)
-            batches += 1
-        means = {key: value / max(batches, 1) for key, value in totals.items()}
-        if log_metric is not None:
-            means[log_metric[0]] = float(log_metric[1].result())
-        stop = False
-        if selection is not None:
-            means["val_loss"], stop = selection.after_epoch(epoch)
-        history.append(means)
-        shown = " ".join(f"{k}={v:.5g}" for k, v in means.items())
-        progress(f"{label} epoch {epoch}/{total} {shown} ({time.perf_counter() - started:.1f}s)")
-        if stop:
-            progress(
-                f"{label}: no better val_loss for {selection.patience} epochs; stopping"  # type: ignore[union-attr]
-            )
-            break
-    if selection is not None:
-        selection.restore()
-        progress(f"{label}: kept epoch {selection.best_epoch} (val_loss={selection.best_loss:.5g})")
-    return history
-
-
-class KerasDetector(ABC):
-    """Shared state and persistence for detectors built from Keras models.
-
-    Subclasses set ``name``, implement ``_build`` (make the Keras models from ``params``),
-    ``_model_files`` (the models to save, by file name), ``_restore`` (take them back after
-    loading) and the math in ``fit`` / ``score``.
+    Subclasses set ``name`` and ``kinds``, implement ``fit`` and ``score``, and say how their
+    fitted state is written (:meth:`_write_state`) and read back (:meth:`_read_state`).
+    Small numeric state (e.g. GMM parameters) can simply go in ``extra_state`` (saved in
+    ``metadata.json``); arrays of any size in ``arrays`` (saved in ``arrays.npz``).
     """
 
     name: ClassVar[str] = "base"
     # Topic kinds (``KINDS``) this detector scores in the daemon.
     kinds: ClassVar[tuple[str, ...]] = ()
     data_type: ClassVar[str] = "time-series"
-    # The key of ``predict()["data"]`` that says whether an instance is flagged.
+    # The key of ``predict()["data"]`` that holds the flag, and what a flag means.
     outcome_key: ClassVar[str] = "is_outlier"
-    # What the daemon passes to ``infer_threshold`` besides ``threshold_perc``.
-    stream_threshold_kwargs: ClassVar[dict[str, Any]] = {}
+    flag_meaning: ClassVar[str] = "the instance is an outlier"
     # The constructor defaults follow alibi-detect's pages; where streamdet's benchmarks found
     # better settings, the daemon and the ``evaluate`` commands start from these instead
     # (a topic's ``params`` override them).
     tuned_params: ClassVar[dict[str, Any]] = {}
-    # True when ``fit`` on a fitted detector trains its networks further (same
-    # normalisation): a retraining then starts from the serving model's weights.
+    # True when ``fit`` on a fitted detector trains further (same normalisation): a
+    # retraining then starts from the serving model's state.
     warm_start: ClassVar[bool] = False
 
     @classmethod
     def contract_cases(cls) -> list[ContractCase]:
-        """Tiny configurations the generic contract suite (tests/test_detector_contract.py)
-        runs through fit -> infer_threshold -> predict -> save -> load. Every detector
+        """Tiny configurations the generic contract suite runs through fit -> score ->
+        batch invariance -> save -> load in a fresh process -> retraining. Every detector
         defines its own (``register`` refuses one that does not); alibi-compatible ones
         add one built the alibi way."""
         return []
@@ -407,9 +140,10 @@ class KerasDetector(ABC):
         self.std: np.ndarray | None = None
         self.threshold: Any = None
         self.training: dict[str, Any] = {}
-        # Small numeric state that is not a Keras model (e.g. GMM parameters): saved in
-        # metadata.json as lists, handed back to ``_restore`` as arrays.
+        # Small numeric state (e.g. GMM parameters): saved in metadata.json as lists, handed
+        # back as arrays. Larger arrays go in ``arrays`` (arrays.npz).
         self.extra_state: dict[str, Any] = {}
+        self.arrays: dict[str, np.ndarray] = {}
         self.progress: ProgressFn = silent
 
     # ---- validation -------------------------------------------------------------------
@@ -472,7 +206,13 @@ class KerasDetector(ABC):
             raise InvalidInputError(f"{self.name}: batch_size must be >= 1; got {size}")
         return size
 
-    # ---- scoring defaults: one threshold on the instance score ---------------------------
+    # ---- the contract ---------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, X: np.ndarray, **kwargs: Any) -> dict[str, Any]:
+        """Fit on normal data; returns the training summary (also kept in ``training``).
+        The daemon passes ``progress`` (a line per epoch; raising from it cancels) and,
+        for a retraining, may pass ``epochs``."""
+
     @abstractmethod
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Instance and feature scores of ``X``."""
@@ -531,41 +271,57 @@ class KerasDetector(ABC):
         }
 
     # ---- persistence ------------------------------------------------------------------
-    @abstractmethod
-    def _model_files(self) -> dict[str, keras.Model]:
-        """The Keras models to save, by file name (``*.keras``)."""
+    def _write_state(self, target: Path) -> None:  # noqa: B027 (optional hook)
+        """Write the fitted state that ``metadata.json`` and ``arrays.npz`` do not hold
+        (a Keras detector writes its ``.keras`` files) into the directory ``target``."""
 
-    @abstractmethod
-    def _restore(self, models: dict[str, keras.Model]) -> None:
-        """Take back the models that :meth:`_model_files` named, after loading."""
+    def _read_state(self, directory: Path) -> None:  # noqa: B027 (optional hook)
+        """Take back what :meth:`_write_state` wrote (its files' checksums are verified)."""
+
+    def _metadata_extra(self) -> dict[str, Any]:
+        """More fields for ``metadata.json`` (e.g. the Keras version that wrote it)."""
+        return {}
 
     def save(self, directory: str | Path) -> Path:
-        """Write the models (``.keras``) and ``metadata.json`` into ``directory``."""
+        """Write the fitted detector into ``directory`` (created or replaced whole).
+
+        Everything is written into a temporary directory beside it, which is renamed into
+        place only once complete: a save that fails (a full disk, a network Keras cannot
+        serialise) leaves no half-written model and keeps any previous one.
+        """
         self._require_fitted("save()")
         target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
-        checksums = {}
-        for file_name, model in self._model_files().items():
-            path = target / file_name
-            model.save(path)
-            checksums[file_name] = _sha256(path)
-        meta = {
-            "detector": self.name,
-            "format_version": FORMAT_VERSION,
-            "streamdet_version": _package_version(),
-            "keras_version": keras.__version__,
-            "params": _jsonable(self.params),
-            "input_shape": list(self.input_shape or ()),
-            "normalisation": {"mean": _jsonable(self.mean), "std": _jsonable(self.std)},
-            "threshold": _jsonable(self.threshold),
-            "training": _jsonable(self.training),
-            "models": checksums,
-            "state": _jsonable(self.extra_state),
-        }
-        # Write then rename, so a crash never leaves a half-written metadata file behind.
-        tmp = target / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        tmp.replace(target / METADATA_FILE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            self._write_state(staging)
+            if self.arrays:
+                # Arrays only: np.load(allow_pickle=False) reads them back.
+                np.savez(
+                    staging / ARRAYS_FILE, **{k: np.asarray(v) for k, v in self.arrays.items()}
+                )
+            checksums = {
+                path.name: _sha256(path) for path in sorted(staging.iterdir()) if path.is_file()
+            }
+            meta = {
+                "detector": self.name,
+                "format_version": FORMAT_VERSION,
+                "streamdet_version": _package_version(),
+                **self._metadata_extra(),
+                "params": _jsonable(self.params),
+                "input_shape": list(self.input_shape or ()),
+                "normalisation": {"mean": _jsonable(self.mean), "std": _jsonable(self.std)},
+                "threshold": _jsonable(self.threshold),
+                "training": _jsonable(self.training),
+                "models": checksums,
+                "state": _jsonable(self.extra_state),
+            }
+            (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            _move_into_place(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return target
 
     @classmethod
@@ -577,7 +333,8 @@ class KerasDetector(ABC):
         ``expected_input_shape`` (the shape of one instance) makes loading fail early
         when the model was trained for other data.
         """
-        meta = read_metadata(directory)
+        folder = Path(directory)
+        meta = read_metadata(folder)
         if meta["detector"] != cls.name:
             raise ModelLoadError(
                 f"{directory} holds a '{meta['detector']}' model, not a '{cls.name}' model"
@@ -588,17 +345,15 @@ class KerasDetector(ABC):
                 f"{directory}: the model expects instances of shape {shape}, "
                 f"not {tuple(expected_input_shape)}"
             )
-        models: dict[str, keras.Model] = {}
-        for file_name, checksum in dict(meta.get("models") or {}).items():
-            path = Path(directory) / file_name
+        files = dict(meta.get("models") or {})
+        for file_name, checksum in files.items():
+            path = folder / file_name
+            if Path(file_name).name != file_name or file_name == METADATA_FILE:
+                raise ModelLoadError(f"{folder / METADATA_FILE} names an unsafe file {file_name!r}")
             if not path.is_file():
                 raise ModelLoadError(f"{path} is missing")
             if _sha256(path) != checksum:
                 raise ModelLoadError(f"{path} is corrupt: its SHA-256 does not match metadata")
-            try:
-                models[file_name] = keras.saving.load_model(path, compile=False, safe_mode=True)
-            except Exception as exc:  # Keras raises many types for a bad archive
-                raise ModelLoadError(f"{path} could not be loaded by Keras: {exc}") from exc
         try:
             detector = cls(**meta.get("params", {}))
         except (TypeError, ValueError) as exc:
@@ -631,8 +386,82 @@ class KerasDetector(ABC):
             key: np.asarray(value) if isinstance(value, list) else value
             for key, value in (meta.get("state") or {}).items()
         }
-        detector._restore(models)
+        if ARRAYS_FILE in files:
+            try:
+                with np.load(folder / ARRAYS_FILE, allow_pickle=False) as stored:
+                    detector.arrays = {key: stored[key] for key in stored.files}
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"{folder / ARRAYS_FILE} is not readable: {exc}") from exc
+        detector._read_state(folder)
         return detector
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the complete ``staging`` directory to ``target``; a previous ``target`` is
+    moved aside first and removed only after the swap."""
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        staging.replace(target)
+        return
+    aside = target.parent / f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"
+    target.replace(aside)
+    staging.replace(target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    """Read and sanity-check ``metadata.json`` of a saved detector directory."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{directory} holds no {METADATA_FILE}: not a saved streamdet model")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or "detector" not in meta:
+        raise ModelLoadError(f"{path} does not describe a detector (no 'detector' field)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path} has format_version {meta.get('format_version')!r}; "
+            f"this streamdet reads format_version {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def holdout_split(data: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training rows, validation rows): the last ``fraction`` of ``data`` is held out.
+
+    The last rows, not a random sample: windows cut from one series overlap their
+    neighbours, so a random sample would validate on data the model trained on; the tail
+    is also the most recent data, the part a stream's next windows resemble most.
+
+    >>> train, validation = holdout_split(np.arange(10), 0.2)
+    >>> train.tolist(), validation.tolist()
+    ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
+
+    A share that rounds to nothing still holds out one instance; a single instance is
+    not split (it is all there is to train on), so a tiny warm-up never fails.
+
+    >>> holdout_split(np.arange(3), 0.1)[1].tolist()
+    [2]
+    >>> holdout_split(np.arange(1), 0.1)[1] is None
+    True
+    >>> holdout_split(np.arange(3), 0.0)[1] is None
+    True
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInputError(f"validation_fraction must be in [0, 1); got {fraction}")
+    if fraction == 0.0 or len(data) < 2:
+        return data, None
+    held = min(max(round(len(data) * fraction), 1), len(data) - 1)
+    return data[:-held], data[-held:]
 
 
 def _package_version() -> str:

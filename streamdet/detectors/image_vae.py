@@ -27,12 +27,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from streamdet.detectors.base import (
-    ContractCase,
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.progress import ProgressFn, silent
+from streamdet.detectors.base import ContractCase, Scores, register
+from streamdet.detectors.keras_base import (
     KerasDetector,
-    Scores,
     keras,
-    register,
     score_in_fixed_batches,
     set_seed,
     tf,
@@ -40,8 +40,6 @@ from streamdet.detectors.base import (
 )
 from streamdet.detectors.layers import vae_decoder, vae_encoder
 from streamdet.detectors.vae_lstm import GaussianSample
-from streamdet.errors import InvalidInputError
-from streamdet.progress import ProgressFn, silent
 
 Loss = Literal["bce", "mse"]
 

@@ -12,15 +12,13 @@ whatever the user's network is.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
-from streamdet.errors import InvalidInputError
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.tensorflow import load_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
+keras, _ = load_tensorflow()
 
 
 def dense_stack(

@@ -39,17 +39,17 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from streamdet.detectors.base import (
-    ContractCase,
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.progress import ProgressFn
+from streamdet.core.windows import sliding_windows
+from streamdet.detectors.base import ContractCase, Scores, holdout_split, register
+from streamdet.detectors.keras_base import (
     EpochSelection,
     KerasDetector,
-    Scores,
     call_loss,
     check_log_metric,
     fit_progress,
-    holdout_split,
     keras,
-    register,
     resolve_optimizer,
     score_in_fixed_batches,
     set_seed,
@@ -57,10 +57,7 @@ from streamdet.detectors.base import (
     train_epochs,
 )
 from streamdet.detectors.layers import apply_network, check_network
-from streamdet.errors import InvalidInputError
-from streamdet.progress import ProgressFn
 from streamdet.thresholds import percentile_threshold, top_percent_mean
-from streamdet.windows import sliding_windows
 
 OutlierType = Literal["instance", "feature"]
 # The parts of a Seq2Seq model the detector drives step by step; a model passed as
@@ -202,9 +199,6 @@ class Seq2SeqDetector(KerasDetector):
     # from one epoch to the next on ECG5000) would serve that epoch for a whole retrain
     # period; keeping the best epoch on the newest tenth of the windows avoids it.
     tuned_params: ClassVar[dict[str, Any]] = {"validation_fraction": 0.1}
-    # A topic's threshold is a quantile of whole windows' scores, so ``threshold_perc`` is
-    # the share of warm-up windows that stay quiet.
-    stream_threshold_kwargs: ClassVar[dict[str, Any]] = {"level": "instance"}
 
     @classmethod
     def context_length(cls, params: dict[str, Any], window_seq_len: int) -> int:
@@ -304,7 +298,7 @@ class Seq2SeqDetector(KerasDetector):
 
         return [
             ContractCase("native", lambda: cls(seq_len=8, latent_dim=4, epochs=1, seed=0), windows),
-            ContractCase("alibi", alibi_way, windows),
+            ContractCase("alibi", alibi_way, windows, configurable=False),
         ]
 
     @property

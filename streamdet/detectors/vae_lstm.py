@@ -24,20 +24,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from streamdet.detectors.base import (
-    ContractCase,
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.progress import ProgressFn, silent
+from streamdet.core.windows import as_series, sliding_windows
+from streamdet.detectors.base import ContractCase, Scores, register
+from streamdet.detectors.keras_base import (
     KerasDetector,
-    Scores,
     keras,
-    register,
     score_in_fixed_batches,
     set_seed,
     tf,
     train_epochs,
 )
-from streamdet.errors import InvalidInputError
-from streamdet.progress import ProgressFn, silent
-from streamdet.windows import as_series, sliding_windows
 
 
 @keras.saving.register_keras_serializable(package="streamdet")

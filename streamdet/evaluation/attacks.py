@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
+
+from streamdet.core.tensorflow import load_tensorflow
+
+_, tf = load_tensorflow()
 
 Logits = Callable[[tf.Tensor], tf.Tensor]
 

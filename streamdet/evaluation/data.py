@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdet.errors import DataNotFoundError
+from streamdet.core.errors import DataNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

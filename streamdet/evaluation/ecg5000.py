@@ -13,12 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.detectors import OutlierSeq2Seq, Seq2SeqDetector
 from streamdet.evaluation import plots
 from streamdet.evaluation.data import dataset_dir, outlier_batch
 from streamdet.evaluation.metrics import average_precision, roc_auc
-from streamdet.evaluation.thresholding import DEFAULT_RISK, compare_policies, headline
-from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.evaluation.thresholding import (
+    compare_policies,
+    described_rules,
+    headline,
+    threshold_rules,
+)
 
 PUBLISHED = {
     "source": "alibi-detect Seq2Seq ECG5000 example",
@@ -52,7 +57,7 @@ def run(
     teacher_forcing: bool = False,
     page_defaults: bool = False,
     threshold_policy: str = "protocol",
-    risk: float = DEFAULT_RISK,
+    threshold_params: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -102,7 +107,11 @@ def run(
     scores = prediction["instance_score"]
     calibration = detector.predict(X_train)["data"]["instance_score"]
     policies, alarms = compare_policies(
-        y_test, scores, calibration, prediction["is_outlier"], risk=risk
+        y_test,
+        scores,
+        calibration,
+        prediction["is_outlier"],
+        rules=threshold_rules(threshold_params),
     )
     report = headline(policies, threshold_policy)
     result = {
@@ -113,7 +122,7 @@ def run(
         "threshold_level": threshold_level,
         "threshold": np.asarray(detector.threshold).tolist(),
         "threshold_policy": threshold_policy,
-        "risk": risk,
+        "threshold_rules": described_rules(threshold_params),
         "policies": policies,
         "training": training,
         "metrics": {

@@ -20,13 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.detectors import OutlierVAEGMM, VAEGMMDetector
-from streamdet.detectors.base import keras, tf
+from streamdet.detectors.keras_base import keras, tf
 from streamdet.evaluation import plots
 from streamdet.evaluation.data import dataset_dir, outlier_batch
 from streamdet.evaluation.metrics import average_precision, roc_auc
-from streamdet.evaluation.thresholding import DEFAULT_RISK, compare_policies, headline
-from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.evaluation.thresholding import (
+    compare_policies,
+    described_rules,
+    headline,
+    threshold_rules,
+)
 
 ALIBI_FEATURES = (
     "srv_count",
@@ -143,7 +148,16 @@ def page_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
 
 
 def _alibi(
-    names, rows, labels, out_dir, epochs, seed, progress, page_defaults, threshold_policy, risk
+    names,
+    rows,
+    labels,
+    out_dir,
+    epochs,
+    seed,
+    progress,
+    page_defaults,
+    threshold_policy,
+    threshold_params,
 ) -> dict[str, Any]:
     X = alibi_matrix(names, rows)
     y = (labels != "normal").astype(np.int8)
@@ -180,7 +194,7 @@ def _alibi(
         scores,
         detector.score(train).instance_score,
         prediction["is_outlier"],
-        risk=risk,
+        rules=threshold_rules(threshold_params),
     )
     detector.save(out_dir / "model_alibi")
     plots.roc_pr_curves(out_dir / "kdd99_alibi_roc_pr.png", "KDD99 VAEGMM (alibi)", y_test, scores)
@@ -196,7 +210,7 @@ def _alibi(
         "training": training,
         "threshold": threshold,
         "threshold_policy": threshold_policy,
-        "risk": risk,
+        "threshold_rules": described_rules(threshold_params),
         "policies": policies,
         "metrics": {
             **headline(policies, threshold_policy),
@@ -208,7 +222,7 @@ def _alibi(
 
 
 def _dagmm(
-    names, rows, labels, out_dir, epochs, seed, progress, threshold_policy, risk
+    names, rows, labels, out_dir, epochs, seed, progress, threshold_policy, threshold_params
 ) -> dict[str, Any]:
     X = dagmm_matrix(names, rows)
     y = (labels == "normal").astype(np.int8)  # the minority 'normal' class is the anomaly
@@ -236,7 +250,11 @@ def _dagmm(
     threshold = float(np.percentile(scores, 80))
     y_test = y[test_idx]
     policies, _ = compare_policies(
-        y_test, scores, detector.score(train).instance_score, scores > threshold, risk=risk
+        y_test,
+        scores,
+        detector.score(train).instance_score,
+        scores > threshold,
+        rules=threshold_rules(threshold_params),
     )
     plots.roc_pr_curves(out_dir / "kdd99_dagmm_roc_pr.png", "KDD99 VAEGMM (DAGMM)", y_test, scores)
     plots.confusion_and_histogram(
@@ -251,7 +269,7 @@ def _dagmm(
         "training": training,
         "threshold": threshold,
         "threshold_policy": threshold_policy,
-        "risk": risk,
+        "threshold_rules": described_rules(threshold_params),
         "policies": policies,
         "metrics": {
             **headline(policies, threshold_policy),
@@ -270,7 +288,7 @@ def run(
     page_defaults: bool = False,
     epochs: int = 30,
     threshold_policy: str = "protocol",
-    risk: float = DEFAULT_RISK,
+    threshold_params: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -296,12 +314,12 @@ def run(
             progress,
             page_defaults,
             threshold_policy,
-            risk,
+            threshold_params,
         )
         result["page_defaults"] = page_defaults
     else:
         result = _dagmm(
-            names, rows, labels, out_dir, epochs, seed, progress, threshold_policy, risk
+            names, rows, labels, out_dir, epochs, seed, progress, threshold_policy, threshold_params
         )
     result["seed"] = seed
     result["seconds"] = round(time.perf_counter() - started, 1)

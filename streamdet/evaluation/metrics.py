@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.errors import InvalidInputError
+from streamdet.core.errors import InvalidInputError
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

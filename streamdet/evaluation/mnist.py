@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.detectors import ImageVAEDetector
 from streamdet.evaluation import plots
 from streamdet.evaluation.data import dataset_dir
 from streamdet.evaluation.metrics import average_precision, binary_report, roc_auc
-from streamdet.evaluation.thresholding import DEFAULT_RISK, compare_policies
-from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.evaluation.thresholding import compare_policies, described_rules, threshold_rules
 
 SEED_PROJECT = {
     "source": "seed project 'VAE for anomaly detection (MNIST)', digit 5",
@@ -83,7 +83,7 @@ def run(
     train_limit: int | None = None,
     params: dict[str, Any] | None = None,
     recon_epochs: tuple[int, ...] = (1, 5, 10),
-    risk: float = DEFAULT_RISK,
+    threshold_params: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def run(
         scores,
         detector.score(validation).instance_score,
         scores > threshold,
-        risk=risk,
+        rules=threshold_rules(threshold_params),
     )
     result = {
         "benchmark": "mnist-digit-holdout",
@@ -149,7 +149,7 @@ def run(
         "seed": seed,
         "training": training,
         "score_loss": score_loss,
-        "risk": risk,
+        "threshold_rules": described_rules(threshold_params),
         "policies": policies,
         **chosen,
         "by_score_loss": by_loss,

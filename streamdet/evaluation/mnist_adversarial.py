@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.detectors import AdversarialVAEDetector
-from streamdet.detectors.base import keras, set_seed
+from streamdet.detectors.keras_base import keras, set_seed
 from streamdet.evaluation import attacks, plots
 from streamdet.evaluation.data import dataset_dir
 from streamdet.evaluation.metrics import average_precision, roc_auc
 from streamdet.evaluation.mnist import load_mnist
-from streamdet.progress import ProgressFn, stderr_progress
 
 REFERENCE = {
     "source": "alibi-detect adversarial AE, CIFAR-10 (not MNIST)",

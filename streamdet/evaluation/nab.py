@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.errors import DataNotFoundError, InvalidInputError
+from streamdet.core.errors import DataNotFoundError, InvalidInputError
 
 
 @dataclass(frozen=True)

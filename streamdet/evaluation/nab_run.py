@@ -23,14 +23,15 @@ import csv
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamdet.config import StreamdetConfig
-from streamdet.detectors import DETECTORS
+from streamdet.config import RetrainConfig, StreamdetConfig
+from streamdet.core.progress import ProgressFn, stderr_progress
+from streamdet.detectors import detector_class
 from streamdet.evaluation import plots
 from streamdet.evaluation.nab import (
     CostProfile,
@@ -40,11 +41,9 @@ from streamdet.evaluation.nab import (
     load_profiles,
     score_at,
 )
-from streamdet.progress import ProgressFn, stderr_progress
-from streamdet.sinks.alerts import JsonLinesAlertSink
-from streamdet.sinks.dead_letter import JsonLinesDeadLetterSink
-from streamdet.sinks.scores import ScoreRecorder
-from streamdet.sources.replay import ReplaySource
+from streamdet.io.sinks.scores import ScoreRecorder
+from streamdet.io.sources.replay import ReplaySource
+from streamdet.thresholds import Cooldown, RuleParams, rule_params
 
 PUBLISHED_STANDARD = {
     "note": "NAB scoreboard, full 58-file corpus, standard profile",
@@ -75,32 +74,44 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+# How the benchmark retrains each file's model (``retrain`` of its topic): the file's own
+# history, every 4,000 rows, warm-started for 3 epochs.
+BENCHMARK_RETRAIN = {
+    "every_events": 4000,
+    "min_events_between": 4000,
+    "history_events": 4000,
+    "epochs": 3,
+}
+
+
 @dataclass(frozen=True)
 class Lifecycle:
-    """How each file's topic is run: threshold policy, cooldown and retraining.
+    """How each file's topic is run: its ``threshold`` (a rule and its parameters, the
+    defaults of ``config.yaml`` unless given), its ``retrain`` section (None: the warm-up
+    model stays frozen) and the cooldown in rows (converted to event time with the file's
+    median sampling interval)."""
 
-    ``retrain_every`` (events; None: the frozen model of the warm-up) and the other
-    retraining settings map onto the topic's ``retrain`` config; ``cooldown_rows`` is the
-    cooldown in rows (converted to event time with the file's median sampling interval).
-    """
-
-    policy: str = "likelihood"
-    likelihood: float = 0.9999
-    history: int = 2000
-    risk: float = 1e-3
+    threshold: RuleParams = field(default_factory=lambda: rule_params({"policy": "likelihood"}))
+    retrain: RetrainConfig | None = field(
+        default_factory=lambda: RetrainConfig.model_validate(BENCHMARK_RETRAIN)
+    )
     cooldown_rows: int = 400
-    retrain_every: int | None = 4000
-    retrain_history: int = 4000
-    retrain_epochs: int = 3
 
     @property
     def continual(self) -> bool:
-        return self.retrain_every is not None
+        return self.retrain is not None
+
+    def described(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold.model_dump(),
+            "retrain": None if self.retrain is None else self.retrain.model_dump(),
+            "cooldown_rows": self.cooldown_rows,
+        }
 
 
 def _context(detector_name: str, params: dict[str, Any]) -> int:
     """Rows before the first scorable one."""
-    return DETECTORS[detector_name].context_length(params, DEFAULT_SEQ_LEN)
+    return detector_class(detector_name).context_length(params, DEFAULT_SEQ_LEN)
 
 
 def _median_interval_s(nab_file: NABFile) -> float:
@@ -120,19 +131,17 @@ def event_seconds(nab_file: NABFile) -> np.ndarray:
 def cooldown_detections(
     severity: np.ndarray, times_s: np.ndarray, threshold: float, cooldown_s: float
 ) -> np.ndarray:
-    """Rows where the daemon alerts if its threshold is ``threshold``: the severity reaches
-    it and no alert was raised less than ``cooldown_s`` of event time before.
+    """Rows where the daemon alerts if its threshold is ``threshold`` on the rule's severity
+    scale: the severity reaches it and the daemon's one :class:`Cooldown` admits it.
 
     >>> cooldown_detections(np.array([0, 2, 2, 0, 2, 2]), np.arange(6.0), 1.0, 3.0).tolist()
     [False, True, False, False, True, False]
     """
     detected = np.zeros(len(severity), dtype=bool)
-    flagged = np.flatnonzero(severity >= threshold)
-    times = times_s[flagged]
-    k = 0
-    while k < len(flagged):
-        detected[flagged[k]] = True
-        k = int(np.searchsorted(times, times[k] + cooldown_s, "left"))
+    cooldown = Cooldown(round(cooldown_s * 1000), max_series=1)
+    times_ms = np.round(np.asarray(times_s) * 1000).astype(np.int64)
+    for row in np.flatnonzero(severity >= threshold):
+        detected[row] = cooldown.admit("series", int(times_ms[row]))
     return detected
 
 
@@ -144,27 +153,14 @@ def file_config(
     store: Path,
 ) -> StreamdetConfig:
     """The daemon config a user would write to watch this file's series."""
-    retrain: dict[str, Any] = {}
-    if lifecycle.retrain_every is not None:
-        retrain = {
-            "every_events": lifecycle.retrain_every,
-            "min_events_between": lifecycle.retrain_every,
-            "history_events": lifecycle.retrain_history,
-            "epochs": lifecycle.retrain_epochs,
-        }
     cooldown_s = cooldown_seconds(nab_file, lifecycle)
     topic = {
         "name": "nab",
         "format": {"series_key": None, "timestamp_field": "timestamp", "value_fields": ["value"]},
         "window": {"seq_len": _context(detector, params)},
         "detector": {"name": detector, "params": params, "warmup_events": nab_file.probation},
-        "threshold": {
-            "policy": lifecycle.policy,
-            "likelihood": lifecycle.likelihood,
-            "history": lifecycle.history,
-            "risk": lifecycle.risk,
-        },
-        "retrain": retrain,
+        "threshold": lifecycle.threshold.model_dump(),
+        "retrain": {} if lifecycle.retrain is None else lifecycle.retrain.model_dump(),
     }
     return StreamdetConfig.model_validate(
         {
@@ -206,24 +202,25 @@ def replay_file(
         app = Application(
             config,
             source=ReplaySource("nab", records),
-            alert_sink=JsonLinesAlertSink(None, echo=False),
-            dead_letters=JsonLinesDeadLetterSink(None),
+            alert_sinks=[],
+            dead_letter_sinks=[],
             progress=lambda _message: None,
             serve_metrics=False,
             scores=recorder,
             synchronous=True,
         )
         app.run(install_signal_handlers=False)
-        trainings = dict(app.topics["nab"].model.outcomes)
+        trainings = dict(app.pipelines["nab"].lifecycle.outcomes)
     raw = np.zeros(n)
     severity = np.zeros(n)
     alerts = np.zeros(n, dtype=bool)
     versions = [""] * n
     for scored in recorder.windows:
-        row = scored.end_offset
-        raw[row], severity[row], alerts[row] = scored.score, scored.severity, scored.alert
-        versions[row] = scored.model_version or ""
-    first = min((s.end_offset for s in recorder.windows), default=n)
+        row = scored.window.end_offset
+        raw[row], severity[row] = scored.score, scored.decision.severity
+        alerts[row] = scored.decision.alert
+        versions[row] = scored.store_version or ""
+    first = min((s.window.end_offset for s in recorder.windows), default=n)
     raw[:first] = raw[first % n]  # no window ends there: nothing scored, nothing flagged
     return Replayed(raw, np.nan_to_num(severity, posinf=1e6), alerts, versions, trainings)
 
@@ -312,7 +309,11 @@ def run(
     settings = {**DEFAULT_PARAMS.get(detector, {}), **(params or {}), "seed": seed}
     variants = {"continual" if lifecycle.continual else "frozen": lifecycle}
     if ablation:
-        other = replace(lifecycle, retrain_every=None) if lifecycle.continual else Lifecycle()
+        other = (
+            replace(lifecycle, retrain=None)
+            if lifecycle.continual
+            else replace(lifecycle, retrain=Lifecycle().retrain)
+        )
         variants["frozen" if lifecycle.continual else "continual"] = other
     started = time.perf_counter()
     reports: dict[str, Any] = {}
@@ -338,7 +339,7 @@ def run(
         ]
         alerts = {p.name: score_at(alert_files, p, 0.5) for p in profiles}
         reports[variant] = {
-            "lifecycle": asdict(chosen),
+            "lifecycle": chosen.described(),
             "profiles": protocol,
             "daemon_alerts": {
                 name: {k: r[k] for k in ("score", "tp_windows", "fn_windows", "fp_rows")}

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamdet.errors import InvalidInputError
-from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.progress import ProgressFn, stderr_progress
 
 
 def _is_number(value: Any) -> bool:
@@ -139,7 +139,7 @@ def over_seeds(
     >>> over_seeds(run_one, out, seeds=3, settings={"epochs": 5}, resume=True,
     ...            progress=lambda line: None)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    streamdet.errors.InvalidInputError: --resume: .../seed2/finished_run.json is not a finished...
+    streamdet.core.errors.InvalidInputError: --resume: ...finished_run.json is not a finished...
     """
     if seeds < 1:
         raise InvalidInputError(f"--seeds must be at least 1; got {seeds}")

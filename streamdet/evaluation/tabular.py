@@ -18,13 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.detectors import VAEGMMDetector
-from streamdet.errors import InvalidInputError
 from streamdet.evaluation import plots
 from streamdet.evaluation.metrics import average_precision, roc_auc
 from streamdet.evaluation.seeds import over_seeds
-from streamdet.evaluation.thresholding import DEFAULT_RISK, compare_policies, headline
-from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.evaluation.thresholding import (
+    compare_policies,
+    described_rules,
+    headline,
+    threshold_rules,
+)
 
 
 def load_table(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -47,12 +52,14 @@ def _report(
     calibration: np.ndarray,
     contamination: float,
     threshold_policy: str,
-    risk: float,
+    threshold_params: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """AUROC, AUPRC and every threshold policy's figures; ``protocol`` flags the top
     ``contamination`` share of test rows (it knows the share of anomalies)."""
     threshold = float(np.quantile(scores, 1 - contamination))
-    policies, _ = compare_policies(y, scores, calibration, scores > threshold, risk=risk)
+    policies, _ = compare_policies(
+        y, scores, calibration, scores > threshold, rules=threshold_rules(threshold_params)
+    )
     return {
         "auroc": roc_auc(y, scores),
         "auprc": average_precision(y, scores),
@@ -68,7 +75,7 @@ def run(
     *,
     epochs: int = 50,
     threshold_policy: str = "protocol",
-    risk: float = DEFAULT_RISK,
+    threshold_params: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -98,7 +105,7 @@ def run(
     forest = IsolationForest(n_estimators=200, random_state=seed).fit(X_train)
     forest_scores = -forest.score_samples(X_test)
     forest_calibration = -forest.score_samples(X_train)
-    policy = {"threshold_policy": threshold_policy, "risk": risk}
+    policy = {"threshold_policy": threshold_policy, "threshold_params": threshold_params}
     results = {
         "benchmark": "tabular",
         "file": str(Path(npz).resolve()),
@@ -136,7 +143,7 @@ def run_all(
     first_seed: int = 0,
     epochs: int = 50,
     threshold_policy: str = "protocol",
-    risk: float = DEFAULT_RISK,
+    threshold_params: dict[str, Any] | None = None,
     progress: ProgressFn = stderr_progress,
     resume: bool = False,
 ) -> dict[str, Any]:
@@ -158,7 +165,7 @@ def run_all(
                 folder,
                 epochs=epochs,
                 threshold_policy=threshold_policy,
-                risk=risk,
+                threshold_params=threshold_params,
                 seed=seed,
                 progress=progress,
             ),
@@ -172,7 +179,7 @@ def run_all(
                 "table": path.name,
                 "epochs": epochs,
                 "threshold_policy": threshold_policy,
-                "risk": risk,
+                "threshold_rules": described_rules(threshold_params),
             },
             resume=resume,
         )
@@ -186,7 +193,7 @@ def run_all(
         "seeds": [first_seed + k for k in range(seeds)],
         "epochs": epochs,
         "threshold_policy": threshold_policy,
-        "risk": risk,
+        "threshold_rules": described_rules(threshold_params),
         "vaegmm_at_least_isolation_forest": f"{wins}/{len(tables)} tables (mean AUROC)",
         "tables": tables,
     }

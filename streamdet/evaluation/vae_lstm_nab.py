@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from streamdet.core.errors import InvalidInputError
+from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.detectors import VAELSTMDetector
-from streamdet.errors import InvalidInputError
 from streamdet.evaluation import plots
 from streamdet.evaluation.data import dataset_dir
 from streamdet.evaluation.metrics import (
@@ -33,8 +34,14 @@ from streamdet.evaluation.metrics import (
     point_adjust,
     roc_auc,
 )
-from streamdet.evaluation.thresholding import DEFAULT_RISK, POLICIES, compare_policies
-from streamdet.progress import ProgressFn, stderr_progress
+from streamdet.evaluation.thresholding import (
+    compare_policies,
+    described_rules,
+    threshold_rules,
+)
+from streamdet.evaluation.thresholding import (
+    policies as policy_names,
+)
 
 SERIES = ("ambient_temp", "cpu_utilization", "ec2_request", "machine_temp", "nyc_taxi")
 
@@ -148,7 +155,7 @@ def run(
     threshold_perc: float = 99.0,
     validation_fraction: float = 0.2,
     threshold_policy: str = "protocol",
-    risk: float = DEFAULT_RISK,
+    threshold_params: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
@@ -160,9 +167,9 @@ def run(
     the label-free ones calibrated on the same validation scores and streamed over the
     test segment); ``threshold_policy`` picks the ``headline`` and the plotted alarms.
     """
-    if threshold_policy not in POLICIES:
+    if threshold_policy not in policy_names():
         raise InvalidInputError(
-            f"unknown threshold policy {threshold_policy!r}; allowed: {POLICIES}"
+            f"unknown threshold policy {threshold_policy!r}; allowed: {policy_names()}"
         )
     folder = None if raw is not None else dataset_dir(data, "vae_lstm_nab")
     out_dir = Path(out)
@@ -200,7 +207,12 @@ def run(
             labels = sequence_labels(len(test), idx, detector.seq_len)
             predicted = scores > threshold
             policies, alarms = compare_policies(
-                labels, scores, validation_scores, predicted, risk=risk, adjust=True
+                labels,
+                scores,
+                validation_scores,
+                predicted,
+                rules=threshold_rules(threshold_params),
+                adjust=True,
             )
             segment = {
                 "segment": s,
@@ -268,7 +280,7 @@ def run(
         "threshold_rule": f"protocol: percentile {threshold_perc} of scores on the last "
         f"{validation_fraction:.0%} of the training series (no test labels)",
         "threshold_policy": threshold_policy,
-        "risk": risk,
+        "threshold_rules": described_rules(threshold_params),
         "seed": seed,
         "series": results,
         "reference": REFERENCE,

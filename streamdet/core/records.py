@@ -1,0 +1,102 @@
+"""The records that flow through the daemon, from a raw message to a scored window.
+
+``Message`` (what a source delivers) -> ``Event`` (decoded: series, event time, values) ->
+``Window`` (a full window of one series, due for scoring) -> ``ScoredWindow`` (its score and
+the threshold rule's :class:`~streamdet.thresholds.Decision`). ``Position`` is what a
+partition's commit holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamdet.thresholds.base import Decision
+
+TopicPartition = tuple[str, int]
+# Per partition: the lowest start offset and the lowest end offset of work consumed but not
+# finished (a window not yet scored, an alert or dead letter not yet acknowledged).
+Pending = dict[TopicPartition, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One raw message, as Kafka would deliver it (the simulator mimics this shape)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What is committed for one partition.
+
+    ``replay_from`` is the oldest offset a restart must re-read to rebuild every window;
+    ``scored_through`` is the last offset whose windows have all been scored and their
+    alerts acknowledged, so windows rebuilt up to it are not alerted twice.
+    """
+
+    replay_from: int
+    scored_through: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    series: str
+    timestamp_ms: int
+    values: np.ndarray
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A full window of one series, due for scoring (one event for rows and images)."""
+
+    topic: str
+    series: str
+    values: np.ndarray
+    start_ts_ms: int
+    end_ts_ms: int
+    start_offset: int
+    end_offset: int
+    partition: int
+    received_at: float
+
+    @property
+    def key(self) -> TopicPartition:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredWindow:
+    """A window's score and the decision the topic's threshold rule made of it."""
+
+    window: Window
+    score: float
+    decision: Decision
+    feature_scores: np.ndarray
+    store_version: str | None  # the model store version that scored it
+
+
+def note_pending(pending: Pending, key: TopicPartition, start: int, end: int) -> None:
+    """Keep the lowest start and end offsets per partition.
+
+    >>> held = {}
+    >>> note_pending(held, ("t", 0), 5, 9); note_pending(held, ("t", 0), 7, 8); held
+    {('t', 0): (5, 8)}
+    """
+    low_start, low_end = pending.get(key, (start, end))
+    pending[key] = (min(low_start, start), min(low_end, end))
+
+
+def merge_pending(*parts: Pending) -> Pending:
+    merged: Pending = {}
+    for part in parts:
+        for key, (start, end) in part.items():
+            note_pending(merged, key, start, end)
+    return merged

@@ -1,0 +1,260 @@
+"""What every Keras detector shares: persistence as ``.keras`` files, fixed-shape scoring,
+seeding, optimisers, losses and the epoch loop with held-out epoch selection.
+
+Models are saved with ``model.save`` and loaded with ``safe_mode=True`` and ``compile=False``
+after their SHA-256 is checked (:class:`~streamdet.detectors.base.Detector` does that).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamdet.core.errors import InvalidInputError, ModelLoadError
+from streamdet.core.progress import ProgressFn, silent, stderr_progress
+from streamdet.core.tensorflow import load_tensorflow
+from streamdet.detectors.base import Detector, read_metadata
+
+keras, tf = load_tensorflow()
+
+
+def set_seed(seed: int | None) -> None:
+    """Seed numpy, Python and TensorFlow so a fit can be repeated."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+
+def score_in_fixed_batches(fn: Any, data: np.ndarray, batch_size: int) -> tuple[np.ndarray, ...]:
+    """Run a compiled ``fn(batch) -> tensor | tuple of tensors`` over ``data`` in batches
+    of exactly ``batch_size`` rows (the last one zero-padded), and concatenate the outputs.
+
+    One shape means one compiled program: the kernels XLA and oneDNN pick depend on the
+    batch size, and different kernels round differently, so a window scored alone and the
+    same window scored among a thousand would otherwise differ in the last bits. Replays,
+    alert ids and a threshold sitting exactly on a training score rely on a window always
+    getting the same score. Rows of one batch never mix, so padding changes nothing.
+
+    >>> double = lambda x: 2 * x
+    >>> score_in_fixed_batches(double, np.arange(5, dtype=np.float32)[:, None], 4)[0][:, 0]
+    array([0., 2., 4., 6., 8.], dtype=float32)
+    """
+    if batch_size < 1:
+        raise InvalidInputError(f"score_batch_size must be >= 1; got {batch_size}")
+    parts: list[tuple[np.ndarray, ...]] = []
+    for start in range(0, len(data), batch_size):
+        chunk = data[start : start + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            padding = np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, padding])
+        out = fn(tf.constant(chunk))
+        outputs = out if isinstance(out, tuple | list) else (out,)
+        parts.append(tuple(np.asarray(o.numpy())[:n] for o in outputs))
+    return tuple(np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
+
+
+def shared_draw_noise(mean: tf.Tensor, draw: int, salt: int) -> tf.Tensor:
+    """Fixed-seed noise for sampling draw ``draw``: one vector, the same for every row.
+
+    Noise drawn per row would tie a row's score to its position in the batch; one vector
+    per draw keeps every row's ``samples`` draws independent of each other and of the batch.
+    """
+    noise = tf.random.stateless_normal(tf.shape(mean)[1:], seed=[draw, salt], dtype=mean.dtype)
+    return tf.broadcast_to(noise, tf.shape(mean))
+
+
+def resolve_optimizer(optimizer: Any, learning_rate: float) -> keras.optimizers.Optimizer:
+    """The optimizer ``fit`` uses: a Keras optimizer instance as given, an optimizer class
+    instantiated with ``learning_rate``, or (None) Adam with ``learning_rate`` and gradients
+    clipped at norm 1."""
+    if optimizer is None:
+        return keras.optimizers.Adam(learning_rate, clipnorm=1.0)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
+        return optimizer(learning_rate=learning_rate)
+    raise InvalidInputError(
+        f"optimizer must be a Keras optimizer (instance or class); got {type(optimizer).__name__}"
+    )
+
+
+def call_loss(loss_fn: Any, *args: Any, **available: Any) -> tf.Tensor:
+    """``loss_fn(*args, **kwargs)`` with just the keyword arguments its signature names (all
+    of them if it takes ``**kwargs``), reduced to a scalar. So a plain Keras loss
+    ``(y_true, y_pred)`` and a loss that also wants e.g. ``z``, ``gamma`` or ``w_energy``
+    both work."""
+    try:
+        parameters = inspect.signature(loss_fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        parameters = ()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        kwargs = available
+    else:
+        names = {p.name for p in parameters}
+        kwargs = {k: v for k, v in available.items() if k in names}
+    return tf.reduce_mean(loss_fn(*args, **kwargs))
+
+
+def fit_progress(verbose: bool, progress: ProgressFn | None) -> ProgressFn:
+    """Where ``fit`` reports epochs: ``progress`` if given, else stderr when ``verbose``."""
+    if progress is not None:
+        return progress
+    return stderr_progress if verbose else silent
+
+
+def check_log_metric(log_metric: Any) -> tuple[str, Any] | None:
+    """alibi-detect's ``log_metric``: ``(name, keras.metrics.Metric)``, updated with
+    (input, reconstruction) each batch and reported per epoch."""
+    if log_metric is None:
+        return None
+    if (
+        not isinstance(log_metric, tuple | list)
+        or len(log_metric) != 2
+        or not isinstance(log_metric[0], str)
+        or not hasattr(log_metric[1], "update_state")
+    ):
+        raise InvalidInputError(
+            "log_metric must be a (name, keras.metrics.Metric) pair, e.g. "
+            "('mse', keras.metrics.MeanSquaredError())"
+        )
+    return (log_metric[0], log_metric[1])
+
+
+@dataclass
+class EpochSelection:
+    """Keep the weights of the epoch whose loss on held-out normal data was lowest.
+
+    ``loss()`` evaluates the held-out data with the current weights; ``models`` are the
+    Keras models whose weights are kept and restored. With ``patience`` > 0 training stops
+    after that many epochs without a new best. After :func:`train_epochs`, ``best_epoch``
+    and ``best_loss`` say which epoch was kept. Only label-free, normal data is involved,
+    so the choice can be made on any stream or benchmark without looking at anomalies.
+    """
+
+    loss: Callable[[], float]
+    models: tuple[keras.Model, ...]
+    patience: int = 0
+    best_epoch: int = 0
+    best_loss: float = float("inf")
+    _weights: list[list[np.ndarray]] | None = None
+
+    def after_epoch(self, epoch: int) -> tuple[float, bool]:
+        """(validation loss, whether to stop) after ``epoch``; keeps its weights if best."""
+        value = float(self.loss())
+        if value < self.best_loss:
+            self.best_loss, self.best_epoch = value, epoch
+            self._weights = [model.get_weights() for model in self.models]
+        stop = self.patience > 0 and epoch - self.best_epoch >= self.patience
+        return value, stop
+
+    def restore(self) -> None:
+        if self._weights is not None:
+            for model, weights in zip(self.models, self._weights, strict=True):
+                model.set_weights(weights)
+
+
+def train_epochs(
+    step: Any,
+    arrays: tuple[np.ndarray, ...],
+    *,
+    epochs: int,
+    batch_size: int,
+    label: str,
+    progress: ProgressFn,
+    seed: int | None = None,
+    first_epoch: int = 1,
+    total_epochs: int | None = None,
+    log_metric: tuple[str, Any] | None = None,
+    selection: EpochSelection | None = None,
+) -> list[dict[str, float]]:
+    """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
+
+    Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
+    ``first_epoch`` and ``total_epochs`` number the lines when a caller runs the epochs
+    one call at a time (to change a schedule between them). ``log_metric`` is reset before
+    each epoch (the step updates it) and its result joins the epoch's losses. With a
+    ``selection``, each epoch also reports ``val_loss``, training may stop early, and the
+    best epoch's weights are restored at the end.
+    """
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
+    n = len(arrays[0])
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(arrays)
+        .shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    history: list[dict[str, float]] = []
+    total = total_epochs or epochs
+    for epoch in range(first_epoch, first_epoch + epochs):
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        batches = 0
+        if log_metric is not None:
+            log_metric[1].reset_state()
+        for batch in dataset:
+            losses = step(*batch)
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+            batches += 1
+        means = {key: value / max(batches, 1) for key, value in totals.items()}
+        if log_metric is not None:
+            means[log_metric[0]] = float(log_metric[1].result())
+        stop = False
+        if selection is not None:
+            means["val_loss"], stop = selection.after_epoch(epoch)
+        history.append(means)
+        shown = " ".join(f"{k}={v:.5g}" for k, v in means.items())
+        progress(f"{label} epoch {epoch}/{total} {shown} ({time.perf_counter() - started:.1f}s)")
+        if stop:
+            progress(
+                f"{label}: no better val_loss for {selection.patience} epochs; stopping"  # type: ignore[union-attr]
+            )
+            break
+    if selection is not None:
+        selection.restore()
+        progress(f"{label}: kept epoch {selection.best_epoch} (val_loss={selection.best_loss:.5g})")
+    return history
+
+
+class KerasDetector(Detector):
+    """A detector built from Keras models.
+
+    Subclasses implement ``_model_files`` (the models to save, by file name) and
+    ``_restore`` (take them back after loading), and the math in ``fit`` / ``score``.
+    """
+
+    @abstractmethod
+    def _model_files(self) -> dict[str, keras.Model]:
+        """The Keras models to save, by file name (``*.keras``)."""
+
+    @abstractmethod
+    def _restore(self, models: dict[str, keras.Model]) -> None:
+        """Take back the models that :meth:`_model_files` named, after loading."""
+
+    def _metadata_extra(self) -> dict[str, Any]:
+        return {"keras_version": keras.__version__}
+
+    def _write_state(self, target: Path) -> None:
+        for file_name, model in self._model_files().items():
+            model.save(target / file_name)
+
+    def _read_state(self, directory: Path) -> None:
+        models: dict[str, keras.Model] = {}
+        for file_name in read_metadata(directory).get("models") or {}:
+            if not file_name.endswith(".keras"):
+                continue
+            path = directory / file_name
+            try:
+                models[file_name] = keras.saving.load_model(path, compile=False, safe_mode=True)
+            except Exception as exc:  # Keras raises many types for a bad archive
+                raise ModelLoadError(f"{path} could not be loaded by Keras: {exc}") from exc
+        self._restore(models)

@@ -1,0 +1,67 @@
+"""Where the daemon reads from and writes to, from its config: Kafka when bootstrap servers
+are configured, else the embedded simulator with alerts on stdout and in a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamdet.config import StreamdetConfig
+from streamdet.io.sinks.alerts import JsonLinesAlertSink
+from streamdet.io.sinks.base import Sink
+from streamdet.io.sinks.dead_letter import JsonLinesDeadLetterSink
+from streamdet.io.sources.base import Source
+from streamdet.io.sources.simulator import SensorSimulator, SimulatorSource
+
+
+@dataclass
+class IO:
+    source: Source
+    alert_sinks: list[Sink[Any]]
+    dead_letter_sinks: list[Sink[Any]]
+    # Closed when the daemon stops (the Kafka producer both Kafka sinks share).
+    closers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for closer in self.closers:
+            closer()
+
+
+def build_io(config: StreamdetConfig) -> IO:
+    printed = JsonLinesAlertSink(config.alerts.file, echo=config.alerts.stdout)
+    if config.kafka.bootstrap_servers:
+        from streamdet.io.kafka_client import refused_connections
+        from streamdet.io.sinks.kafka import KafkaAlertSink, KafkaDeadLetterSink, make_producer
+        from streamdet.io.sources.kafka import KafkaSource
+
+        with refused_connections(config.kafka):
+            producer = make_producer(config.kafka)
+        try:
+            source = KafkaSource(config.kafka, [t.name for t in config.topics])
+        except Exception:
+            producer.close(timeout=1)
+            raise
+        return IO(
+            source,
+            [KafkaAlertSink(producer, config.alerts.topic), printed],
+            [KafkaDeadLetterSink(producer, config.dead_letter.topic)],
+            [lambda: producer.close(timeout=5)],
+        )
+    sim = config.simulator
+    first = config.topics[0]
+    simulator = SensorSimulator(
+        sim.sensors,
+        sim.period,
+        sim.noise,
+        sim.anomaly_every,
+        sim.seed,
+        first_anomaly=(
+            sim.first_anomaly
+            if sim.first_anomaly is not None
+            else first.detector.warmup_events + sim.anomaly_every
+        ),
+        permanent_shift_at=sim.permanent_shift_at,
+        scales=sim.scales,
+    )
+    source = SimulatorSource(first.name, simulator, sim.rate, sim.max_events)
+    return IO(source, [printed], [JsonLinesDeadLetterSink(config.dead_letter.file)])

@@ -1,0 +1,190 @@
+"""Alerts: building them (deterministic ids, CloudEvents attributes) and publishing them.
+
+>>> alert_id("sensors", 0, 42, "seq2seq") == alert_id("sensors", 0, 42, "seq2seq")
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from streamdet.core.records import ScoredWindow
+
+CE_TYPE = "io.streamdet.alert.v1"
+
+
+def alert_id(topic: str, partition: int, offset: int, detector: str) -> str:
+    """Same window end, same detector -> same id, so consumers can de-duplicate replays."""
+    raw = f"{topic}:{partition}:{offset}:{detector}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def iso_ms(timestamp_ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp_ms / 1000)) + (
+        f".{timestamp_ms % 1000:03d}Z"
+    )
+
+
+def build_alert(scored: ScoredWindow, detector: str, model_version: str | None) -> dict[str, Any]:
+    """The alert record of docs/alert.schema.json for one window the rule flagged."""
+    window, decision = scored.window, scored.decision
+    feature = np.asarray(scored.feature_scores, np.float64)
+    return {
+        "alert_id": alert_id(window.topic, window.partition, window.end_offset, detector),
+        "series": window.series,
+        "topic": window.topic,
+        "partition": window.partition,
+        "detector": detector,
+        "model_version": model_version,
+        "store_version": scored.store_version,
+        "score": scored.score,
+        "rule": decision.rule,
+        "threshold": decision.threshold,
+        "severity": decision.severity,
+        "window_start": iso_ms(window.start_ts_ms),
+        "window_end": iso_ms(window.end_ts_ms),
+        "window_start_offset": window.start_offset,
+        "window_end_offset": window.end_offset,
+        "feature_scores": feature.reshape(-1, feature.shape[-1]).mean(axis=0).tolist(),
+        "detected_at": iso_ms(int(time.time() * 1000)),
+    }
+
+
+def alert_json(alert: dict[str, Any]) -> str:
+    """The alert as one line of JSON. Non-finite numbers are written as null: JSON has no
+    NaN, and a subscriber's parser must never choke on an alert."""
+    clean = {k: _finite_or_none(v) for k, v in alert.items()}
+    return json.dumps(clean, sort_keys=True, allow_nan=False)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def cloudevent_headers(alert: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode attributes for the Kafka protocol binding."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_type", CE_TYPE.encode()),
+        ("ce_source", f"streamdet/{alert['topic']}".encode()),
+        ("ce_id", alert["alert_id"].encode()),
+        ("ce_time", alert["detected_at"].encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+class JsonLinesAlertSink:
+    """Alerts as JSON lines on a stream (stdout by default) and appended to a file."""
+
+    name = "alerts-file"
+
+    def __init__(
+        self, path: str | Path | None, stream: TextIO | None = None, echo: bool = True
+    ) -> None:
+        self.path = Path(path) if path else None
+        self.stream = stream or sys.stdout
+        self.echo = echo
+
+    def deliver(self, alerts: Sequence[dict[str, Any]]) -> list[Exception | None]:
+        if not alerts:
+            return []
+        lines = "".join(alert_json(a) + "\n" for a in alerts)
+        try:
+            if self.echo:
+                self.stream.write(lines)
+                self.stream.flush()
+            if self.path is not None:
+                with self.path.open("a") as handle:
+                    handle.write(lines)
+        except OSError as exc:  # a full disk, a closed pipe: every alert is kept and resent
+            return [exc] * len(alerts)
+        return [None] * len(alerts)
+
+
+def alert_schema() -> dict[str, Any]:
+    """The JSON Schema of an alert (``docs/alert.schema.json`` is this, written by
+    ``streamdet schema``); ``detector`` lists the registered detectors."""
+    from streamdet.detectors import detector_names
+    from streamdet.thresholds import rule_names
+
+    described = {
+        "alert_id": "sha256 of topic:partition:window_end_offset:detector (first 32 hex "
+        "digits): the same window always gets the same id, so consumers can de-duplicate "
+        "replays",
+        "score": "the detector's instance score (for adversarial_vae the KL divergence "
+        "between the classifier's predictions on the input and on its reconstruction)",
+    }
+    timestamp = {"type": "string", "format": "date-time"}
+    offset = {"type": "integer", "minimum": 0}
+    properties: dict[str, Any] = {
+        "alert_id": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$",
+            "description": described["alert_id"],
+        },
+        "series": {"type": "string"},
+        "topic": {"type": "string", "description": "the source topic"},
+        "partition": {"type": "integer", "minimum": 0},
+        "detector": {"type": "string", "enum": list(detector_names())},
+        "model_version": {"type": ["string", "null"]},
+        "store_version": {
+            "type": ["string", "null"],
+            "description": "the model store version that scored the window (v000001, ...; "
+            "null for a model that was never stored)",
+        },
+        "score": {"type": "number", "description": described["score"]},
+        "rule": {
+            "type": "string",
+            "enum": list(rule_names()),
+            "description": "the threshold rule that decided (the topic's threshold.policy)",
+        },
+        "threshold": {
+            "type": "number",
+            "description": "the score at which the rule flags this series' window at that "
+            "moment (for likelihood: the score that would bring the recent mean's tail "
+            "probability to its risk)",
+        },
+        "severity": {
+            "type": "number",
+            "description": "the score on the rule's own scale, where 1 is its threshold: "
+            "comparable across series, rules and models",
+        },
+        "window_start": timestamp,
+        "window_end": timestamp,
+        "window_start_offset": offset,
+        "window_end_offset": offset,
+        "feature_scores": {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 1,
+            "description": "mean feature score per value field over the window",
+        },
+        "detected_at": timestamp,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://streamdet.dev/schemas/alert.v1.json",
+        "title": "streamdet alert",
+        "description": (
+            "One anomaly alert, published as JSON on the alert topic (key: series) with "
+            "CloudEvents binary-mode headers ce_specversion=1.0, ce_type=" + CE_TYPE + ", "
+            "ce_source=streamdet/<topic>, ce_id=<alert_id>, ce_time=<detected_at>."
+        ),
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }

@@ -1,0 +1,172 @@
+"""The checkpoint: what is committed for each partition, when, and in which order.
+
+Two kinds of progress are kept apart:
+
+* the **restart mark** of a partition: ``scored_through`` as read from the last commit when
+  this process started reading the partition (at start-up or when a rebalance handed it
+  over). Windows rebuilt from replayed events that end at or before it were scored by an
+  earlier owner and are not scored again;
+* **in-process progress**: offsets consumed, and the work every stage still holds (windows
+  not yet scored, events held for reordering, alerts and dead letters not yet delivered). It
+  decides what the next commit says, and never suppresses a window.
+
+:meth:`Checkpoint.commit` owns the commit order (after quixstreams' ``Checkpoint.commit``):
+(1) flush the outbox, (2) ask every stage what it still holds, (3) compute each owned
+partition's position from that, (4) commit it. A failed commit (rebalance in progress,
+coordinator moved, broker away) is retried with backoff; it never ends the loop. Partitions
+this member no longer owns are never committed.
+
+>>> from streamdet.core.records import Message
+>>> from streamdet.runtime.outbox import Outbox
+>>> class Memory:
+...     def __init__(self): self.committed = {}
+...     def restart_mark(self, tp): return -1
+...     def assignment(self): return None
+...     def commit(self, positions): self.committed.update(positions)
+>>> class Windows:
+...     def pending(self): return {("t", 0): (8, 9)}
+...     def replay_points(self): return {("t", 0): 7}
+>>> source = Memory()
+>>> checkpoint = Checkpoint(source, Outbox([], []), [Windows()], interval_s=0)
+>>> for offset in range(10):
+...     checkpoint.consumed(Message("t", 0, offset, None, b"", 0))
+>>> checkpoint.commit(now=1.0)
+True
+>>> source.committed[("t", 0)]
+Position(replay_from=7, scored_through=8)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from streamdet.core.backoff import Backoff
+from streamdet.core.records import Message, Pending, Position, TopicPartition, merge_pending
+from streamdet.io.sources.base import Source
+from streamdet.runtime.outbox import Outbox
+
+log = logging.getLogger("streamdet.checkpoint")
+
+
+class Stage(Protocol):
+    """Anything that holds consumed work not yet finished (the checkpoint asks it)."""
+
+    def pending(self) -> Pending:
+        """Per partition, the lowest start and end offsets of work it still holds."""
+        ...
+
+    def replay_points(self) -> dict[TopicPartition, int]:
+        """Per partition, the oldest offset it needs re-read after a restart (windows)."""
+        ...
+
+
+class Checkpoint:
+    """Offsets, restart marks and the commit of one consumer."""
+
+    def __init__(
+        self,
+        source: Source,
+        outbox: Outbox,
+        stages: Sequence[Stage],
+        interval_s: float,
+        max_replay_lag: int | None = None,
+        backoff: Backoff | None = None,
+        on_failure: Callable[[Exception], None] = lambda exc: None,
+    ) -> None:
+        self.source = source
+        self.outbox = outbox
+        self.stages = list(stages)
+        self.interval_s = interval_s
+        self.max_replay_lag = max_replay_lag
+        self.backoff = backoff or Backoff(0.5, 30.0)
+        self.on_failure = on_failure
+        self.failures: dict[str, int] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._marks: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, Position] = {}
+        self._last_commit = 0.0
+
+    # ---- what was consumed ---------------------------------------------------------------
+    def consumed(self, message: Message) -> None:
+        key = (message.topic, message.partition)
+        if key not in self._marks:
+            self._marks[key] = self.source.restart_mark(key)
+        self._next[key] = max(self._next.get(key, -1), message.offset + 1)
+
+    def already_scored(self, topic: str, partition: int, end_offset: int) -> bool:
+        """A rebuilt window that an earlier owner (or this process before a restart) scored."""
+        return end_offset <= self._marks.get((topic, partition), -1)
+
+    def seen(self, partition: TopicPartition) -> bool:
+        return partition in self._next
+
+    def partitions(self) -> set[TopicPartition]:
+        return set(self._next)
+
+    # ---- rebalances ----------------------------------------------------------------------
+    def revoke(self, partitions: set[TopicPartition]) -> None:
+        """Forget partitions another member now owns: never commit them again."""
+        for key in partitions:
+            self._next.pop(key, None)
+            self._marks.pop(key, None)
+            self._committed.pop(key, None)
+
+    def assign(self, partitions: set[TopicPartition]) -> None:
+        """New partitions: their restart marks are read fresh on their first message."""
+        self.revoke(partitions)
+
+    # ---- committing ----------------------------------------------------------------------
+    def due(self, now: float) -> bool:
+        return now - self._last_commit >= self.interval_s and self.backoff.ready(now)
+
+    def positions(self) -> dict[TopicPartition, Position]:
+        """The position of every owned partition with progress since its last commit.
+
+        ``max_replay_lag`` caps how far behind the consumed end the window buffers may pin
+        the replay point (a silent series would otherwise pin it forever); work not yet
+        finished always keeps its own.
+        """
+        unsettled = merge_pending(self.outbox.pending(), *(s.pending() for s in self.stages))
+        replay_points: dict[TopicPartition, int] = {}
+        for stage in self.stages:
+            for key, offset in stage.replay_points().items():
+                replay_points[key] = min(replay_points.get(key, offset), offset)
+        owned = self.source.assignment()
+        positions = {}
+        for key, next_offset in self._next.items():
+            if owned is not None and key not in owned:
+                continue
+            first_start, first_end = unsettled.get(key, (next_offset, next_offset))
+            buffers = replay_points.get(key, next_offset)
+            if self.max_replay_lag is not None:
+                buffers = max(buffers, next_offset - self.max_replay_lag)
+            replay_from = min(buffers, first_start, next_offset)
+            scored = max(min(first_end, next_offset) - 1, self._marks.get(key, -1))
+            position = Position(replay_from, scored)
+            if self._committed.get(key) != position:
+                positions[key] = position
+        return positions
+
+    def commit(self, now: float, force: bool = False) -> bool:
+        """(1) flush the outbox, (2)-(3) the positions every stage allows, (4) commit;
+        False (and a retry after the backoff) if the commit failed."""
+        self.outbox.flush(now, force=force)
+        if not force and not self.due(now):
+            return False
+        self._last_commit = now
+        try:
+            positions = self.positions()
+            if positions:
+                self.source.commit(positions)
+        except Exception as exc:  # any broker or coordinator error: retry, never crash
+            name = type(exc).__name__
+            self.failures[name] = self.failures.get(name, 0) + 1
+            delay = self.backoff.failed(now)
+            log.warning("commit failed (%s: %s); retrying in %.1fs", name, exc, delay)
+            self.on_failure(exc)
+            return False
+        self.backoff.succeeded()
+        self._committed.update(positions)
+        return True

@@ -1,0 +1,147 @@
+"""The outbox: alerts and dead letters on their way out, under one delivery contract.
+
+Both kinds are added as the loop produces them and sent by :meth:`Outbox.flush` through
+every sink of their kind (the alert topic and the alerts file, say). Each item is tracked per
+sink: one that a sink did not acknowledge is kept and sent again to that sink alone after one
+shared backoff, and until every sink has it, its source position stays pending (the
+checkpoint commits nothing past it). Windows scored meanwhile are settled, and their
+end-to-end latency observed, once everything before them is delivered.
+
+>>> from streamdet.core.records import Message
+>>> from streamdet.io.sinks.dead_letter import DeadLetter
+>>> class Flaky:
+...     name, calls = "flaky", 0
+...     def deliver(self, items):
+...         self.calls += 1
+...         return [RuntimeError("down") if self.calls == 1 else None for _ in items]
+>>> outbox = Outbox(alert_sinks=[], dead_letter_sinks=[Flaky()])
+>>> outbox.add_dead_letter(DeadLetter(Message("t", 0, 7, None, b"", 0), "too_large", ""))
+>>> outbox.flush(now=0.0), outbox.pending()
+(False, {('t', 0): (7, 7)})
+>>> outbox.flush(now=0.1), outbox.flush(now=1.0), outbox.pending()
+(False, True, {})
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamdet.core.backoff import Backoff
+from streamdet.core.records import Pending, TopicPartition, Window, note_pending
+from streamdet.io.sinks.base import Sink
+from streamdet.io.sinks.dead_letter import DeadLetter
+
+log = logging.getLogger("streamdet.outbox")
+
+
+@dataclass
+class Outgoing:
+    """One alert or dead letter, the source position it stands for, and the sinks that
+    have not stored it yet."""
+
+    kind: str  # "alert" or "dead_letter"
+    record: Any
+    key: TopicPartition
+    start_offset: int
+    end_offset: int
+    waiting: set[str] = field(default_factory=set)
+
+
+class Outbox:
+    def __init__(
+        self,
+        alert_sinks: Sequence[Sink[Any]],
+        dead_letter_sinks: Sequence[Sink[Any]],
+        backoff: Backoff | None = None,
+        on_delivered: Callable[[Outgoing], None] = lambda item: None,
+        on_failure: Callable[[Outgoing, Exception], None] = lambda item, exc: None,
+        on_settled: Callable[[list[Window], float], None] = lambda windows, now: None,
+    ) -> None:
+        self.sinks = {"alert": list(alert_sinks), "dead_letter": list(dead_letter_sinks)}
+        self.backoff = backoff or Backoff(0.5, 30.0)
+        self.on_delivered = on_delivered
+        self.on_failure = on_failure
+        self.on_settled = on_settled
+        self._items: list[Outgoing] = []
+        self._settling: list[Window] = []
+        self.delivered = {"alert": 0, "dead_letter": 0}
+        self.failures = {"alert": 0, "dead_letter": 0}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _add(self, item: Outgoing) -> None:
+        item.waiting = {sink.name for sink in self.sinks[item.kind]}
+        if item.waiting:
+            self._items.append(item)
+        else:
+            self.on_delivered(item)
+
+    def add_alert(self, alert: dict[str, Any], window: Window) -> None:
+        self._add(Outgoing("alert", alert, window.key, window.start_offset, window.end_offset))
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        message = letter.message
+        key = (message.topic, message.partition)
+        self._add(Outgoing("dead_letter", letter, key, message.offset, message.offset))
+
+    def track(self, windows: Sequence[Window]) -> None:
+        """Scored windows whose verdict is final once everything before them is out."""
+        self._settling.extend(windows)
+
+    def pending(self) -> Pending:
+        """Per partition, the lowest offsets of what is not delivered to every sink."""
+        pending: Pending = {}
+        for item in self._items:
+            note_pending(pending, item.key, item.start_offset, item.end_offset)
+        return pending
+
+    def flush(self, now: float, force: bool = False) -> bool:
+        """Send what is pending (after the backoff, unless ``force``: the last flush before
+        the daemon exits); True when nothing is left."""
+        if self._items and (force or self.backoff.ready(now)):
+            self._send(now)
+        if self._items:
+            return False
+        if self._settling:
+            self.on_settled(self._settling, now)
+            self._settling = []
+        return True
+
+    def _send(self, now: float) -> None:
+        failed: Exception | None = None
+        for kind, sinks in self.sinks.items():
+            for sink in sinks:
+                items = [i for i in self._items if i.kind == kind and sink.name in i.waiting]
+                if not items:
+                    continue
+                try:
+                    results = sink.deliver([i.record for i in items])
+                except Exception as exc:  # a sink that broke its contract: all kept
+                    results = [exc] * len(items)
+                for item, result in zip(items, results, strict=True):
+                    if result is None:
+                        item.waiting.discard(sink.name)
+                        continue
+                    failed = result
+                    self.failures[kind] += 1
+                    self.on_failure(item, result)
+        done = [i for i in self._items if not i.waiting]
+        self._items = [i for i in self._items if i.waiting]
+        for item in done:
+            self.delivered[item.kind] += 1
+            self.on_delivered(item)
+        if failed is None:
+            self.backoff.succeeded()
+            return
+        delay = self.backoff.failed(now)
+        log.warning(
+            "%d alert(s) or dead letter(s) not delivered (%s: %s); retrying in %.1fs",
+            len(self._items),
+            type(failed).__name__,
+            failed,
+            delay,
+        )

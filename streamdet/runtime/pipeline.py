@@ -1,0 +1,306 @@
+"""One topic's pipeline: decode -> windows -> (wait for the model) -> score -> decide.
+
+:class:`TopicPipeline` holds everything the daemon keeps per topic: the window store, the
+model's lifecycle, the threshold policy, the drift monitor and the windows waiting for a
+model. Alerts and dead letters go to the shared outbox; counts are kept here for the metrics
+collector to read at scrape time. Nothing in it knows Kafka or Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from streamdet.config import TopicConfig
+from streamdet.core.records import (
+    Event,
+    Message,
+    Pending,
+    ScoredWindow,
+    TopicPartition,
+    Window,
+    note_pending,
+)
+from streamdet.io.sinks.alerts import build_alert
+from streamdet.io.sinks.dead_letter import DeadLetter
+from streamdet.io.sinks.scores import ScoreSink
+from streamdet.runtime.outbox import Outbox
+from streamdet.serving.drift import ScoreDrift
+from streamdet.serving.lifecycle import ModelLifecycle
+from streamdet.stream.decode import InvalidMessage, decode_image, decode_timeseries
+from streamdet.stream.window_store import WindowStore
+from streamdet.thresholds import DecisionPolicy
+
+log = logging.getLogger("streamdet.pipeline")
+
+# A batch observer: (topic, detector, scores, seconds spent scoring).
+ScoresObserver = Callable[[str, str, np.ndarray, float], None]
+
+
+class TopicPipeline:
+    """Per topic: :meth:`handle` a message, :meth:`tend` the model and the windows that wait
+    for it, :meth:`score` a batch of its windows."""
+
+    def __init__(
+        self,
+        topic: TopicConfig,
+        lifecycle: ModelLifecycle,
+        outbox: Outbox,
+        *,
+        cooldown_ms: int,
+        max_backlog_bytes: int,
+        already_scored: Callable[[str, int, int], bool] = lambda topic, partition, end: False,
+        pause: Callable[[str, bool], None] = lambda topic, pause: None,
+        scores: ScoreSink | None = None,
+        observe_scores: ScoresObserver = lambda topic, detector, scores, seconds: None,
+        progress: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.config = topic
+        self.name = topic.name
+        self.lifecycle = lifecycle
+        self.outbox = outbox
+        shape = lifecycle.shape
+        self.windows = WindowStore(
+            shape.seq_len,
+            shape.n_features,
+            1 if shape.one_event_per_instance else topic.window.stride,
+            "accept" if shape.one_event_per_instance else topic.window.out_of_order,
+            topic.window.lateness_ms,
+            topic.max_series,
+        )
+        self.policy = DecisionPolicy(topic.threshold, cooldown_ms, topic.max_series)
+        self.drift = ScoreDrift(topic.drift_window, min(200, topic.drift_window))
+        self.max_backlog_bytes = max_backlog_bytes
+        self._already_scored = already_scored
+        self._pause = pause
+        self.scores = scores
+        self._observe_scores = observe_scores
+        self.progress = progress
+        # Windows completed while the model is not ready, scored in order once it is. Bounded
+        # in bytes: past the limit the topic's partitions pause instead of windows dropping.
+        self.backlog: deque[Window] = deque()
+        self.backlog_bytes = 0
+        self.paused = False
+        self._serving: object = None
+        # What the metrics collector reads at scrape time.
+        self.events = 0
+        self.invalid: Counter[str] = Counter()
+        self.rebuilt = 0
+        self.windows_scored = 0
+        self.alerts_raised = 0
+        self.last_threshold: float | None = None
+
+    # ---- the hot path ----------------------------------------------------------------------
+    def handle(self, message: Message, now: float, all_partitions_seen: bool) -> list[Window]:
+        """Decode one message; the windows it completes that are due for scoring now (the
+        others wait in the backlog until the model is ready)."""
+        self.events += 1
+        event = self._decode(message)
+        if event is None:
+            return []
+        lifecycle = self.lifecycle
+        if not lifecycle.ready:
+            lifecycle.offer(event.series, event.values, all_partitions_seen)
+        lifecycle.observe(event.series, event.timestamp_ms, event.values)
+        due = []
+        for window in self.windows.add_all(event, now):
+            if self._already_scored(window.topic, window.partition, window.end_offset):
+                self.rebuilt += 1
+            elif lifecycle.ready and not self.backlog:
+                due.append(window)
+            else:
+                self.backlog.append(window)
+                self.backlog_bytes += window.values.nbytes
+        return due
+
+    def _decode(self, message: Message) -> Event | None:
+        topic = self.config
+        now_ms = int(time.time() * 1000)
+        try:
+            if topic.kind == "image":
+                shape: Any = self.lifecycle.shape.instance_shape
+                return decode_image(message, topic.format, shape, topic.limits, now_ms)
+            return decode_timeseries(
+                message,
+                topic.format,
+                self.lifecycle.shape.one_event_per_instance,
+                topic.limits,
+                now_ms,
+            )
+        except InvalidMessage as exc:
+            self.dead_letter(message, exc.reason, exc.detail)
+        except Exception as exc:  # a decoder bug must not stop the partition either
+            log.exception(
+                "decoding %s/%d@%d failed", message.topic, message.partition, message.offset
+            )
+            self.dead_letter(message, "decode_error", f"{type(exc).__name__}: {exc}"[:300])
+        return None
+
+    def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        self.invalid[reason] += 1
+        self.outbox.add_dead_letter(DeadLetter(message, reason, detail))
+
+    # ---- the model and the windows that wait for it ----------------------------------------
+    def tend(self, now: float, check_store: bool, budget: int | None) -> list[Window]:
+        """Retry a failed training, follow the store, start a due retraining, swap in a new
+        model; then the windows of the backlog now due (at most ``budget``, None: all), and
+        pause or resume the topic's partitions by the backlog's size."""
+        lifecycle = self.lifecycle
+        lifecycle.retry_if_due(now)
+        if check_store:
+            if not lifecycle.synchronous:  # a replay's store changes only through it
+                lifecycle.check_store()
+            reason = lifecycle.retrain_due(self.drift.statistic())
+            if reason is not None:
+                lifecycle.start_retraining(reason)
+        lifecycle.apply_reload()
+        released: list[Window] = []
+        if lifecycle.ready:
+            while self.backlog and (budget is None or len(released) < budget):
+                window = self.backlog.popleft()
+                self.backlog_bytes -= window.values.nbytes
+                released.append(window)
+        # While warming the model needs more events, so the topic is never paused then.
+        warming = lifecycle.state == "warming"
+        if not self.paused and not warming and self.backlog_bytes > self.max_backlog_bytes:
+            self._set_paused(True)
+        elif self.paused and self.backlog_bytes <= self.max_backlog_bytes // 2:
+            self._set_paused(False)
+        return released
+
+    def _set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self._pause(self.name, paused)
+        self.progress(
+            f"topic {self.name}: {'pausing' if paused else 'resuming'} consumption "
+            f"({self.backlog_bytes} bytes of windows wait for the model)"
+        )
+
+    @property
+    def busy(self) -> bool:
+        """A model is training, or windows wait that a ready model can score."""
+        return self.lifecycle.state == "training" or (self.lifecycle.ready and bool(self.backlog))
+
+    # ---- scoring and deciding --------------------------------------------------------------
+    def score(self, windows: list[Window]) -> list[ScoredWindow]:
+        """Score a batch of this topic's windows and decide each: alerts and dead letters go
+        to the outbox."""
+        bundle = self.lifecycle.bundle
+        assert bundle is not None
+        if bundle is not self._serving:
+            # A new model scores on another scale: the rules start again from its calibration.
+            self._serving = bundle
+            self.policy.start(bundle.calibration)
+            self.drift.reference(bundle, bundle.calibration.pooled)
+        started = time.perf_counter()
+        predicted = self._predict(windows)
+        if predicted:
+            self._observe_scores(
+                self.name,
+                bundle.name,
+                np.array([score for _, score, _ in predicted]),
+                time.perf_counter() - started,
+            )
+        scored = []
+        thresholds = []
+        for window, score, feature in predicted:
+            decision = self.policy.decide(window.series, score, window.end_ts_ms)
+            result = ScoredWindow(window, score, decision, feature, bundle.version)
+            scored.append(result)
+            self.drift.observe(score)
+            thresholds.append(decision.threshold)
+            if self.scores is not None:
+                self.scores.record(result)
+            if decision.flagged:
+                # Flagged windows (alerted, or held back by the cooldown) are never learnt.
+                self.lifecycle.exclude(window.series, window.start_ts_ms, window.end_ts_ms)
+            if decision.alert:
+                self.alerts_raised += 1
+                self.outbox.add_alert(
+                    build_alert(result, bundle.name, bundle.model_version), window
+                )
+        self.windows_scored += len(scored)
+        finite = [t for t in thresholds if np.isfinite(t)]
+        if finite:
+            self.last_threshold = float(np.median(finite))
+        return scored
+
+    def _predict(self, windows: list[Window]) -> list[tuple[Window, float, np.ndarray]]:
+        """(window, score, feature scores) for every window that scores. If the batch fails,
+        each window is scored alone and the ones that still fail (or score NaN) go to the
+        dead-letter sink: one bad window never costs its batch."""
+        try:
+            return self._predict_batch(windows)
+        except Exception as exc:
+            if len(windows) == 1:
+                self._dead_letter_window(windows[0], exc)
+                return []
+        results = []
+        for window in windows:
+            try:
+                results.extend(self._predict_batch([window]))
+            except Exception as exc:
+                self._dead_letter_window(window, exc)
+        return results
+
+    def _predict_batch(self, windows: list[Window]) -> list[tuple[Window, float, np.ndarray]]:
+        lifecycle = self.lifecycle
+        detector = lifecycle.detector
+        assert detector is not None
+        values = lifecycle.scaled(
+            [w.series for w in windows], np.stack([w.values for w in windows])
+        )
+        scores = detector.score(lifecycle.shape.instances(values))
+        instance = np.asarray(scores.instance_score, dtype=np.float64)
+        if not np.all(np.isfinite(instance)):
+            bad = int(np.argmin(np.isfinite(instance)))
+            raise ValueError(f"the detector scored window {bad} of the batch {instance[bad]}")
+        features = np.asarray(scores.feature_score)
+        return [(w, float(instance[i]), features[i]) for i, w in enumerate(windows)]
+
+    def _dead_letter_window(self, window: Window, exc: Exception) -> None:
+        """A window that cannot be scored: its last message's position and why."""
+        description = {
+            "series": window.series,
+            "window_start_offset": window.start_offset,
+            "window_end_offset": window.end_offset,
+        }
+        message = Message(
+            window.topic,
+            window.partition,
+            window.end_offset,
+            window.series.encode("utf-8", "replace"),
+            json.dumps(description).encode(),
+            window.end_ts_ms,
+        )
+        self.dead_letter(message, "scoring_failed", f"{type(exc).__name__}: {exc}"[:300])
+
+    # ---- what the checkpoint asks ----------------------------------------------------------
+    def pending(self) -> Pending:
+        """Windows waiting for the model and events held for reordering."""
+        pending: Pending = {}
+        for window in self.backlog:
+            note_pending(pending, window.key, window.start_offset, window.end_offset)
+        for partition, offset in self.windows.unreleased().items():
+            note_pending(pending, (self.name, partition), offset, offset)
+        return pending
+
+    def replay_points(self) -> dict[TopicPartition, int]:
+        return {(self.name, p): offset for p, offset in self.windows.replay_points().items()}
+
+    def drop_partitions(self, partitions: set[TopicPartition]) -> None:
+        """Another member owns ``partitions`` now: forget their windows (the new owner
+        rebuilds them from the last commit)."""
+        mine = {p for t, p in partitions if t == self.name}
+        if not mine:
+            return
+        self.windows.drop_partitions(mine)
+        kept = [w for w in self.backlog if w.partition not in mine]
+        self.backlog = deque(kept)
+        self.backlog_bytes = sum(w.values.nbytes for w in kept)

@@ -1,5 +1,0 @@
-"""Sources of raw messages: the embedded simulator now, Kafka consumers behind the same shape."""
-
-from streamdet.sources.base import Message, Source
-
-__all__ = ["Message", "Source"]

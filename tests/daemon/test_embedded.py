@@ -1,0 +1,358 @@
+"""``streamdet run`` on its embedded default, as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamdet.io.sources.simulator import SensorSimulator
+from streamdet.serving.bundle import bundle_summary
+from streamdet.serving.store import ModelStore
+from tests.helpers import ROOT, free_port
+
+
+def read_alerts(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def simulator_config(
+    path: Path,
+    *,
+    threshold: dict,
+    simulator: dict,
+    params: dict | None = None,
+    alerts_file: str = "alerts.jsonl",
+    cooldown_s: float = 3600,
+    models: dict | None = None,
+    metrics_port: int = 0,
+    **topic: dict,
+) -> Path:
+    """A config.yaml for the embedded simulator's ``sensors`` topic (seq2seq, windows of 32,
+    a warm-up of 800 events per sensor); ``topic`` adds or replaces topic sections."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "topics": [
+                    {
+                        "name": "sensors",
+                        "format": {
+                            "series_key": "sensor",
+                            "timestamp_field": "ts",
+                            "value_fields": ["value"],
+                        },
+                        "window": {"seq_len": 32},
+                        "detector": {
+                            "name": "seq2seq",
+                            "params": params or {"latent_dim": 16, "epochs": 10, "batch_size": 64},
+                            "warmup_events": 800,
+                        },
+                        "threshold": threshold,
+                        **topic,
+                    }
+                ],
+                "simulator": simulator,
+                "alerts": {"file": alerts_file, "stdout": False, "cooldown_s": cooldown_s},
+                "models": models or {"store": "models"},
+                "metrics": {"port": metrics_port},
+            }
+        )
+    )
+    return path
+
+
+def run_daemon(config: Path) -> subprocess.CompletedProcess:
+    """``streamdet run`` until the simulator's ``max_events`` are consumed."""
+    run = subprocess.run(
+        [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    port = free_port()
+    env_overrides = {
+        "STREAMDET_METRICS__PORT": str(port),
+        "STREAMDET_SIMULATOR__RATE": "3000",
+        "STREAMDET_MODELS__STORE": str(tmp_path / "models"),
+        "STREAMDET_ALERTS__FILE": str(tmp_path / "alerts.jsonl"),
+    }
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(ROOT / "config.yaml")],
+            cwd=tmp_path,
+            env={**os.environ, **env_overrides},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        yield process, port, tmp_path
+        if process.poll() is None:
+            process.kill()
+
+
+def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_cleanly(daemon):
+    process, port, folder = daemon
+    sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=800 + 700)
+    expected = [a for a in sim.injected(up_to_step=3000)]
+    assert [a.kind for a in expected] == ["spike", "level_shift", "drift"]
+
+    def caught(alerts: list[dict]) -> list[bool]:
+        return [
+            any(
+                a["series"] == x.sensor
+                and x.start_step <= a["window_end_offset"] // 4 < x.end_step + 32
+                for a in alerts
+            )
+            for x in expected
+        ]
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not all(caught(read_alerts(folder / "alerts.jsonl"))):
+        assert process.poll() is None, (folder / "stderr.log").read_text()[-3000:]
+        time.sleep(1)
+    alerts = read_alerts(folder / "alerts.jsonl")
+    assert all(caught(alerts)), f"missed injected anomalies; alerts: {alerts}"
+
+    # Normal data stays quiet: alerts outside injected anomalies are few.
+    true_alerts = [
+        a
+        for a in alerts
+        if any(
+            a["series"] == x.sensor
+            and x.start_step <= a["window_end_offset"] // 4 < x.end_step + 32
+            for x in sim.injected(up_to_step=a["window_end_offset"] // 4 + 1)
+        )
+    ]
+    steps_scored = max(a["window_end_offset"] for a in alerts) // 4
+    assert len(alerts) - len(true_alerts) <= max(3, steps_scored // 500)
+
+    first = alerts[0]
+    assert {
+        "alert_id",
+        "series",
+        "topic",
+        "detector",
+        "model_version",
+        "store_version",
+        "score",
+        "threshold",
+        "window_start",
+        "window_end",
+        "window_start_offset",
+        "window_end_offset",
+        "feature_scores",
+        "detected_at",
+    } <= set(first)
+    assert len(first["alert_id"]) == 32
+
+    for path in ("/healthz", "/readyz"):
+        status = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+        assert status.status == 200 and json.loads(status.read())["status"] == "ok"
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for name in (
+        "streamdet_events_consumed_total",
+        "streamdet_windows_scored_total",
+        "streamdet_alerts_total",
+        "streamdet_anomaly_score_bucket",
+        "streamdet_threshold",
+        "streamdet_scoring_latency_seconds_bucket",
+        "streamdet_end_to_end_latency_seconds_bucket",
+        'streamdet_model_ready{topic="sensors"} 1.0',
+        "streamdet_model_info",
+    ):
+        assert name in body, f"{name} missing from /metrics"
+
+    started = time.time()
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert time.time() - started < 10
+    # Alerts on stdout are the same JSON lines as in the file.
+    printed = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert {a["alert_id"] for a in printed} == {
+        a["alert_id"] for a in read_alerts(folder / "alerts.jsonl")
+    }
+    store = ModelStore(folder / "models" / "sensors")
+    assert store.current() == "v000001" and first["store_version"] == "v000001"
+    assert (store.path_of("v000001") / "metadata.json").exists()
+
+
+def test_label_free_policies_catch_every_injected_anomaly_with_few_false_alarms(tmp_path):
+    """``threshold.policy`` spot, dspot and dynamic in the daemon: 4,000 simulated steps per
+    sensor, the four injected anomalies caught and at most the false alarms the risk allows
+    (16,000 windows at 1e-4: 1.6 expected). The first run trains
+    the model; the others load it from the store, so they differ only in the policy."""
+    sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=1500)
+    expected = sim.injected(up_to_step=4000)
+    assert len(expected) == 4
+    for policy in ("spot", "dspot", "dynamic"):
+        run_daemon(
+            simulator_config(
+                tmp_path / f"{policy}.yaml",
+                threshold={"policy": policy, "risk": 1e-4},
+                simulator={"rate": 4000, "sensors": 4, "max_events": 16000},
+                alerts_file=f"{policy}.jsonl",
+            )
+        )
+        alerts = read_alerts(tmp_path / f"{policy}.jsonl")
+        found = [
+            [
+                a
+                for a in alerts
+                if a["series"] == x.sensor
+                and x.start_step <= a["window_end_offset"] // 4 < x.end_step + 32
+            ]
+            for x in expected
+        ]
+        assert all(found), (
+            f"{policy} missed {[x for x, f in zip(expected, found, strict=True) if not f]}"
+        )
+        false_alarms = len(alerts) - sum(len(f) for f in found)
+        assert false_alarms <= 2, f"{policy}: {alerts}"
+        assert all(a["threshold"] is not None for a in alerts)
+
+
+def test_a_model_trained_into_the_store_is_served_without_restart_or_lost_window(tmp_path):
+    """``streamdet train`` writes a new version while ``streamdet run`` runs: /metrics and
+    the alerts carry the new version within seconds, and every window is scored once."""
+    port = free_port()
+    sensors, steps = 4, 12_000
+    config = simulator_config(
+        tmp_path / "config.yaml",
+        threshold={"policy": "spot", "risk": 1e-3},
+        params={"latent_dim": 8, "epochs": 2, "batch_size": 64},
+        simulator={
+            "rate": 1000,
+            "sensors": sensors,
+            "max_events": sensors * steps,
+            "anomaly_every": 300,
+        },
+        cooldown_s=600,
+        models={"store": "models", "reload_interval_s": 1},
+        metrics_port=port,
+    )
+    sim = SensorSimulator(2, 96, 0.05, 10**9, 11)
+    rows = ["sensor,ts,value"] + [
+        f"{e['sensor']},{e['ts']},{e['value']}" for e in (sim.next_event() for _ in range(1200))
+    ]
+    (tmp_path / "normal.csv").write_text("\n".join(rows) + "\n")
+    with (tmp_path / "stderr.log").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+            cwd=tmp_path,
+            stderr=stderr,
+            stdout=subprocess.DEVNULL,
+        )
+    try:
+
+        def metrics() -> str:
+            url = f"http://127.0.0.1:{port}/metrics"
+            return urllib.request.urlopen(url, timeout=5).read().decode()
+
+        def serving(version: str) -> bool:
+            try:
+                return f'store_version="{version}"' in metrics()
+            except OSError:
+                return False
+
+        deadline = time.time() + 180
+        while time.time() < deadline and not serving("v000001"):
+            assert process.poll() is None, (tmp_path / "stderr.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert serving("v000001"), (tmp_path / "stderr.log").read_text()[-3000:]
+
+        trained = subprocess.run(
+            [sys.executable, "-m", "streamdet.cli", "train", "--config", str(config),
+             "--topic", "sensors", "--from-file", str(tmp_path / "normal.csv")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        published = time.time()
+        while time.time() < published + 30 and not serving("v000002"):
+            assert process.poll() is None, "the daemon ended before the new version was served"
+            time.sleep(0.2)
+        assert serving("v000002"), "the new version was not served within 30 s"
+        body = metrics()
+        assert 'store_version="v000001"' not in body  # one model_info per topic
+        assert 'streamdet_model_reloads_total{topic="sensors"} 1.0' in body
+        assert process.wait(timeout=300) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = (tmp_path / "stderr.log").read_text()
+    assert "now serving model v000002 (was v000001)" in log
+    # Every window of every series was scored exactly once across the swap.
+    assert f"stopped: {sensors * (steps - 31)} window(s) scored" in log, log[-2000:]
+    versions = [a["store_version"] for a in read_alerts(tmp_path / "alerts.jsonl")]
+    assert versions[0] == "v000001" and versions[-1] == "v000002", versions
+    assert versions == sorted(versions)  # no alert from the old model after the swap
+
+
+def caught_and_false(alerts: list[dict], sim: SensorSimulator, steps: int, sensors: int):
+    expected = sim.injected(up_to_step=steps)
+    found = [
+        any(
+            a["series"] == x.sensor
+            and x.start_step <= a["window_end_offset"] // sensors < x.end_step + 32
+            for a in alerts
+        )
+        for x in expected
+    ]
+    true_alerts = sum(
+        any(
+            a["series"] == x.sensor
+            and x.start_step <= a["window_end_offset"] // sensors < x.end_step + 32
+            for x in expected
+        )
+        for a in alerts
+    )
+    return sum(found) / len(found), len(alerts) - true_alerts
+
+
+def test_series_seven_orders_of_magnitude_apart_share_one_model(tmp_path):
+    """``window.normalise: per_series``: sensors scaled by 1e-3, 1, 1e2 and 1e4 on one topic
+    catch their injected anomalies with the recall of a topic holding one series."""
+    recalls = {}
+    for name, sensors, scales in (("one", 1, None), ("mixed", 4, [1e-3, 1.0, 1e2, 1e4])):
+        run_daemon(
+            simulator_config(
+                tmp_path / f"{name}.yaml",
+                threshold={"policy": "spot", "risk": 1e-4},
+                simulator={
+                    "rate": 4000,
+                    "sensors": sensors,
+                    "max_events": 4000 * sensors,
+                    "scales": scales,
+                },
+                alerts_file=f"{name}.jsonl",
+                models={"store": f"models_{name}"},
+                window={"seq_len": 32, "normalise": "per_series"},
+            )
+        )
+        sim = SensorSimulator(sensors, 96, 0.05, 700, 7, first_anomaly=1500)
+        recall, false_alarms = caught_and_false(
+            read_alerts(tmp_path / f"{name}.jsonl"), sim, 4000, sensors
+        )
+        assert false_alarms <= 2, (name, false_alarms)
+        recalls[name] = recall
+    assert recalls["mixed"] >= recalls["one"] == 1.0, recalls
+    store = ModelStore(tmp_path / "models_mixed" / "sensors")
+    scaling = bundle_summary(store.path_of(store.current()))["series_scaling"]
+    assert scaling["sensor-3"][0][0] / scaling["sensor-0"][0][0] == pytest.approx(1e7, rel=0.2)

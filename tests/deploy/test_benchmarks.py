@@ -1,0 +1,35 @@
+"""The benchmarks keep measuring: a smoke run of the end-to-end benchmark against the real
+broker (tiny sizes; the figures in docs/BENCHMARKS.md come from full runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.kafka
+
+
+def test_the_end_to_end_benchmark_measures_the_daemon_from_outside(kafka_bootstrap, tmp_path):
+    report_file = tmp_path / "e2e.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.e2e_kafka", "--smoke", "--out", str(report_file)],
+        cwd=ROOT,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["inference_ceiling_windows_per_s"] > 0
+    for series in ("series_1", "series_10"):
+        assert report[series]["windows_scored"] >= 400 and report[series]["events_per_s"] > 0
+    for rate in ("latency_at_half_rate", "latency_at_quarter_rate"):
+        latency = report[rate]
+        assert latency["alerts"] > 0 and latency["produce_to_alert_p99_ms"] > 0

@@ -1,0 +1,136 @@
+"""The checkpoint (pure logic, with a plain in-memory source): what is committed, when,
+and what happens when committing fails."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamdet.core.backoff import Backoff
+from streamdet.core.records import Event, Message, Position
+from streamdet.io.sinks.dead_letter import DeadLetter
+from streamdet.runtime.checkpoint import Checkpoint
+from streamdet.runtime.outbox import Outbox
+from streamdet.stream.window_store import WindowStore
+from tests.fakes import HeldWork, MemorySource, RecordingSink
+
+
+def checkpoint_of(source, *stages, outbox=None, **options) -> Checkpoint:
+    outbox = Outbox([], []) if outbox is None else outbox
+    return Checkpoint(source, outbox, list(stages), interval_s=0, **options)
+
+
+def consume(checkpoint: Checkpoint, offsets, partition: int = 0) -> None:
+    for offset in offsets:
+        checkpoint.consumed(Message("t", partition, offset, None, b"", 0))
+
+
+def test_scored_through_stops_before_the_first_unsettled_window():
+    source = MemorySource()
+    checkpoint = checkpoint_of(source, HeldWork({("t", 0): (70, 90)}, {("t", 0): 60}))
+    consume(checkpoint, range(100))
+    assert checkpoint.commit(now=1.0)
+    assert source.committed[("t", 0)] == Position(replay_from=60, scored_through=89)
+    # Nothing new: no second commit of the same position.
+    assert checkpoint.positions() == {}
+
+
+def test_in_process_progress_never_suppresses_a_window():
+    source = MemorySource(marks={("t", 0): 49})
+    checkpoint = checkpoint_of(source)
+    consume(checkpoint, range(100))
+    checkpoint.commit(now=1.0)
+    assert source.committed[("t", 0)].scored_through == 99
+    # Only the restart mark read when the partition was first seen decides replays.
+    assert checkpoint.already_scored("t", 0, 49)
+    assert not checkpoint.already_scored("t", 0, 50)
+    assert not checkpoint.already_scored("t", 0, 99)
+
+
+def test_scored_through_never_goes_below_the_restart_mark():
+    source = MemorySource(marks={("t", 0): 80})
+    checkpoint = checkpoint_of(source, HeldWork({("t", 0): (60, 70)}))
+    consume(checkpoint, range(50, 100))
+    checkpoint.commit(now=1.0)  # rebuilt windows, already scored
+    assert source.committed[("t", 0)] == Position(60, 80)
+
+
+def test_failed_commits_back_off_and_never_raise():
+    source = MemorySource()
+    failures = []
+    checkpoint = checkpoint_of(source, backoff=Backoff(1, 30), on_failure=failures.append)
+    consume(checkpoint, range(10))
+    source.fail = 2
+    assert not checkpoint.commit(now=10.0)
+    assert not checkpoint.due(10.5) and checkpoint.due(11.0)
+    assert not checkpoint.commit(now=11.0)
+    assert not checkpoint.due(12.9) and checkpoint.due(13.0)  # 1 s, then 2 s
+    assert checkpoint.commit(now=13.0)
+    assert source.committed[("t", 0)] == Position(10, 9)
+    assert len(failures) == 2 and checkpoint.due(13.0)
+    assert checkpoint.failures == {"RuntimeError": 2}
+
+
+def test_revoked_and_unowned_partitions_are_never_committed():
+    source = MemorySource(owned={("t", 0), ("t", 1)})
+    checkpoint = checkpoint_of(source)
+    consume(checkpoint, range(5), partition=0)
+    consume(checkpoint, range(5), partition=1)
+    source.owned = {("t", 0)}  # partition 1 moved, the callback has not run yet
+    checkpoint.commit(now=1.0)
+    assert set(source.committed) == {("t", 0)}
+    checkpoint.revoke({("t", 1)})
+    assert checkpoint.partitions() == {("t", 0)}
+
+
+def test_a_silent_series_stops_pinning_the_replay_point():
+    source = MemorySource()
+    windows = HeldWork({("t", 0): (900, 950)}, {("t", 0): 3})
+    checkpoint = checkpoint_of(source, windows, max_replay_lag=200)
+    consume(checkpoint, range(1000))
+    checkpoint.commit(now=1.0)
+    assert source.committed[("t", 0)].replay_from == 800
+    windows.held = {("t", 0): (500, 950)}
+    checkpoint.commit(now=2.0)
+    assert source.committed[("t", 0)].replay_from == 500  # unscored windows keep theirs
+
+
+def test_held_events_keep_their_windows_unsettled():
+    """With reordering, an event held for lateness has no window yet: the commit must not
+    claim it scored (the bug that made live reorder traffic raise no alerts)."""
+    store = WindowStore(seq_len=3, n_features=1, out_of_order="reorder", lateness_ms=5000)
+
+    def event(offset: int, ts: int) -> Event:
+        values = np.array([float(offset)], np.float32)
+        return Event("a", ts, values, Message("t", 0, offset, None, b"", ts))
+
+    emitted = []
+    for offset, ts in enumerate([0, 1000, 2000, 1500, 6000, 7000]):
+        emitted += store.add_all(event(offset, ts))
+    assert [w.end_offset for w in emitted] == [3, 2]  # in time order; 4 and 5 still held
+    assert store.unreleased() == {0: 4}
+    source = MemorySource()
+    held = {("t", p): (o, o) for p, o in store.unreleased().items()}
+    replay = {("t", p): o for p, o in store.replay_points().items()}
+    checkpoint = checkpoint_of(source, HeldWork(held, replay))
+    consume(checkpoint, range(6))
+    checkpoint.commit(now=1.0)
+    assert source.committed[("t", 0)].scored_through == 3
+
+
+def test_an_undelivered_dead_letter_holds_back_its_partition_only():
+    """A dead letter no sink accepts keeps its own partition's commit before it; every other
+    partition and topic keeps committing (one message used to block every commit)."""
+    sink = RecordingSink("dlq")
+    sink.fail = 3
+    outbox = Outbox([], [sink], backoff=Backoff(0, 0))
+    source = MemorySource()
+    checkpoint = checkpoint_of(source, outbox=outbox)
+    consume(checkpoint, range(10), partition=0)
+    consume(checkpoint, range(10), partition=1)
+    outbox.add_dead_letter(DeadLetter(Message("t", 1, 4, None, b"x", 0), "too_large", ""))
+    checkpoint.commit(now=1.0)
+    assert source.committed[("t", 0)] == Position(10, 9)
+    assert source.committed[("t", 1)] == Position(4, 3)
+    for now in (2.0, 3.0, 4.0):
+        checkpoint.commit(now=now)
+    assert source.committed[("t", 1)] == Position(10, 9) and len(sink.items) == 1
