@@ -252,7 +252,8 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
         rss = daemon.rss_mb()
     finally:
         daemon.stop()
-    rate = scored / max(last - first, 1e-9)
+    # The first scrape that saw windows was up to one scrape interval after they started.
+    rate = scored / (last - first + 0.1)
     stderr_progress(
         f"{n_series} series: {rate:.0f} events/s end to end ({rate / ceiling:.2f} of the ceiling)"
     )
@@ -273,7 +274,7 @@ def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
         produce(bootstrap, name, series, series, start_step=args.seq_len - 1)
         wait_for_windows(daemon, series, timeout=300)
         before, since_ms = daemon.metrics(), time.time() * 1000
-        n_events = max(int(rate * args.seconds), series)
+        n_events = min(max(int(rate * args.seconds), series), args.events)
         produce(bootstrap, name, series, n_events, rate=rate, start_step=args.seq_len)
         wait_for_windows(daemon, series + n_events, timeout=300)
         after, full_rss = daemon.metrics(), daemon.rss_mb()

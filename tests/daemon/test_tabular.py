@@ -11,8 +11,8 @@ from kafka import KafkaProducer
 
 from streamdet.config import load_config_text
 from streamdet.core.errors import ConfigError
-from tests import test_adversarial_vae as adversarial_rows
 from tests.daemon_helpers import alerts_until_planted_are_flagged, dead_letters
+from tests.detectors import test_adversarial_vae as adversarial_rows
 from tests.detectors.test_adversarial_vae import attack_rows, manifold_rows, vulnerable_classifier
 from tests.helpers import free_port, write_daemon_config
 

@@ -46,7 +46,7 @@ def test_train_from_csv_file_and_bad_csv(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "seq2seq epoch 1/1" in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["training"]["training_events"] == 600
+    assert summary["training_events"] == 600
     assert summary["version"] == "v000001"
     store = ModelStore(tmp_path / "models" / "plant")
     detector = load_detector(store.path_of(store.current()))

@@ -39,6 +39,7 @@ PROCESS_WIDE = (
     "streamdet_broker_up",
     "streamdet_alert_publish_failures",
     "streamdet_commit_failures",
+    "streamdet_dead_letter_failures",
 )
 
 

@@ -139,7 +139,9 @@ def test_alert_schema_names_every_detector_and_accepts_a_real_alert_shape():
         "model_version": None,
         "store_version": "v000003",
         "score": 1.5,
+        "rule": "spot",
         "threshold": 0.2,
+        "severity": 7.5,
         "window_start": "2026-11-22T10:00:00.000Z",
         "window_end": "2026-11-22T10:00:00.000Z",
         "window_start_offset": 4,
@@ -150,3 +152,5 @@ def test_alert_schema_names_every_detector_and_accepts_a_real_alert_shape():
     jsonschema.validate(alert, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**alert, "detector": "isolation_forest"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**alert, "rule": "sometimes"}, schema)
