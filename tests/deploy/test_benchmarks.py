@@ -28,8 +28,8 @@ def test_the_end_to_end_benchmark_measures_the_daemon_from_outside(kafka_bootstr
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(report_file.read_text())
     assert report["inference_ceiling_windows_per_s"] > 0
-    for series in ("series_1", "series_10"):
-        assert report[series]["windows_scored"] >= 400 and report[series]["events_per_s"] > 0
-    for rate in ("latency_at_half_rate", "latency_at_quarter_rate"):
-        latency = report[rate]
-        assert latency["alerts"] > 0 and latency["produce_to_alert_p99_ms"] > 0
+    throughput = report["series_10"]
+    assert throughput["windows_scored"] >= 400 and throughput["events_per_s"] > 0
+    assert 0 < throughput["ratio_to_ceiling"] < 10
+    latency = report["latency_at_half_rate"]
+    assert latency["alerts"] > 0 and 0 < latency["produce_to_alert_p99_ms"] < 60_000
