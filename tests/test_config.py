@@ -25,7 +25,7 @@ def test_bad_value_names_the_yaml_path_and_the_allowed_values():
         load_config_text(text, environ={})
     message = str(info.value)
     assert "topics.0.detector.name: 'lstm' is not valid" in message
-    assert "allowed: adversarial_vae, image_vae, seq2seq, vae_lstm, vaegmm" in message
+    assert "allowed: adversarial_vae, image_vae, pca, seq2seq, vae_lstm, vaegmm" in message
     assert message.count("vaegmm") == 1  # the allowed values are named once
 
 
@@ -139,3 +139,29 @@ def test_tls_files_need_a_tls_protocol_and_secrets_one_source():
         )
     with pytest.raises(ConfigError, match="basic auth needs both"):
         load_config_text("metrics: {basic_auth_username: prom}", environ={})
+
+
+LIGHT_COMMANDS = [
+    ["check-config", "--config", str(ROOT / "config.yaml")],
+    ["schema"],
+    ["models", "list", "--config", str(ROOT / "config.yaml")],
+    ["--help"],
+]
+
+
+@pytest.mark.parametrize("args", LIGHT_COMMANDS, ids=lambda a: a[0])
+def test_light_commands_never_load_tensorflow(args, tmp_path):
+    """Config validation, the schema, the store listing and the help answer from the light
+    detector catalog and the rule registry: TensorFlow is never imported (its speed is a
+    benchmark, ``python -m benchmarks.cli_startup``; this checks the cause)."""
+    probe = (
+        "import sys\n"
+        "from streamdet.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "sys.stdout.flush()\n"
+        "print('TENSORFLOW' if 'tensorflow' in sys.modules else 'NO TENSORFLOW', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.stderr.strip().endswith("NO TENSORFLOW"), done.stderr[-2000:]

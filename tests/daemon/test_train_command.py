@@ -10,8 +10,8 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from streamdet.detectors import load_detector
 from streamdet.io.sources.simulator import SensorSimulator
+from streamdet.serving.bundle import ServingBundle
 from streamdet.serving.store import ModelStore
 from tests.helpers import run_cli
 
@@ -49,8 +49,10 @@ def test_train_from_csv_file_and_bad_csv(tmp_path):
     assert summary["training_events"] == 600
     assert summary["version"] == "v000001"
     store = ModelStore(tmp_path / "models" / "plant")
-    detector = load_detector(store.path_of(store.current()))
-    assert detector.input_shape == (32, 1) and detector.threshold is not None
+    bundle = ServingBundle.load(store.path_of(store.current()))
+    assert bundle.detector.input_shape == (32, 1) and bundle.training_events == 600
+    # Every window of the file scored once: the calibration the threshold rules fit on.
+    assert len(bundle.calibration.pooled) == 600 - 2 * 31  # two series of 300 events
     listed = run_cli("models", "list", "--config", str(config), "--json")
     assert listed.returncode == 0, listed.stderr
     assert [v["version"] for v in json.loads(listed.stdout)["plant"]] == ["v000001"]

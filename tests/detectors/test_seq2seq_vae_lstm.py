@@ -98,7 +98,7 @@ def test_unfitted_detectors_refuse_clearly():
     with pytest.raises(InvalidInputError, match="no seq_len"):
         Seq2SeqDetector().fit(np.zeros(100))
     with pytest.raises(
-        ConfigError, match="allowed: adversarial_vae, image_vae, seq2seq, vae_lstm, vaegmm"
+        ConfigError, match="allowed: adversarial_vae, image_vae, pca, seq2seq, vae_lstm, vaegmm"
     ):
         create_detector("lstm")
 
