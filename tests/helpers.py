@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +74,25 @@ def write_daemon_config(
     return path
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``streamdet <args>`` as a user would, capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "streamdet.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``streamdet <args>`` through the command line's own entry point, in this process: the
+    argument parsing, the command, its output and its exit code as a user gets them, without
+    a second TensorFlow start. Tests of process behaviour (signals, kill -9, start-up,
+    imports) run ``streamdet`` as a process instead."""
+    from streamdet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None) * 2
+    finally:
+        for number, handler in handlers.items():  # ``run`` and ``replay`` install their own
+            signal.signal(number, handler)
+    return subprocess.CompletedProcess(["streamdet", *args], code, out.getvalue(), err.getvalue())
 
 
 def free_port() -> int:
