@@ -81,6 +81,11 @@ TIMESERIES_POISON = {
     "series as an object": (body(sensor={"a": 1}), "invalid_series"),
     "over the size limit": (body(pad="x" * 2_000_000), "too_large"),
     "ISO timestamp of 5,000 characters": (body(ts="2" * 5000), "wrong_type"),
+    # A pre-check quadratic in the escaped quotes took hours on this (now linear).
+    "brackets, then a megabyte of escaped quotes": (
+        b'{"x": [[[[ "' + b'\\"' * 500_000,
+        "undecodable_json",
+    ),
 }
 
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+
+from streamdet.config import KafkaConfig
+from streamdet.io.sources.kafka import KafkaSource
 
 pytestmark = pytest.mark.kafka
 
@@ -27,3 +33,30 @@ def test_real_broker_round_trip_with_acknowledged_sends(kafka_bootstrap, new_top
     values = [int(record.value) for record in consumer]
     consumer.close()
     assert values == list(range(20))
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_the_daemons_source_reads_topics_compressed_with_every_codec(
+    kafka_bootstrap, new_topic, codec
+):
+    """Producers commonly compress with lz4 or zstd: a batch the consumer cannot decode
+    used to wedge the whole daemon (treated as a broker outage)."""
+    topic = new_topic(f"codec-{codec}")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type=codec)
+    for i in range(50):
+        producer.send(topic, key=b"s", value=f'{{"sensor": "s", "ts": {i}, "value": {i}}}'.encode())
+    producer.flush()
+    producer.close()
+    source = KafkaSource(
+        KafkaConfig(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}"), [topic]
+    )
+    try:
+        messages: list = []
+        deadline = time.time() + 60
+        while len(messages) < 50 and time.time() < deadline:
+            messages += source.poll(500)
+        assert source.connected()
+    finally:
+        source.close()
+    assert [m.offset for m in messages] == list(range(50))
+    assert json.loads(messages[-1].value)["value"] == 49
