@@ -452,14 +452,27 @@ def _holds_secret(loc: tuple[Any, ...], value: Any) -> bool:
     return "password" in text or "secret" in text
 
 
-def _env_value(field: str, value: str) -> Any:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without the offending text: the line may hold a secret."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def _env_value(variable: str, field: str, value: str) -> Any:
     """An override as the operator wrote it: YAML only for lists and mappings."""
     if "password" in field:
         return value
     if value in ("null", "~"):
         return None
     if value.lstrip().startswith(("[", "{")):
-        return yaml.safe_load(value)
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"environment variable {variable} is not valid YAML: {_yaml_problem(exc)}"
+            ) from None
     return value
 
 
@@ -474,7 +487,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
             child = node.get(part)
             node[part] = dict(child) if isinstance(child, dict) else {}
             node = node[part]
-        node[path[-1]] = _env_value(path[-1], value)
+        node[path[-1]] = _env_value(key, path[-1], value)
     return merged
 
 
@@ -485,7 +498,7 @@ def load_config_text(
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{source} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
     raw = _apply_env(raw, dict(os.environ) if environ is None else environ)

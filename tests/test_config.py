@@ -165,3 +165,19 @@ def test_light_commands_never_load_tensorflow(args, tmp_path):
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert done.stderr.strip().endswith("NO TENSORFLOW"), done.stderr[-2000:]
+
+
+def test_a_yaml_error_or_a_bad_override_never_prints_the_secret(tmp_path, monkeypatch):
+    """A syntax error on the password's line, or an environment override that is not valid
+    YAML: the error says what and where, never the text (it may be the password)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        'kafka:\n  security:\n    sasl_password: "hunter2-secret\n    protocol: SASL_SSL\n'
+    )
+    done = run_cli("check-config", "--config", str(bad))
+    assert done.returncode == 2 and "not valid YAML" in done.stderr and "line" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+    monkeypatch.setenv("STREAMDET_KAFKA__SECURITY", "{sasl_password: hunter2-secret, protocol")
+    done = run_cli("check-config", "--config", str(ROOT / "config.yaml"))
+    assert done.returncode == 2 and "STREAMDET_KAFKA__SECURITY is not valid YAML" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr

@@ -18,7 +18,7 @@ import numpy as np
 
 from streamdet.config import TopicConfig
 from streamdet.core.backoff import Backoff
-from streamdet.core.errors import InvalidInputError, StreamdetError
+from streamdet.core.errors import InvalidInputError, ModelLoadError, StreamdetError
 from streamdet.core.progress import ProgressFn
 from streamdet.core.windows import sliding_windows
 from streamdet.detectors import detector_class
@@ -110,6 +110,7 @@ class ModelLifecycle:
         self.bundle: ServingBundle | None = None
         self.reloads = 0
         self._refused_version: str | None = None
+        self._store_problem: str | None = None
         self._reload_thread: threading.Thread | None = None
         self._reloaded: ServingBundle | None = None
         retrain = topic.retrain
@@ -193,8 +194,22 @@ class ModelLifecycle:
         self._warmup = {}
         self.state = "ready"
 
+    def _current_version(self) -> str | None:
+        """The store's current version; None (reported once, counted as a refusal) while
+        ``CURRENT`` cannot be read: the serving model carries on."""
+        try:
+            current = self.store.current()
+        except ModelLoadError as exc:
+            if str(exc) != self._store_problem:
+                self._store_problem = str(exc)
+                self.load_refusals += 1
+                self.progress(f"topic {self.topic.name}: {exc}; still serving {self.version}")
+            return None
+        self._store_problem = None
+        return current
+
     def _try_load(self) -> None:
-        version = self.store.current()
+        version = self._current_version()
         if version is None:
             return
         try:
@@ -225,7 +240,7 @@ class ModelLifecycle:
             or self._reloaded
         ):
             return
-        current = self.store.current()
+        current = self._current_version()
         if current is None or current in (self.version, self._refused_version):
             return
 

@@ -40,6 +40,9 @@ CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "history.jsonl"
 VERSIONS_DIR = "versions"
 LEGACY = "legacy"
+TEMPORARY_PREFIX = ".tmp-"
+# Changes of CURRENT kept in history.jsonl (what ``rollback`` reads).
+HISTORY_KEPT = 1000
 _VERSION = re.compile(r"^v(\d{6,})$")
 
 
@@ -84,6 +87,8 @@ class ModelStore:
             name = pointer.read_text().strip()
         except FileNotFoundError:
             return LEGACY if (self.root / "metadata.json").exists() else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{pointer} cannot be read: {exc}") from None
         return name or None
 
     def path_of(self, version: str) -> Path:
@@ -161,21 +166,33 @@ class ModelStore:
         becomes ``CURRENT``; on an exception it is deleted and nothing changes.
         """
         with self._locked():
+            self._remove_abandoned()
             numbers = [int(v[1:]) for v in self.versions() if v != LEGACY]
             version = f"v{(max(numbers) + 1 if numbers else 1):06d}"
-            folder = self.root / VERSIONS_DIR / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+            folder = (
+                self.root / VERSIONS_DIR / f"{TEMPORARY_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+            )
             folder.mkdir(parents=True)
             try:
                 yield version, folder
                 if not (folder / "metadata.json").exists():
                     raise StreamdetError(f"version {version} was written without metadata.json")
+                _sync_tree(folder)
                 os.replace(folder, self.path_of(version))
+                _sync_directory(folder.parent)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             if promote:
                 self._point_to(version, "published")
             self._prune()
+
+    def _remove_abandoned(self) -> None:
+        """Temporary versions left by a writer that died (kill -9, power loss) mid-write.
+        Only a writer holding the lock creates them, so under the lock none is in use."""
+        folder = self.root / VERSIONS_DIR
+        for leftover in folder.glob(f"{TEMPORARY_PREFIX}*") if folder.is_dir() else ():
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def promote(self, version: str, reason: str = "promoted") -> None:
         """Make ``version`` the serving one (it must exist and have readable metadata)."""
@@ -212,8 +229,12 @@ class ModelStore:
         previous = self.current()
         pointer = self.root / CURRENT_FILE
         temporary = self.root / f".{CURRENT_FILE}.{uuid.uuid4().hex[:8]}"
-        temporary.write_text(version + "\n")
+        with temporary.open("w") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, pointer)
+        _sync_directory(self.root)
         entry = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "version": version,
@@ -222,6 +243,18 @@ class ModelStore:
         }
         with (self.root / HISTORY_FILE).open("a") as history:
             history.write(json.dumps(entry) + "\n")
+        self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Keep the newest ``HISTORY_KEPT`` changes of CURRENT (rollback reads only the
+        recent ones); rewritten beside and renamed, once the file holds twice that."""
+        path = self.root / HISTORY_FILE
+        lines = path.read_text().splitlines()
+        if len(lines) <= 2 * HISTORY_KEPT:
+            return
+        temporary = self.root / f".{HISTORY_FILE}.{uuid.uuid4().hex[:8]}"
+        temporary.write_text("\n".join(lines[-HISTORY_KEPT:]) + "\n")
+        os.replace(temporary, path)
 
     def _prune(self) -> None:
         """Delete the oldest versions beyond ``keep``, never the current one or the one a
@@ -236,3 +269,21 @@ class ModelStore:
         for version in numbered[: max(len(numbered) - self.keep, 0)]:
             if version not in protected:
                 shutil.rmtree(self.path_of(version), ignore_errors=True)
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a crash right after it cannot undo it)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file of a version to disk before it is renamed into place."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    _sync_directory(folder)

@@ -163,6 +163,18 @@ def test_a_serving_model_swaps_in_new_versions_and_refuses_broken_ones(tmp_path)
     store.promote("v000001")
     assert wait_for_reload(serving) and serving.version == "v000001"
 
+    # CURRENT becomes unreadable (bytes that are no version name): reported once, counted,
+    # and the serving model carries on; a readable CURRENT is followed again.
+    pointer = tmp_path / "store" / "CURRENT"
+    pointer.write_bytes(b"\xff\xfe\x00")
+    refusals = serving.load_refusals
+    assert not wait_for_reload(serving) and not wait_for_reload(serving)
+    assert serving.version == "v000001" and serving.load_refusals == refusals + 1
+    pointer.write_text("v000002\n")
+    assert wait_for_reload(serving) and serving.version == "v000002"
+    store.promote("v000001")
+    assert wait_for_reload(serving)
+
     # A fresh process (a restart) starts from the current version.
     restarted = ModelLifecycle(tiny_topic(tmp_path / "store"), tmp_path, 1, quiet)
     assert restarted.version == "v000001" and restarted.ready
@@ -208,3 +220,21 @@ def test_stopping_cancels_a_running_retraining_at_its_next_epoch(tmp_path):
     assert any("retraining cancelled" in line for line in said), said[-3:]
     assert model.outcomes == {"bootstrap": 1, "promoted": 0, "rejected": 0, "failed": 0}
     assert ModelStore(tmp_path / "store").versions() == ["v000001"]
+
+
+def test_a_version_abandoned_mid_write_is_removed_and_history_stays_bounded(tmp_path, monkeypatch):
+    """kill -9 during a write leaves a temporary folder: the next writer (holding the lock,
+    so no writer is using it) removes it. history.jsonl keeps the newest changes only."""
+    import streamdet.serving.store as store_module
+
+    store = ModelStore(tmp_path / "t", keep=2)
+    publish(store, "a")
+    abandoned = tmp_path / "t" / "versions" / ".tmp-v000002-deadbeef"
+    abandoned.mkdir()
+    (abandoned / "seq2seq.keras").write_bytes(b"half a model")
+    assert publish(store, "b") == "v000002" and not abandoned.exists()
+    monkeypatch.setattr(store_module, "HISTORY_KEPT", 5)
+    for _ in range(12):
+        store.rollback()
+    lines = (tmp_path / "t" / "history.jsonl").read_text().splitlines()
+    assert 5 <= len(lines) <= 10 and store.rollback() in {"v000001", "v000002"}
