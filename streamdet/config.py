@@ -300,6 +300,13 @@ class AlertsConfig(Frozen):
 class DeadLetterConfig(Frozen):
     topic: str = "streamdet-dlq"
     file: str | None = Field(default=None, description="embedded mode: append dead letters here")
+    max_bytes: int = Field(
+        default=900_000,
+        ge=1024,
+        description="a dead letter's value is cut to this (original size in a header); keep "
+        "it below the dead-letter topic's max.message.bytes. A dead letter the topic still "
+        "refuses as too large is cut to half, again, until it fits",
+    )
 
 
 class MetricsConfig(Frozen):

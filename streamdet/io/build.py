@@ -19,7 +19,7 @@ class IO:
     source: Source
     alert_sinks: list[Sink[Any]]
     dead_letter_sinks: list[Sink[Any]]
-    # Closed when the daemon stops (the Kafka producer both Kafka sinks share).
+    # Closed when the daemon stops (the Kafka producers).
     closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -36,16 +36,18 @@ def build_io(config: StreamdetConfig) -> IO:
 
         with refused_connections(config.kafka):
             producer = make_producer(config.kafka)
+            letters = make_producer(config.kafka, idempotent=False)
         try:
             source = KafkaSource(config.kafka, [t.name for t in config.topics])
         except Exception:
             producer.close(timeout=1)
+            letters.close(timeout=1)
             raise
         return IO(
             source,
             [KafkaAlertSink(producer, config.alerts.topic), printed],
-            [KafkaDeadLetterSink(producer, config.dead_letter.topic)],
-            [lambda: producer.close(timeout=5)],
+            [KafkaDeadLetterSink(letters, config.dead_letter.topic, config.dead_letter.max_bytes)],
+            [lambda: producer.close(timeout=5), lambda: letters.close(timeout=5)],
         )
     sim = config.simulator
     first = config.topics[0]

@@ -354,3 +354,54 @@ def test_a_training_failure_in_one_topic_never_blocks_the_other(
         f"RELIABILITY training failure: {metric(metrics, failures):.0f} failed attempts of "
         f"{broken} reported in /readyz; {healthy} alerted its spike and committed all 1600"
     )
+
+
+def test_a_dead_letter_its_topic_refuses_as_too_large_is_cut_until_it_fits(
+    kafka_bootstrap, new_topic, tmp_path, trained_model
+):
+    """The dead-letter topic takes at most 500,000 bytes a message; a 700 kB undecodable
+    message arrives. Its dead letter (under the 900 kB cut-off) is refused, cut to half and
+    accepted, and the partition's commit passes it (one such message used to hold every
+    commit of every topic, and made kafka-python fail every later send of the producer the
+    alerts shared)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    dlq = f"dlq-small-{time.time_ns()}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "500000"})])
+    admin.close()
+    topic, alerts = new_topic("bigpoison"), new_topic("alerts")
+    valid = stream(range(200), set())
+    messages = [*valid[:100], (b"pump-0", b"{" + b"x" * 700_000), *valid[100:]]
+    produce(kafka_bootstrap, topic, messages)
+    config = daemon_config(tmp_path, kafka_bootstrap, topic, trained_model, alerts=alerts, dlq=dlq)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log)
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}")
+    try:
+        deadline, scored = time.time() + 180, -1
+        while time.time() < deadline and scored < len(messages) - 1:
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+            committed = consumer.committed(TopicPartition(topic, 0), metadata=True)
+            if committed is not None and committed.metadata:
+                scored = json.loads(committed.metadata)["scored_through"]
+        assert scored == len(messages) - 1, log.read_text()[-3000:]
+        assert stop_daemon(daemon) < 10
+    finally:
+        consumer.close()
+        if daemon.poll() is None:
+            daemon.kill()
+    reader = KafkaConsumer(
+        dlq,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    letters = list(reader)
+    reader.close()
+    (letter,) = letters
+    headers = dict(letter.headers)
+    assert headers["streamdet_reason"] == b"too_large"  # the topic limit in topic_config
+    assert headers["streamdet_original_size"] == b"700001" and len(letter.value) == 350_000

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamdet.config import KafkaConfig
 from streamdet.io.kafka_client import client_settings
@@ -15,12 +15,19 @@ from streamdet.io.sinks.alerts import alert_json, cloudevent_headers
 from streamdet.io.sinks.dead_letter import DeadLetter
 
 
-def make_producer(config: KafkaConfig) -> KafkaProducer:
-    # Retries are bounded by time (delivery_timeout_ms), not by a count: a broker outage
-    # shorter than that loses nothing; a longer one fails the send, and the daemon keeps
-    # the alert or dead letter and sends it again.
+def make_producer(config: KafkaConfig, idempotent: bool = True) -> KafkaProducer:
+    """A producer whose every send is acknowledged by all in-sync replicas.
+
+    Retries are bounded by time (``delivery_timeout_ms``), not by a count: a broker outage
+    shorter than that loses nothing; a longer one fails the send, and the outbox keeps the
+    alert or dead letter and sends it again. ``idempotent`` (alerts) lets the broker drop the
+    producer's own retried duplicates; kafka-python then treats a record the topic refuses
+    as too large as fatal to the whole producer, so dead letters, which may be as large as
+    any message, get a producer of their own without it.
+    """
     return KafkaProducer(
         acks="all",
+        enable_idempotence=idempotent,
         linger_ms=5,
         delivery_timeout_ms=config.delivery_timeout_ms,
         request_timeout_ms=min(30_000, config.delivery_timeout_ms),
@@ -33,9 +40,8 @@ def make_producer(config: KafkaConfig) -> KafkaProducer:
 # alert or dead letter and sends it again later (the broker de-duplicates nothing, the
 # subscriber does, by alert_id).
 SEND_TIMEOUT_S = 5.0
-# Brokers refuse records over message.max.bytes (1 MiB by default): a dead letter is cut
-# below that, and its original size goes in a header.
-MAX_DEAD_LETTER_BYTES = 900_000
+# The smallest a dead letter refused as too large is cut to.
+MIN_DEAD_LETTER_BYTES = 1024
 
 
 def _send_all(
@@ -88,22 +94,46 @@ class KafkaAlertSink:
 
 
 class KafkaDeadLetterSink:
-    """The raw message, with the reason and its source position in headers."""
+    """The raw message, with the reason and its source position in headers.
+
+    A value is cut to ``max_bytes`` (the original size in ``streamdet_original_size``). A
+    dead letter the topic still refuses as too large (its ``max.message.bytes`` is lower) is
+    cut to half and sent again, down to 1 kB: one message no topic accepts must never hold
+    its partition's commit for good.
+    """
 
     name = "dead-letters-kafka"
 
     def __init__(
-        self, producer: KafkaProducer, topic: str, timeout_s: float = SEND_TIMEOUT_S
+        self,
+        producer: KafkaProducer,
+        topic: str,
+        max_bytes: int = 900_000,
+        timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         self.producer = producer
         self.topic = topic
+        self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self._cut: dict[tuple[str, int, int], int] = {}
 
     def deliver(self, letters: Sequence[DeadLetter]) -> list[Exception | None]:
-        return _send_all(self.producer, self.topic, [_record(x) for x in letters], self.timeout_s)
+        keys = [(x.message.topic, x.message.partition, x.message.offset) for x in letters]
+        records = [
+            _record(x, self._cut.get(k, self.max_bytes))
+            for x, k in zip(letters, keys, strict=True)
+        ]
+        results = _send_all(self.producer, self.topic, records, self.timeout_s)
+        for letter, key, result in zip(letters, keys, results, strict=True):
+            if isinstance(result, MessageSizeTooLargeError):
+                size = min(self._cut.get(key, self.max_bytes), len(letter.message.value))
+                self._cut[key] = max(size // 2, MIN_DEAD_LETTER_BYTES)
+            elif result is None:
+                self._cut.pop(key, None)
+        return results
 
 
-def _record(letter: DeadLetter) -> dict[str, Any]:
+def _record(letter: DeadLetter, max_bytes: int) -> dict[str, Any]:
     message = letter.message
     value = message.value
     headers = [
@@ -113,7 +143,7 @@ def _record(letter: DeadLetter) -> dict[str, Any]:
         ("streamdet_source_partition", str(message.partition).encode()),
         ("streamdet_source_offset", str(message.offset).encode()),
     ]
-    if len(value) > MAX_DEAD_LETTER_BYTES:
+    if len(value) > max_bytes:
         headers.append(("streamdet_original_size", str(len(value)).encode()))
-        value = value[:MAX_DEAD_LETTER_BYTES]
+        value = value[:max_bytes]
     return {"key": (message.key or b"")[:1000] or None, "value": value, "headers": headers}
