@@ -288,3 +288,35 @@ def caught_and_false(alerts: list[dict], sim: SensorSimulator, steps: int, senso
         for a in alerts
     )
     return sum(found) / len(found), len(alerts) - true_alerts
+
+
+def test_sigterm_during_the_first_training_stops_cleanly(tmp_path):
+    """The first training runs in a thread; SIGTERM while it runs cancels it at its next
+    epoch and the daemon exits 0 (it used to abort: TensorFlow running in a thread at
+    interpreter exit, exit code 134)."""
+    config = simulator_config(
+        tmp_path / "config.yaml",
+        threshold={"policy": "spot"},
+        simulator={"rate": 5000, "sensors": 4},
+        params={"latent_dim": 8, "epochs": 1000, "batch_size": 64},
+    )
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.time() + 180
+        while "epoch 1/1000" not in log.read_text() and time.time() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert "epoch 1/1000" in log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "training cancelled (stopping)" in log.read_text()
