@@ -39,6 +39,7 @@ Position(replay_from=7, scored_through=8)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -87,6 +88,8 @@ class Checkpoint:
         self._marks: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, Position] = {}
         self._last_commit = 0.0
+        # Wall-clock time of the last commit that succeeded (None: none yet).
+        self.last_success: float | None = None
 
     # ---- what was consumed ---------------------------------------------------------------
     def consumed(self, message: Message) -> None:
@@ -169,4 +172,5 @@ class Checkpoint:
             return False
         self.backoff.succeeded()
         self._committed.update(positions)
+        self.last_success = time.time()
         return True

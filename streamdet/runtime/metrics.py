@@ -254,7 +254,14 @@ class DaemonCollector(Collector):
             [],
         )
         dead.add_metric([], app.outbox.failures["dead_letter"])
-        yield from (lag, broker, commits, publish, dead)
+        last_commit = _gauge(
+            "streamdet_last_commit_timestamp_seconds",
+            "Unix time of the last offset commit that succeeded.",
+            [],
+        )
+        if app.checkpoint.last_success is not None:
+            last_commit.add_metric([], app.checkpoint.last_success)
+        yield from (lag, broker, commits, publish, dead, last_commit)
 
 
 class SeriesScoreExporter:
