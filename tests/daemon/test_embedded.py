@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamdet.app import Application
+from streamdet.config import load_config
 from streamdet.io.sources.simulator import SensorSimulator
 from streamdet.serving.store import ModelStore
 from tests.helpers import ROOT, free_port
@@ -70,17 +73,18 @@ def simulator_config(
     return path
 
 
-def run_daemon(config: Path) -> subprocess.CompletedProcess:
-    """``streamdet run`` until the simulator's ``max_events`` are consumed."""
-    run = subprocess.run(
-        [sys.executable, "-m", "streamdet.cli", "run", "--config", str(config)],
-        cwd=config.parent,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
+def run_daemon(config: Path) -> None:
+    """The daemon on its embedded simulator until the simulator's ``max_events`` are
+    consumed, in this process (nothing here depends on being a process of its own: signals
+    and start-up are tested above). The config's relative paths are read from its folder,
+    as ``streamdet run`` started there reads them."""
+    with contextlib.chdir(config.parent):
+        app = Application(load_config(config, environ={}), serve_metrics=False, progress=quiet)
+        assert app.run(install_signal_handlers=False) == 0
+
+
+def quiet(message: str) -> None:
+    """Progress lines are not read here."""
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The embedded daemon with other threshold rules and with series at very different scales
-(``streamdet run`` as a user runs it, a process each)."""
+(the daemon's own Application on its simulator, in process)."""
 
 from __future__ import annotations
 

@@ -39,11 +39,11 @@ def test_a_permanent_level_shift_is_learnt_by_retraining_and_a_later_spike_still
         "window": {"seq_len": 32},
         "detector": {
             "name": "seq2seq",
-            "params": {"latent_dim": 16, "epochs": 10, "batch_size": 64, "seed": 0},
+            "params": {"latent_dim": 16, "epochs": 6, "batch_size": 64, "seed": 0},
             "warmup_events": 800,
         },
         "threshold": {"policy": "spot", "risk": 1e-4},
-        "retrain": {"every_events": 4800, "history_events": 600, "epochs": 4},
+        "retrain": {"every_events": 4800, "history_events": 600, "epochs": 3},
     }
     config = tmp_path / "config.yaml"
     config.write_text(

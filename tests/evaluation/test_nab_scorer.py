@@ -135,7 +135,7 @@ def test_loader_maps_window_timestamps_to_rows(tmp_path):
 def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path):
     write_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    params = json.dumps({"seq_len": 16, "latent_dim": 8, "epochs": 8})
+    params = json.dumps({"seq_len": 16, "latent_dim": 8, "epochs": 5})
     done = run_cli(
         "evaluate",
         "nab",
@@ -154,7 +154,7 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
         "--retrain-every",
         "300",
         "--retrain-epochs",
-        "2",
+        "1",
         "--ablation",
     )
     assert done.returncode == 0, done.stderr
