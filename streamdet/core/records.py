@@ -36,13 +36,17 @@ class Message:
 class Position:
     """What is committed for one partition.
 
-    ``replay_from`` is the oldest offset a restart must re-read to rebuild every window;
-    ``scored_through`` is the last offset whose windows have all been scored and their
-    alerts acknowledged, so windows rebuilt up to it are not alerted twice.
+    ``consumed`` is the next offset to read: the committed offset itself, so the group lag
+    every Kafka tool (and KEDA) reads means what it means for any consumer. The commit's
+    metadata carries the rest: ``replay_from``, the oldest offset a restart must re-read to
+    rebuild every window (the member that takes the partition seeks there), and
+    ``scored_through``, the last offset whose windows have all been scored and their alerts
+    acknowledged, so windows rebuilt up to it are not alerted twice.
     """
 
     replay_from: int
     scored_through: int
+    consumed: int
 
 
 @dataclass(frozen=True, slots=True)

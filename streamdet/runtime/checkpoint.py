@@ -33,7 +33,7 @@ this member no longer owns are never committed.
 >>> checkpoint.commit(now=1.0)
 True
 >>> source.committed[("t", 0)]
-Position(replay_from=7, scored_through=8)
+Position(replay_from=7, scored_through=8, consumed=10)
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class Checkpoint:
                 buffers = max(buffers, next_offset - self.max_replay_lag)
             replay_from = min(buffers, first_start, next_offset)
             scored = max(min(first_end, next_offset) - 1, self._marks.get(key, -1))
-            position = Position(replay_from, scored)
+            position = Position(replay_from, scored, next_offset)
             if self._committed.get(key) != position:
                 positions[key] = position
         return positions

@@ -405,3 +405,64 @@ def test_a_dead_letter_its_topic_refuses_as_too_large_is_cut_until_it_fits(
     headers = dict(letter.headers)
     assert headers["streamdet_reason"] == b"too_large"  # the topic limit in topic_config
     assert headers["streamdet_original_size"] == b"700001" and len(letter.value) == 350_000
+
+
+def committed_of(bootstrap: str, topic: str) -> tuple[int, dict]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"g-{topic}")
+    try:
+        committed = consumer.committed(TopicPartition(topic, 0), metadata=True)
+        end = consumer.end_offsets([TopicPartition(topic, 0)])[TopicPartition(topic, 0)]
+    finally:
+        consumer.close()
+    if committed is None:
+        return end, {}
+    return end - committed.offset, json.loads(committed.metadata)
+
+
+def test_group_lag_is_zero_at_rest_and_a_restart_still_rebuilds_every_window(
+    kafka_bootstrap, new_topic, tmp_path, trained_model
+):
+    """1,000 series: the committed offset is the consumed position, so the group lag Kafka's
+    tools and KEDA read is 0 at rest (it was (seq_len - 1) x 1,000 = 15,000 behind, and the
+    shipped KEDA object scaled to its maximum for good). The replay point travels in the
+    commit's metadata: a restarted daemon seeks back to it and rebuilds every window, so
+    the windows completed after the restart are all scored, and none is scored twice."""
+    sensors = tuple(f"s{i:04d}" for i in range(1000))
+    topic, alerts, dlq = new_topic("lag"), new_topic("alerts"), new_topic("dlq")
+    first = stream(range(SEQ_LEN), set(), sensors=sensors)
+    produce(kafka_bootstrap, topic, first)
+    port = free_port()
+    config = daemon_config(
+        tmp_path, kafka_bootstrap, topic, trained_model, port, alerts=alerts, dlq=dlq
+    )
+    log = tmp_path / "daemon.log"
+
+    def run_until_scored(through: int) -> str:
+        daemon = start_daemon(config, log)
+        try:
+            deadline, meta = time.time() + 180, {}
+            while meta.get("scored_through", -1) < through and time.time() < deadline:
+                assert daemon.poll() is None, log.read_text()[-3000:]
+                time.sleep(1)
+                _, meta = committed_of(kafka_bootstrap, topic)
+            assert meta.get("scored_through") == through, log.read_text()[-3000:]
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            assert stop_daemon(daemon) < 10
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        return metrics
+
+    run_until_scored(len(first) - 1)
+    lag, meta = committed_of(kafka_bootstrap, topic)
+    assert lag == 0
+    assert meta["replay_from"] == len(sensors)  # the next windows need steps 1 to 15
+    second = stream(range(SEQ_LEN, SEQ_LEN + 4), set(), sensors=sensors)
+    produce(kafka_bootstrap, topic, second)
+    metrics = run_until_scored(len(first) + len(second) - 1)
+    # Sought back to step 1: each series' 15 replayed events refill its window, so each of
+    # the 4 new steps completes one (without the seek, no series would have a window).
+    scored = f'streamdet_windows_scored_total{{detector="seq2seq",topic="{topic}"}}'
+    assert metric(metrics, scored) == 4000
+    assert metric(metrics, f'streamdet_windows_rebuilt_total{{topic="{topic}"}}') == 0
+    assert committed_of(kafka_bootstrap, topic)[0] == 0

@@ -29,7 +29,7 @@ def test_scored_through_stops_before_the_first_unsettled_window():
     checkpoint = checkpoint_of(source, HeldWork({("t", 0): (70, 90)}, {("t", 0): 60}))
     consume(checkpoint, range(100))
     assert checkpoint.commit(now=1.0)
-    assert source.committed[("t", 0)] == Position(replay_from=60, scored_through=89)
+    assert source.committed[("t", 0)] == Position(replay_from=60, scored_through=89, consumed=100)
     # Nothing new: no second commit of the same position.
     assert checkpoint.positions() == {}
 
@@ -51,7 +51,7 @@ def test_scored_through_never_goes_below_the_restart_mark():
     checkpoint = checkpoint_of(source, HeldWork({("t", 0): (60, 70)}))
     consume(checkpoint, range(50, 100))
     checkpoint.commit(now=1.0)  # rebuilt windows, already scored
-    assert source.committed[("t", 0)] == Position(60, 80)
+    assert source.committed[("t", 0)] == Position(60, 80, 100)
 
 
 def test_failed_commits_back_off_and_never_raise():
@@ -65,7 +65,7 @@ def test_failed_commits_back_off_and_never_raise():
     assert not checkpoint.commit(now=11.0)
     assert not checkpoint.due(12.9) and checkpoint.due(13.0)  # 1 s, then 2 s
     assert checkpoint.commit(now=13.0)
-    assert source.committed[("t", 0)] == Position(10, 9)
+    assert source.committed[("t", 0)] == Position(10, 9, 10)
     assert len(failures) == 2 and checkpoint.due(13.0)
     assert checkpoint.failures == {"RuntimeError": 2}
 
@@ -129,8 +129,8 @@ def test_an_undelivered_dead_letter_holds_back_its_partition_only():
     consume(checkpoint, range(10), partition=1)
     outbox.add_dead_letter(DeadLetter(Message("t", 1, 4, None, b"x", 0), "too_large", ""))
     checkpoint.commit(now=1.0)
-    assert source.committed[("t", 0)] == Position(10, 9)
-    assert source.committed[("t", 1)] == Position(4, 3)
+    assert source.committed[("t", 0)] == Position(10, 9, 10)
+    assert source.committed[("t", 1)] == Position(4, 3, 10)
     for now in (2.0, 3.0, 4.0):
         checkpoint.commit(now=now)
-    assert source.committed[("t", 1)] == Position(10, 9) and len(sink.items) == 1
+    assert source.committed[("t", 1)] == Position(10, 9, 10) and len(sink.items) == 1

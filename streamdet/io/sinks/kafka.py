@@ -120,8 +120,7 @@ class KafkaDeadLetterSink:
     def deliver(self, letters: Sequence[DeadLetter]) -> list[Exception | None]:
         keys = [(x.message.topic, x.message.partition, x.message.offset) for x in letters]
         records = [
-            _record(x, self._cut.get(k, self.max_bytes))
-            for x, k in zip(letters, keys, strict=True)
+            _record(x, self._cut.get(k, self.max_bytes)) for x, k in zip(letters, keys, strict=True)
         ]
         results = _send_all(self.producer, self.topic, records, self.timeout_s)
         for letter, key, result in zip(letters, keys, results, strict=True):

@@ -1,10 +1,14 @@
 """Kafka consumer source: manual commits, rebalance callbacks, lag, window-state replay.
 
-Offsets are committed by the daemon's :class:`~streamdet.runtime.checkpoint.Checkpoint`
-only after the alerts of what was scored are acknowledged. The committed offset is the
-*replay point*: the oldest event still needed to rebuild every series' window, so a restart
-(or the member a partition moves to) re-reads just enough history to refill its windows.
-The commit's metadata carries ``scored_through`` so rebuilt windows are not alerted twice.
+Offsets are committed by the daemon's :class:`~streamdet.runtime.checkpoint.Checkpoint`.
+The committed offset is the position consumed, as for any consumer, so the group lag that
+Kafka's tools and KEDA read is 0 at rest. The commit's metadata carries ``replay_from``
+(the oldest event still needed to rebuild every series' window, or scored and not yet
+acknowledged) and ``scored_through`` (so rebuilt windows are not alerted twice). A partition
+this member is assigned (at start, or moved here by a rebalance) is held paused until its
+metadata is read; the consumer then seeks back to ``replay_from`` and re-reads just enough
+history to refill its windows, before anything after it is fetched. A commit written before
+``replay_from`` was kept (its offset was the replay point) needs no seek.
 
 Broker trouble never escapes as an exception from :meth:`KafkaSource.poll` or
 :meth:`KafkaSource.lag`: it is logged, ``connected()`` turns false, and the next call tries
@@ -16,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -42,14 +48,18 @@ class _Listener(ConsumerRebalanceListener):
     daemon's loop is blocked in ``poll``, so the callbacks only change in-memory state
     (blocking consumer calls are refused on that thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: Callable[[set[KafkaPartition]], None]) -> None:
         self.revoked: PartitionsCallback = lambda partitions: None
         self.assigned: PartitionsCallback = lambda partitions: None
+        self.hold = hold
 
     def on_partitions_revoked(self, revoked: set[KafkaPartition]) -> None:
         self.revoked({(tp.topic, tp.partition) for tp in revoked})
 
     def on_partitions_assigned(self, assigned: set[KafkaPartition]) -> None:
+        # Held until the loop thread has read their commits and sought to the replay point
+        # (pausing only changes the consumer's state in memory: allowed on this thread).
+        self.hold(assigned)
         self.assigned({(tp.topic, tp.partition) for tp in assigned})
 
     def on_partitions_lost(self, lost: set[KafkaPartition]) -> None:
@@ -58,6 +68,11 @@ class _Listener(ConsumerRebalanceListener):
 
 class KafkaSource:
     def __init__(self, config: KafkaConfig, topics: list[str], max_poll_records: int = 2000):
+        # Partitions assigned but not yet sought to their replay point; topics the daemon
+        # paused (back-pressure), which newly assigned partitions join; restart marks read.
+        self._awaiting: set[KafkaPartition] = set()
+        self._paused_topics: set[str] = set()
+        self._marks: dict[TopicPartition, int] = {}
         with refused_connections(config):
             self._connect(config, topics, max_poll_records)
         self._connected = True
@@ -84,7 +99,7 @@ class KafkaSource:
         # not an empty one (seen on restarts: minutes without consuming).
         for topic in topics:
             self.consumer.partitions_for_topic(topic)
-        self._listener = _Listener()
+        self._listener = _Listener(self._hold)
         self.consumer.subscribe(topics, listener=self._listener)
 
     @property
@@ -98,7 +113,37 @@ class KafkaSource:
             log.warning("kafka: %s failed: %s: %s", what, type(exc).__name__, exc)
             self._last_error = now
 
+    def _hold(self, partitions: set[KafkaPartition]) -> None:
+        self._awaiting |= set(partitions)
+        self.consumer.pause(*partitions)
+
+    def _seek_to_replay_points(self) -> None:
+        """For each partition awaiting it: read its commit, seek back to ``replay_from``,
+        then let it flow (unless its topic is paused). A partition whose commit cannot be
+        read stays held and is tried again at the next poll: nothing is read past a replay
+        point that is not known."""
+        owned = self.consumer.assignment()
+        for tp in list(self._awaiting):
+            if tp not in owned:
+                self._awaiting.discard(tp)
+                continue
+            try:
+                committed = self.consumer.committed(tp, metadata=True, timeout_ms=CALL_TIMEOUT_MS)
+            except KafkaError as exc:
+                self._broker_failed(f"reading the commit of {tp.topic}/{tp.partition}", exc)
+                return
+            meta = _metadata(committed)
+            self._marks[(tp.topic, tp.partition)] = int(meta.get("scored_through", -1))
+            replay_from = meta.get("replay_from")
+            if isinstance(replay_from, int) and replay_from >= 0:
+                self.consumer.seek(tp, replay_from)
+            self._awaiting.discard(tp)
+            if tp.topic not in self._paused_topics:
+                self.consumer.resume(tp)
+
     def poll(self, timeout_ms: int) -> list[Message]:
+        if self._awaiting:
+            self._seek_to_replay_points()
         try:
             records = self.consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
@@ -122,6 +167,8 @@ class KafkaSource:
         """``scored_through`` from the committed metadata; -1 when there is none. If the
         broker cannot say, -1 too: windows are then re-scored (duplicate alert ids), never
         lost."""
+        if partition in self._marks:
+            return self._marks.pop(partition)
         for attempt in range(3):
             try:
                 committed = self.consumer.committed(
@@ -133,17 +180,14 @@ class KafkaSource:
                 time.sleep(0.5 * 2**attempt)
         else:
             return -1
-        if committed is None or not committed.metadata:
-            return -1
-        try:
-            return int(json.loads(committed.metadata).get("scored_through", -1))
-        except (ValueError, AttributeError, TypeError):
-            return -1
+        return int(_metadata(committed).get("scored_through", -1))
 
     def commit(self, positions: dict[TopicPartition, Position]) -> None:
         payload = {
             KafkaPartition(topic, partition): OffsetAndMetadata(
-                p.replay_from, json.dumps({"scored_through": p.scored_through}), -1
+                p.consumed,
+                json.dumps({"replay_from": p.replay_from, "scored_through": p.scored_through}),
+                -1,
             )
             for (topic, partition), p in positions.items()
         }
@@ -156,11 +200,16 @@ class KafkaSource:
         self._listener.assigned = assigned
 
     def pause(self, partitions: set[TopicPartition]) -> None:
+        """Stop fetching ``partitions``; partitions of their topics assigned later (a
+        rebalance) start paused too, until :meth:`resume`."""
+        self._paused_topics |= {topic for topic, _ in partitions}
         owned = self.assignment()
         self.consumer.pause(*(KafkaPartition(*tp) for tp in partitions if tp in owned))
 
     def resume(self, partitions: set[TopicPartition]) -> None:
-        self.consumer.resume(*(KafkaPartition(*tp) for tp in partitions))
+        self._paused_topics -= {topic for topic, _ in partitions}
+        flowing = [KafkaPartition(*tp) for tp in partitions]
+        self.consumer.resume(*(tp for tp in flowing if tp not in self._awaiting))
 
     def lag(self) -> dict[TopicPartition, int]:
         """Messages behind the log end, per assigned partition ({} if the broker is away)."""
@@ -191,3 +240,14 @@ class KafkaSource:
             self.consumer.close(autocommit=False)
         except KafkaError as exc:
             log.warning("kafka: closing the consumer failed: %s", exc)
+
+
+def _metadata(committed: OffsetAndMetadata | None) -> dict[str, Any]:
+    """The commit's metadata (a JSON object), or {} for none or a foreign one."""
+    if committed is None or not committed.metadata:
+        return {}
+    try:
+        meta = json.loads(committed.metadata)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
