@@ -207,8 +207,10 @@ class Application:
                 self.scores.close()
             self.io.close()
         scored = sum(p.windows_scored for p in self.pipelines.values())
+        consumed = sum(p.events for p in self.pipelines.values())
         self.progress(
-            f"stopped: {scored} window(s) scored, {self.alerts_published} alert(s) published"
+            f"stopped: {consumed} event(s) consumed, {scored} window(s) scored, "
+            f"{self.alerts_published} alert(s) published"
         )
         return 0
 
