@@ -345,10 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=7)
     simulate.set_defaults(func=_simulate)
 
-    from streamdet.commands import evaluate, models
+    from streamdet.commands import evaluate, explain, models
 
     evaluate.add_parser(commands, _registered)
     models.add_parser(commands)
+    explain.add_parser(commands)
     return parser
 
 

@@ -217,6 +217,12 @@ class Detector(ABC):
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Instance and feature scores of ``X``."""
 
+    def expected(self, X: np.ndarray) -> np.ndarray | None:
+        """What the model expected each instance to be, in the instance's shape and units
+        (its reconstruction or forecast): what an alert shows beside the observed values.
+        None for a detector that cannot say."""
+        return None
+
     def infer_threshold(
         self, X: np.ndarray, threshold_perc: float = 95.0, batch_size: int | None = None
     ) -> None:

@@ -303,6 +303,10 @@ class ImageVAEDetector(KerasDetector):
         self.training["history"] = history
         return self.training
 
+    def expected(self, X: np.ndarray) -> np.ndarray:
+        """The reconstruction (:meth:`reconstruct`), in the images' shape."""
+        return self.reconstruct(X).reshape(np.shape(X))
+
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         """The decoded mean code of each image (values in [0, 1])."""
         self._require_fitted("reconstruct()")

@@ -155,15 +155,29 @@ class PCADetector(Detector):
         }
         return self.training
 
+    def _reconstruction(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(centered standardised instances, their reconstruction), flattened."""
+        components = np.asarray(self.arrays["components"], np.float64)
+        centered = self._flat(array) - np.asarray(self.arrays["center"], np.float64)
+        codes = _project(centered, components)
+        return centered, _project(codes, np.ascontiguousarray(components.T))
+
+    def expected(self, X: np.ndarray) -> np.ndarray:
+        """Each instance rebuilt from the kept components, in its shape and units."""
+        self._require_fitted("expected()")
+        assert self.input_shape is not None and self.mean is not None and self.std is not None
+        array = self._check_instances(X, self.input_shape)
+        _, reconstruction = self._reconstruction(array)
+        center = np.asarray(self.arrays["center"], np.float64)
+        standard = (reconstruction + center).reshape(len(array), *self.input_shape)
+        return standard * self.std + self.mean
+
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Squared reconstruction error per cell (``feature_score``, the instance's shape)
         and its mean per instance."""
         self._require_fitted("score()")
         assert self.input_shape is not None
         array = self._check_instances(X, self.input_shape)
-        components = np.asarray(self.arrays["components"], np.float64)
-        centered = self._flat(array) - np.asarray(self.arrays["center"], np.float64)
-        codes = _project(centered, components)
-        reconstruction = _project(codes, np.ascontiguousarray(components.T))
+        centered, reconstruction = self._reconstruction(array)
         cells = np.square(centered - reconstruction)
         return Scores(cells.mean(axis=1), cells.reshape(len(array), *self.input_shape))

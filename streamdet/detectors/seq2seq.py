@@ -572,6 +572,10 @@ class Seq2SeqDetector(KerasDetector):
         raw = np.square(data - recon) - thr
         return raw if picks is None else raw[picks[0], picks[1]]
 
+    def expected(self, X: np.ndarray) -> np.ndarray:
+        """The autoregressive reconstruction (:meth:`reconstruct`)."""
+        return self.reconstruct(X)
+
     def reconstruct(self, X: np.ndarray) -> np.ndarray:
         """Autoregressive reconstruction of windows (batch, seq_len, F), in the input's units."""
         self._require_fitted("reconstruct()")

@@ -356,6 +356,23 @@ class VAELSTMDetector(KerasDetector):
         (feature_score,) = score_in_fixed_batches(self._score_fn, data, self._batch(batch_size))
         return Scores(feature_score.sum(axis=(1, 2)), feature_score)
 
+    def expected(self, X: np.ndarray) -> np.ndarray:
+        """Each sequence as the model predicted it, in its units: the windows after the first
+        decoded from the LSTM's predicted codes; the first window, which nothing predicts,
+        is NaN."""
+        self._require_fitted("expected()")
+        assert self.decoder is not None and self.lstm is not None
+        p = self.params
+        sequences = self._normalise(self._sequences(X))
+        codes = self._embed(sequences)
+        predicted = np.asarray(self.lstm(codes[:, :-1], training=False))
+        decoded = np.asarray(
+            self.decoder(predicted.reshape(-1, p["code_size"]), training=False)
+        ).reshape(len(sequences), -1, sequences.shape[-1])
+        first = np.full((len(sequences), p["window"], sequences.shape[-1]), np.nan)
+        assert self.mean is not None and self.std is not None
+        return np.concatenate([first, decoded * self.std + self.mean], axis=1)
+
     # ---- persistence hooks ------------------------------------------------------------
     def _model_files(self) -> dict[str, keras.Model]:
         assert self.encoder is not None and self.decoder is not None and self.lstm is not None

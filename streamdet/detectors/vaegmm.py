@@ -641,6 +641,15 @@ class VAEGMMDetector(KerasDetector):
         )
 
     # ---- inference --------------------------------------------------------------------
+    def expected(self, X: np.ndarray) -> np.ndarray:
+        """Each row decoded from its mean code, in the rows' units."""
+        self._require_fitted("expected()")
+        assert self.encoder is not None and self.decoder is not None
+        data = self._normalise(self._rows(X))
+        mean, _ = self.encoder(tf.constant(data), training=False)
+        decoded = np.asarray(self.decoder(mean, training=False))
+        return decoded * self.std + self.mean
+
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Sample energy per row (instance) and squared reconstruction error per feature."""
         self._require_fitted("score()")

@@ -30,6 +30,7 @@ from streamdet.core.records import (
 from streamdet.io.sinks.alerts import build_alert
 from streamdet.io.sinks.dead_letter import DeadLetter
 from streamdet.io.sinks.scores import ScoreSink
+from streamdet.runtime.explanation import explain
 from streamdet.runtime.outbox import Outbox
 from streamdet.serving.drift import ScoreDrift
 from streamdet.serving.lifecycle import ModelLifecycle
@@ -222,14 +223,58 @@ class TopicPipeline:
                 self.lifecycle.exclude(window.series, window.start_ts_ms, window.end_ts_ms)
             if decision.alert:
                 self.alerts_raised += 1
-                self.outbox.add_alert(
-                    build_alert(result, bundle.name, bundle.model_version), window
-                )
+                alert = build_alert(result, bundle.name, bundle.model_version)
+                alert["explanation"] = self._explain(result)
+                self.outbox.add_alert(alert, window)
         self.windows_scored += len(scored)
         finite = [t for t in thresholds if np.isfinite(t)]
         if finite:
             self.last_threshold = float(np.median(finite))
         return scored
+
+    def _explain(self, scored: ScoredWindow) -> dict[str, Any] | None:
+        """What the alert shows of its window: observed and expected values, the steps and
+        features that scored highest. The expected values cost one more forward pass, for
+        alerted windows only; a detector that cannot give them (or fails to) gives none."""
+        lifecycle, window = self.lifecycle, scored.window
+        shape = lifecycle.shape
+        kind = self.config.kind
+        scaled = lifecycle.scaled([window.series], window.values[None])
+        expected = None
+        try:
+            detector = lifecycle.detector
+            assert detector is not None
+            guess = detector.expected(shape.instances(scaled))
+            if guess is not None:
+                expected = np.asarray(guess, np.float64)[0]
+                statistics = (
+                    None if lifecycle.scaler is None else lifecycle.scaler.statistics(window.series)
+                )
+                if statistics is not None:  # back from the series' own standard units
+                    mean, std = statistics
+                    expected = expected * std + mean
+        except Exception:  # an explanation never costs an alert
+            log.exception("expected values of %s/%s failed", self.name, window.series)
+        values = window.values if kind == "timeseries" else window.values[0]
+        if kind == "image":
+            values = values.reshape(shape.instance_shape)
+        scores = np.asarray(scored.feature_scores, np.float64)
+        if scores.size == values.size:
+            scores = scores.reshape(values.shape)
+        elif expected is not None and np.size(expected) == values.size:
+            # Scores not per cell (e.g. per embedded sub-window): the squared deviation from
+            # what the model expected ranks the cells instead.
+            scores = np.square(values - np.reshape(expected, values.shape))
+        else:
+            scores = np.zeros(values.shape)
+        if expected is not None and np.size(expected) != values.size:
+            expected = None
+        names = tuple(self.config.format.value_fields)
+        try:
+            return explain(kind, values, scores, expected, names)
+        except Exception:  # an explanation never costs an alert
+            log.exception("explaining an alert of %s/%s failed", self.name, window.series)
+            return None
 
     def _predict(self, windows: list[Window]) -> list[tuple[Window, float, np.ndarray]]:
         """(window, score, feature scores) for every window that scores. If the batch fails,

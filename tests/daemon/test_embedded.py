@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -20,7 +21,8 @@ from streamdet.app import Application
 from streamdet.config import load_config
 from streamdet.io.sources.simulator import SensorSimulator
 from streamdet.serving.store import ModelStore
-from tests.helpers import ROOT, free_port
+from tests.daemon_helpers import ALERT_SCHEMA
+from tests.helpers import ROOT, free_port, run_cli
 
 
 def read_alerts(path: Path) -> list[dict]:
@@ -163,8 +165,26 @@ def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_c
         "window_end_offset",
         "feature_scores",
         "detected_at",
+        "rule",
+        "severity",
+        "explanation",
     } <= set(first)
     assert len(first["alert_id"]) == 32
+    for alert in alerts:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+    # The alert explains itself: the window's 32 observed values beside the 32 the model
+    # expected, the highest-scoring steps, and `streamdet explain` draws it.
+    explanation = first["explanation"]
+    assert explanation["features"] == ["value"] and len(explanation["observed"]) == 32
+    assert len(explanation["expected"]) == 32 and explanation["top_steps"]
+    drawn = run_cli(
+        "explain", first["alert_id"], "--from", str(folder / "alerts.jsonl"),
+        "--out", str(folder / "first.png"),
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    assert (folder / "first.png").stat().st_size > 5000
+    missing = run_cli("explain", "0" * 32, "--from", str(folder / "alerts.jsonl"))
+    assert missing.returncode == 2 and f"no alert {'0' * 32}" in missing.stderr
 
     for path in ("/healthz", "/readyz"):
         status = urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streamdet.io.sources.simulator import SensorSimulator
 from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon, wait_until_ready
-from tests.helpers import free_port, write_daemon_config
+from tests.helpers import free_port, run_cli, write_daemon_config
 
 pytestmark = pytest.mark.kafka
 
@@ -139,6 +139,16 @@ def test_daemon_on_kafka_alerts_dead_letters_metrics_and_restart(
     ]
     headers = reader.headers[0]
     assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == reader.alerts[0]["alert_id"]
+    # An alert explains itself, and `streamdet explain` draws it from the alert topic.
+    spike = next(a for a in reader.alerts if caught([a], expected[0]))
+    assert spike["rule"] == "percentile" and spike["severity"] > 1
+    assert len(spike["explanation"]["observed"]) == len(spike["explanation"]["expected"])
+    picture = tmp_path / "spike.png"
+    drawn = run_cli(
+        "explain", spike["alert_id"], "--from-kafka", "--config", str(config), "--out", str(picture)
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert picture.stat().st_size > 5000
 
     dlq = KafkaConsumer(
         dlq_topic,
@@ -208,7 +218,6 @@ def test_promoting_a_version_swaps_it_in_on_kafka_without_losing_a_window(
     from streamdet.config import load_config
     from streamdet.serving.lifecycle import ModelLifecycle
     from streamdet.serving.store import ModelStore
-    from tests.helpers import run_cli
 
     sensors_topic = new_topic("reload")
     alerts_topic = new_topic("reload-alerts")

@@ -148,6 +148,7 @@ def test_alert_schema_names_every_detector_and_accepts_a_real_alert_shape():
         "window_end_offset": 4,
         "feature_scores": [0.1],
         "detected_at": "2026-11-22T10:00:01.000Z",
+        "explanation": None,
     }
     jsonschema.validate(alert, schema)
     with pytest.raises(jsonschema.ValidationError):

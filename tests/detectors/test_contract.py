@@ -160,3 +160,26 @@ def test_a_detector_without_contract_cases_cannot_register():
     with _pytest.raises(ValueError, match="Untested must define contract_cases"):
         register(Untested)
     assert "untested" not in REGISTRY
+
+
+@pytest.mark.parametrize(("name", "case"), CASES, ids=IDS)
+def test_expected_values_have_the_instances_shape_and_explain_the_score(fitted, name, case):
+    """What an alert shows as expected: the instances' shape and units, and (for detectors
+    that reconstruct) closer to a normal instance than to the same instance with a spike."""
+    detector, _ = fitted[f"{name}-{case.label}"]
+    instances = np.ascontiguousarray(case.instances[:4])
+    expected = detector.expected(instances)
+    if expected is None:
+        return
+    assert expected.shape == instances.shape
+    known = np.isfinite(expected)
+    assert known.mean() > 0.5
+    spiked = instances.copy()
+    if instances.min() >= 0 and instances.max() <= 1:  # images: the pixels' range is fixed
+        spiked[..., -1, -1] = 1 - spiked[..., -1, -1]
+    else:
+        spiked[..., -1, -1] += 10 * (np.abs(instances).max() + 1)
+    spiked_expected = detector.expected(spiked)
+    normal_gap = np.abs(instances - expected)[known].mean()
+    spiked_gap = np.abs(spiked - spiked_expected)[np.isfinite(spiked_expected)].mean()
+    assert spiked_gap > normal_gap

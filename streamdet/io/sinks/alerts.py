@@ -71,6 +71,8 @@ def _finite_or_none(value: Any) -> Any:
         return None
     if isinstance(value, list):
         return [_finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
     return value
 
 
@@ -112,6 +114,78 @@ class JsonLinesAlertSink:
         except OSError as exc:  # a full disk, a closed pipe: every alert is kept and resent
             return [exc] * len(alerts)
         return [None] * len(alerts)
+
+
+def _explanation_schema() -> dict[str, Any]:
+    number = {"type": ["number", "null"]}
+    numbers = {"type": "array", "items": number}
+    return {
+        "description": "what the window held and what the model expected, bounded in size "
+        "(null if it could not be computed)",
+        "type": ["object", "null"],
+        "additionalProperties": False,
+        "required": [
+            "features",
+            "first_step",
+            "observed",
+            "expected",
+            "top_steps",
+            "top_features",
+            "error_map",
+        ],
+        "properties": {
+            "features": {
+                "description": "the value fields shown (at most 16, the most anomalous "
+                "first for rows); null for images",
+                "type": ["array", "null"],
+                "items": {"type": "string"},
+            },
+            "first_step": {
+                "description": "the window's step the observed values start at (the newest "
+                "128 steps are shown)",
+                "type": "integer",
+                "minimum": 0,
+            },
+            "observed": {
+                "description": "the window's values (steps x features) or the row's",
+                "type": ["array", "null"],
+                "items": {"oneOf": [number, numbers]},
+            },
+            "expected": {
+                "description": "what the model expected, in the same shape and units (its "
+                "reconstruction or forecast); null if the detector cannot say",
+                "type": ["array", "null"],
+                "items": {"oneOf": [number, numbers]},
+            },
+            "top_steps": {
+                "description": "the cells with the highest feature scores",
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "step": {"type": "integer"},
+                        "steps_before_end": {"type": "integer"},
+                        "feature": {"type": "string"},
+                        "score": number,
+                        "observed": number,
+                        "expected": number,
+                    },
+                },
+            },
+            "top_features": {
+                "description": "features by their share of what lifts the window above its "
+                "median cell",
+                "type": "array",
+                "items": {"type": "object", "properties": {"feature": {"type": "string"}}},
+            },
+            "error_map": {
+                "description": "images: the reconstruction error over a grid of at most 8 x 8 "
+                "cells, as shares of the total",
+                "type": ["array", "null"],
+                "items": numbers,
+            },
+        },
+    }
 
 
 def alert_schema() -> dict[str, Any]:
@@ -173,6 +247,7 @@ def alert_schema() -> dict[str, Any]:
             "description": "mean feature score per value field over the window",
         },
         "detected_at": timestamp,
+        "explanation": _explanation_schema(),
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
