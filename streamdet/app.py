@@ -129,6 +129,7 @@ class Application:
                 scores=scores,
                 observe_scores=self.metrics.observe_scores,
                 progress=progress,
+                clock_ms=self.source.clock_ms,
             )
             self.pipelines[topic.name] = pipeline
             self.checkpoint.stages.append(pipeline)

@@ -148,9 +148,11 @@ class LimitsConfig(Frozen):
     max_json_depth: int = Field(default=32, ge=2, le=1000)
     max_series_chars: int = Field(default=256, ge=1)
     max_future_ms: int | None = Field(
-        default=86_400_000,
+        default=300_000,
         ge=0,
-        description="events stamped further ahead of the wall clock: timestamp_out_of_range",
+        description="events stamped further ahead of the wall clock: timestamp_out_of_range "
+        "(accepted, one would hold back its series' later events as late until the clock "
+        "reached it)",
     )
     max_age_ms: int | None = Field(
         default=None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from streamdet.core.records import Message, Pending, Position, TopicPartition
+from streamdet.io.sources.base import wall_clock_ms
 
 
 class MemorySource:
@@ -67,6 +68,9 @@ class MemorySource:
 
     def connected(self) -> bool:
         return True
+
+    def clock_ms(self) -> int:
+        return wall_clock_ms()
 
     def close(self) -> None:
         """Nothing to release."""

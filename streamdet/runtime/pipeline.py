@@ -30,6 +30,7 @@ from streamdet.core.records import (
 from streamdet.io.sinks.alerts import build_alert
 from streamdet.io.sinks.dead_letter import DeadLetter
 from streamdet.io.sinks.scores import ScoreSink
+from streamdet.io.sources.base import wall_clock_ms
 from streamdet.runtime.explanation import explain
 from streamdet.runtime.outbox import Outbox
 from streamdet.serving.drift import ScoreDrift
@@ -61,11 +62,13 @@ class TopicPipeline:
         scores: ScoreSink | None = None,
         observe_scores: ScoresObserver = lambda topic, detector, scores, seconds: None,
         progress: Callable[[str], None] = lambda message: None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.config = topic
         self.name = topic.name
         self.lifecycle = lifecycle
         self.outbox = outbox
+        self.clock_ms = clock_ms
         shape = lifecycle.shape
         self.windows = WindowStore(
             shape.seq_len,
@@ -122,7 +125,7 @@ class TopicPipeline:
 
     def _decode(self, message: Message) -> Event | None:
         topic = self.config
-        now_ms = int(time.time() * 1000)
+        now_ms = self.clock_ms()
         try:
             if topic.kind == "image":
                 shape: Any = self.lifecycle.shape.instance_shape

@@ -139,6 +139,7 @@ def hostile_messages(count: int, seed: int) -> dict[bytes, str]:
     poison kinds, then random bytes, broken and mistyped JSON, deep nesting, and numbers or
     timestamps out of range. None of them decodes by accident (checked here)."""
     rng = random.Random(seed)
+    future_ms = int(time.time() * 1000) + 600_000
     out = [raw for raw, _ in TIMESERIES_POISON.values() if len(raw) < 900_000]
     out.append(b'{"sensor": "pump-0", "ts": 1, "pad": "' + b"x" * 200_000 + b'"}')
 
@@ -153,6 +154,9 @@ def hostile_messages(count: int, seed: int) -> dict[bytes, str]:
         lambda n: b'{"n": %d, "v": ' % n + b"[" * rng.randint(40, 3000) + b"}",
         lambda n: json.dumps(event(n, value=rng.choice([1e39, -1e300, 3.5e38]))).encode(),
         lambda n: json.dumps(event(n, ts=rng.choice([-1, 10**20, "soon", None]))).encode(),
+        # Stamped hours ahead (a producer's broken clock): accepted, one would make the
+        # series' real events late (dropped) until the wall clock caught up with it.
+        lambda n: json.dumps(event(n, ts=future_ms + rng.randint(0, 23 * 3_600_000))).encode(),
         lambda n: json.dumps(event(n, sensor="\ud800" * rng.randint(1, 3))).encode(
             "utf-8", "surrogatepass"
         ),

@@ -8,12 +8,17 @@ own every partition they deliver and answer ``assignment()`` with ``None``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from streamdet.core.records import Message, Position, TopicPartition
 
 PartitionsCallback = Callable[[set[TopicPartition]], None]
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Source(Protocol):
@@ -56,6 +61,11 @@ class Source(Protocol):
         """False while the broker cannot be reached."""
         ...
 
+    def clock_ms(self) -> int:
+        """Now, on the clock its events' timestamps are checked against
+        (``limits.max_future_ms`` / ``max_age_ms``): the wall clock for real streams."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -92,6 +102,9 @@ class OnePartitionSource:
 
     def connected(self) -> bool:
         return True
+
+    def clock_ms(self) -> int:
+        return wall_clock_ms()
 
     def close(self) -> None:
         """Nothing to release."""

@@ -32,7 +32,13 @@ from kafka.structs import TopicPartition as KafkaPartition
 
 from streamdet.config import KafkaConfig
 from streamdet.io.kafka_client import client_settings, refused_connections
-from streamdet.io.sources.base import Message, PartitionsCallback, Position, TopicPartition
+from streamdet.io.sources.base import (
+    Message,
+    PartitionsCallback,
+    Position,
+    TopicPartition,
+    wall_clock_ms,
+)
 
 METADATA_MAX_AGE_MS = 30_000
 # Broker calls made from the consume loop wait at most this long, so an outage slows the
@@ -234,6 +240,9 @@ class KafkaSource:
 
     def connected(self) -> bool:
         return self._connected
+
+    def clock_ms(self) -> int:
+        return wall_clock_ms()
 
     def close(self) -> None:
         try:

@@ -27,6 +27,8 @@ from streamdet.io.sources.base import Message, OnePartitionSource
 
 KINDS = ("spike", "level_shift", "drift", "frequency")
 DURATION = {"spike": 3, "level_shift": 40, "drift": 60, "frequency": 40}
+FIRST_MS = 1_700_000_000_000  # the first step's timestamp (2023-11-14T22:13:20Z)
+STEP_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,10 @@ class SensorSimulator:
         first_anomaly: int | None = None,
         permanent_shift_at: int | None = None,
         scales: tuple[float, ...] | None = None,
+        first_ms: int = FIRST_MS,
     ) -> None:
         self.sensors = sensors
+        self.first_ms = first_ms
         self.period = period
         self.noise = noise
         self.anomaly_every = anomaly_every
@@ -109,9 +113,14 @@ class SensorSimulator:
         return {
             "sensor": f"sensor-{sensor}",
             "step": step,
-            "ts": 1_700_000_000_000 + step * 60_000,
+            "ts": self.first_ms + step * STEP_MS,
             "value": float(f"{self.value(sensor, step, noise):.7g}"),
         }
+
+    @property
+    def clock_ms(self) -> int:
+        """The simulated time: the newest step's timestamp (a step is a simulated minute)."""
+        return self.first_ms + max(self._count - 1, 0) // self.sensors * STEP_MS
 
     def injected(self, up_to_step: int | None = None) -> list[InjectedAnomaly]:
         """Every anomaly injected so far (or before ``up_to_step``)."""
@@ -168,3 +177,9 @@ class SimulatorSource(OnePartitionSource):
             )
             self._offset += 1
         return batch
+
+    def clock_ms(self) -> int:
+        """The simulated clock, which runs far ahead of the wall clock (a step per simulated
+        minute): checked against it, the events of a long run would soon be from the
+        future."""
+        return self.simulator.clock_ms
