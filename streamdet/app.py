@@ -180,6 +180,7 @@ class Application:
         if install_signal_handlers:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        server = None
         if self._serve_metrics:
             from streamdet.runtime.http import serve
 
@@ -199,6 +200,8 @@ class Application:
             self._score(self.batcher.drain(), now)
             self.checkpoint.commit(time.monotonic(), force=True)
         finally:
+            if server is not None:
+                server.shutdown()
             for pipeline in self.pipelines.values():
                 # A training stops at its next epoch: TensorFlow must not be running in a
                 # thread when the interpreter exits (it aborts the process).

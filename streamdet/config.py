@@ -322,8 +322,15 @@ class MetricsConfig(Frozen):
     basic_auth_username: str | None = None
     basic_auth_password: SecretStr | None = None
     basic_auth_password_file: str | None = None
-    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
-    max_connections: int = Field(default=16, ge=1, le=1024)
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="deadline for a whole request and its answer"
+    )
+    max_connections: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="open connections; one more evicts the oldest still sending its request",
+    )
     series_allowlist: tuple[str, ...] = Field(
         default=(), description="series whose score is always exported as a gauge"
     )

@@ -56,23 +56,96 @@ def test_basic_auth_is_required_when_configured():
         server.shutdown()
 
 
-def test_idle_connections_cannot_exhaust_threads_and_time_out():
-    config = MetricsConfig(port=0, max_connections=4, request_timeout_s=1)
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed (or reset) ``sock``."""
+    try:
+        return sock.recv(1) == b""
+    except (TimeoutError, BlockingIOError):
+        return False
+    except OSError:
+        return True
+
+
+def test_idle_connections_cost_no_thread_and_never_lock_the_probes_out():
+    config = MetricsConfig(port=0, max_connections=4, request_timeout_s=30)
     server = serve(config, registry(), ok, ok)
     before = threading.active_count()
     idle = []
     try:
         for _ in range(200):
-            sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
-            idle.append(sock)
-        time.sleep(0.5)
-        assert threading.active_count() - before <= 4
-        time.sleep(1.5)  # the idle ones time out and free their slots
-        body = get(f"http://127.0.0.1:{server.server_port}/healthz").read()
-        assert b'"status": "ok"' in body
+            idle.append(socket.create_connection(("127.0.0.1", server.server_port), timeout=5))
+        # Each probe evicts the oldest connection still sending its request, at once.
+        for _ in range(10):
+            assert b'"status": "ok"' in get(f"http://127.0.0.1:{server.server_port}/healthz").read()
+        assert threading.active_count() == before
+        assert server.evicted >= 196
     finally:
         for sock in idle:
             sock.close()
+        server.shutdown()
+
+
+def test_a_slowloris_is_cut_off_at_the_request_deadline_while_probes_answer():
+    """Clients that send a byte every 0.2 s hold every slot: a per-read timeout would keep
+    them forever; the deadline cuts each one off, and probes answer meanwhile."""
+    config = MetricsConfig(port=0, max_connections=4, request_timeout_s=1.0)
+    server = serve(config, registry(), ok, ok)
+    url = f"http://127.0.0.1:{server.server_port}/healthz"
+    slow = [socket.create_connection(("127.0.0.1", server.server_port)) for _ in range(4)]
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+    cut_after: dict[int, float] = {}
+    started = time.monotonic()
+    try:
+        for sock in slow:
+            sock.setblocking(False)
+        byte = 0
+        while len(cut_after) < len(slow) and time.monotonic() - started < 10:
+            for k, sock in enumerate(slow):
+                if k in cut_after:
+                    continue
+                try:
+                    sock.send(request[byte : byte + 1])
+                except OSError:
+                    cut_after[k] = time.monotonic() - started
+                    continue
+                if closed_by_server(sock):
+                    cut_after[k] = time.monotonic() - started
+            byte += 1
+            probe_started = time.monotonic()
+            assert get(url).status == 200
+            assert time.monotonic() - probe_started < 0.5
+            time.sleep(0.2)
+        assert len(cut_after) == len(slow), "the slow clients were never cut off"
+        assert max(cut_after.values()) < 3.0, cut_after
+        assert server.timed_out + server.evicted >= len(slow)
+    finally:
+        for sock in slow:
+            sock.close()
+        server.shutdown()
+
+
+def test_methods_heads_and_paths():
+    server = serve(MetricsConfig(port=0), registry(), ok, lambda: (False, "no model yet"))
+    port = server.server_port
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(f"http://127.0.0.1:{port}/readyz")
+        assert info.value.code == 503 and b"no model yet" in info.value.read()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            get(f"http://127.0.0.1:{port}/nothing")
+        assert info.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{port}/metrics", data=b"x"), timeout=5
+            )
+        assert info.value.code == 405
+        head = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as answer:
+            assert answer.status == 200 and answer.read() == b""
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X-Big: " + b"b" * 20_000 + b"\r\n\r\n")
+            assert sock.recv(100) == b""  # a head over 16 KiB is refused
+    finally:
         server.shutdown()
 
 
