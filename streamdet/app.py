@@ -17,6 +17,7 @@ ends the loop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
@@ -35,6 +36,7 @@ from streamdet.io.sinks.base import Sink
 from streamdet.io.sinks.scores import ScoreSink
 from streamdet.io.sources.base import Source
 from streamdet.runtime.checkpoint import Checkpoint
+from streamdet.runtime.feedback import FeedbackBook
 from streamdet.runtime.metrics import Metrics, SeriesScoreExporter
 from streamdet.runtime.outbox import Outbox, Outgoing
 from streamdet.runtime.pipeline import TopicPipeline
@@ -93,6 +95,13 @@ class Application:
             self.metrics, config.metrics.series_allowlist, config.metrics.top_k_series
         )
         self.alerts_delivered: dict[str, int] = {}
+        feedback = config.feedback
+        self.feedback = FeedbackBook(
+            feedback.margin,
+            feedback.max_severity_bar,
+            Path(config.models.store) / "feedback.json" if feedback.topic else None,
+            feedback.max_verdicts,
+        )
         self.outbox = Outbox(
             self.io.alert_sinks,
             self.io.dead_letter_sinks,
@@ -130,6 +139,9 @@ class Application:
                 observe_scores=self.metrics.observe_scores,
                 progress=progress,
                 clock_ms=self.source.clock_ms,
+                raised=self.feedback.remember,
+                episode=functools.partial(self.feedback.extend, topic.name),
+                severity_bars=self.feedback.bars(topic.name),
             )
             self.pipelines[topic.name] = pipeline
             self.checkpoint.stages.append(pipeline)
@@ -160,6 +172,7 @@ class Application:
             built.alert_sinks if alert_sinks is None else alert_sinks,
             built.dead_letter_sinks if dead_letter_sinks is None else dead_letter_sinks,
             built.closers,
+            built.feedback,
         )
 
     @property
@@ -189,6 +202,13 @@ class Application:
             self.progress(
                 f"metrics at {scheme}://{self.config.metrics.host}:{server.server_port}/metrics "
                 "(and /healthz, /readyz)"
+            )
+        if self.io.feedback is not None:
+            given = self.io.feedback.catch_up(deadline_s=15.0)
+            applied = [self.feedback.apply(message) for message in given]
+            self.progress(
+                f"feedback: {sum(a is not None for a in applied)} verdict(s) read from "
+                f"{self.config.feedback.topic}"
             )
         try:
             while not self._stop:
@@ -223,6 +243,9 @@ class Application:
         and commit, report."""
         self._last_loop = time.monotonic()
         messages = self.source.poll(self.config.batching.poll_timeout_ms)
+        if self.io.feedback is not None:
+            for verdict in self.io.feedback.poll(0):
+                self.feedback.apply(verdict)
         self._apply_rebalances()
         now = time.monotonic()
         for message in messages:

@@ -299,6 +299,28 @@ class AlertsConfig(Frozen):
     stdout: bool = Field(default=True, description="also print each alert as a JSON line")
 
 
+class FeedbackConfig(Frozen):
+    """Operators' verdicts on alerts (see README, "Teaching the daemon back")."""
+
+    topic: str | None = Field(
+        default=None,
+        description="the feedback topic (Kafka only; compacted, keyed by alert_id); "
+        "null: no feedback",
+    )
+    margin: float = Field(
+        default=0.25,
+        ge=0,
+        le=10,
+        description="after a false alarm, the series alerts only from its severity x (1 + margin)",
+    )
+    max_severity_bar: float = Field(
+        default=10.0, gt=1, description="the highest a series' severity bar can be raised to"
+    )
+    max_verdicts: int = Field(
+        default=100_000, ge=1, description="verdicts kept (the oldest are forgotten first)"
+    )
+
+
 class DeadLetterConfig(Frozen):
     topic: str = "streamdet-dlq"
     file: str | None = Field(default=None, description="embedded mode: append dead letters here")
@@ -420,6 +442,7 @@ class StreamdetConfig(Frozen):
     topics: tuple[TopicConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
     dead_letter: DeadLetterConfig = DeadLetterConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
     metrics: MetricsConfig = MetricsConfig()
     models: ModelsConfig = ModelsConfig()
     batching: BatchingConfig = BatchingConfig()
@@ -430,6 +453,15 @@ class StreamdetConfig(Frozen):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"topic names must be unique; repeated: {', '.join(duplicates)}")
+        feedback = self.feedback.topic
+        if feedback is not None:
+            if not self.kafka.bootstrap_servers:
+                raise ValueError("feedback.topic needs kafka.bootstrap_servers (Kafka only)")
+            if feedback in names or feedback in (self.alerts.topic, self.dead_letter.topic):
+                raise ValueError(
+                    f"feedback.topic {feedback!r} must differ from the data, alert and "
+                    "dead-letter topics"
+                )
         return self
 
 

@@ -150,6 +150,14 @@ def detector() -> dict:
     lay.add("Alerts /s (after the per-series cooldown)", [(f"sum by (topic) (rate(streamdet_alerts_total{{{TD}}}[{R}]))", "{{topic}}")],
             unit="ops", width=12)
     lay.add("Series tracked", [(f"streamdet_series_tracked{{{T}}}", "{{topic}}")], unit="short", width=12)
+    lay.add("Operator verdicts in the last hour", [(f"sum by (topic, verdict) (increase(streamdet_feedback_total{{{T}}}[1h]))", "{{topic}} {{verdict}}")],
+            unit="short", width=8, description="Verdicts published to the feedback topic: false_alarm, confirmed, retract.")
+    lay.add("Precision from feedback", [(f"streamdet_feedback_precision{{{T}}}", "{{topic}}")],
+            unit="percentunit", width=8, description="Confirmed / (confirmed + false alarms) among the verdicts kept.")
+    lay.add("Held back by operators' verdicts", [
+        (f"sum by (topic) (streamdet_feedback_raised_series{{{T}}})", "{{topic}} series with a raised bar"),
+        (f"sum by (topic) (rate(streamdet_alerts_held_by_feedback_total{{{T}}}[{R}]))", "{{topic}} windows held /s"),
+    ], unit="short", width=8, description="After a false_alarm verdict a series alerts only above its raised severity bar.")
     annotations = [{
         "name": "Anomaly alerts", "enable": True, "iconColor": "red", "datasource": DS,
         "expr": f"sum by (topic) (changes(streamdet_alerts_total{{{TD}}}[1m])) > 0",

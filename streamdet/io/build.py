@@ -4,7 +4,7 @@ are configured, else the embedded simulator with alerts on stdout and in a file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamdet.config import StreamdetConfig
 from streamdet.io.sinks.alerts import JsonLinesAlertSink
@@ -12,6 +12,9 @@ from streamdet.io.sinks.base import Sink
 from streamdet.io.sinks.dead_letter import JsonLinesDeadLetterSink
 from streamdet.io.sources.base import Source
 from streamdet.io.sources.simulator import SensorSimulator, SimulatorSource
+
+if TYPE_CHECKING:
+    from streamdet.io.sources.feedback import FeedbackSource
 
 
 @dataclass
@@ -21,6 +24,8 @@ class IO:
     dead_letter_sinks: list[Sink[Any]]
     # Closed when the daemon stops (the Kafka producers).
     closers: list[Any] = field(default_factory=list)
+    # Operators' verdicts on alerts, when a feedback topic is configured.
+    feedback: FeedbackSource | None = None
 
     def close(self) -> None:
         for closer in self.closers:
@@ -37,8 +42,15 @@ def build_io(config: StreamdetConfig) -> IO:
         with refused_connections(config.kafka):
             producer = make_producer(config.kafka)
             letters = make_producer(config.kafka, idempotent=False)
+        closers = [lambda: producer.close(timeout=5), lambda: letters.close(timeout=5)]
+        feedback = None
         try:
             source = KafkaSource(config.kafka, [t.name for t in config.topics])
+            if config.feedback.topic:
+                from streamdet.io.sources.feedback import FeedbackSource
+
+                feedback = FeedbackSource(config.kafka, config.feedback.topic)
+                closers.append(feedback.close)
         except Exception:
             producer.close(timeout=1)
             letters.close(timeout=1)
@@ -47,7 +59,8 @@ def build_io(config: StreamdetConfig) -> IO:
             source,
             [KafkaAlertSink(producer, config.alerts.topic), printed],
             [KafkaDeadLetterSink(letters, config.dead_letter.topic, config.dead_letter.max_bytes)],
-            [lambda: producer.close(timeout=5), lambda: letters.close(timeout=5)],
+            closers,
+            feedback,
         )
     sim = config.simulator
     first = config.topics[0]

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamdet.runtime.feedback import VERDICTS
 from streamdet.serving.lifecycle import TRAINING_OUTCOMES
 from streamdet.stream.decode import REASONS
 
@@ -104,6 +105,48 @@ class DaemonCollector(Collector):
 
     def __init__(self, app: Application) -> None:
         self.app = app
+
+    @staticmethod
+    def _feedback(app: Application) -> Iterator[Metric]:
+        book = app.feedback
+        verdicts = _counter(
+            "streamdet_feedback",
+            "Operators' verdicts applied (a verdict delivered again is not counted again).",
+            ["topic", "verdict"],
+        )
+        precision = _gauge(
+            "streamdet_feedback_precision",
+            "Confirmed / (confirmed + false alarms) among the verdicts kept for the topic.",
+            ["topic"],
+        )
+        raised = _gauge(
+            "streamdet_feedback_raised_series",
+            "Series whose severity bar false-alarm verdicts raised above 1.",
+            ["topic"],
+        )
+        held = _counter(
+            "streamdet_alerts_held_by_feedback",
+            "Flagged windows below their series' severity bar: not alerted.",
+            ["topic"],
+        )
+        refused = _counter(
+            "streamdet_feedback_refused",
+            "Feedback messages refused (malformed, or naming an alert this process cannot "
+            "resolve; logged with topic and offset).",
+            [],
+        )
+        applied = dict(_stable(lambda: book.applied.items()))
+        for pipeline in app.pipelines.values():
+            topic = pipeline.name
+            for verdict in VERDICTS:
+                verdicts.add_metric([topic, verdict], applied.get((topic, verdict), 0))
+            share = _stable(lambda topic=topic: [book.precision(topic)])
+            if share and share[0] is not None:
+                precision.add_metric([topic], share[0])
+            raised.add_metric([topic], len(book.bars(topic)))
+            held.add_metric([topic], pipeline.held_by_feedback)
+        refused.add_metric([], book.invalid)
+        yield from (verdicts, precision, raised, held, refused)
 
     def collect(self) -> Iterator[Metric]:
         app = self.app
@@ -220,6 +263,7 @@ class DaemonCollector(Collector):
         yield from (events, invalid, late, windows, alerts, rebuilt, threshold, ready, info)
         yield from (drift, trainings, training_events, series, evicted, backlog)
         yield from (failures, refused, reloads)
+        yield from self._feedback(app)
 
         lag = _gauge(
             "streamdet_consumer_lag_messages",

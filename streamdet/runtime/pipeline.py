@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -63,12 +63,18 @@ class TopicPipeline:
         observe_scores: ScoresObserver = lambda topic, detector, scores, seconds: None,
         progress: Callable[[str], None] = lambda message: None,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        raised: Callable[[dict[str, Any]], None] = lambda alert: None,
+        episode: Callable[[str, float], None] = lambda series, severity: None,
+        severity_bars: Mapping[str, float] | None = None,
     ) -> None:
         self.config = topic
         self.name = topic.name
         self.lifecycle = lifecycle
         self.outbox = outbox
         self.clock_ms = clock_ms
+        self.raised = raised
+        self.episode = episode
+        self.held_by_feedback = 0
         shape = lifecycle.shape
         self.windows = WindowStore(
             shape.seq_len,
@@ -79,6 +85,8 @@ class TopicPipeline:
             topic.max_series,
         )
         self.policy = DecisionPolicy(topic.threshold, cooldown_ms, topic.max_series)
+        if severity_bars is not None:
+            self.policy.severity_bars = severity_bars
         self.drift = ScoreDrift(topic.drift_window, min(200, topic.drift_window))
         self.max_backlog_bytes = max_backlog_bytes
         self._already_scored = already_scored
@@ -221,14 +229,19 @@ class TopicPipeline:
             thresholds.append(decision.threshold)
             if self.scores is not None:
                 self.scores.record(result)
-            if decision.flagged:
+            if decision.held_by_feedback:
+                self.held_by_feedback += 1
+            elif decision.flagged:
                 # Flagged windows (alerted, or held back by the cooldown) are never learnt.
                 self.lifecycle.exclude(window.series, window.start_ts_ms, window.end_ts_ms)
             if decision.alert:
                 self.alerts_raised += 1
                 alert = build_alert(result, bundle.name, bundle.model_version)
                 alert["explanation"] = self._explain(result)
+                self.raised(alert)
                 self.outbox.add_alert(alert, window)
+            elif decision.flagged and not decision.held_by_feedback:
+                self.episode(window.series, decision.severity)  # held by the cooldown
         self.windows_scored += len(scored)
         finite = [t for t in thresholds if np.isfinite(t)]
         if finite:

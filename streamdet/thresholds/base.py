@@ -44,6 +44,9 @@ class Decision:
     threshold: float
     rule: str
     alert: bool = False
+    # Flagged, but below the series' severity bar raised by operators' false-alarm verdicts:
+    # no alert, and (the operator said it is normal) learnt by the next retraining.
+    held_by_feedback: bool = False
 
     def alerted(self, alert: bool) -> Decision:
         return replace(self, alert=alert)

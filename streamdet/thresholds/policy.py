@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -89,6 +90,8 @@ class DecisionPolicy:
         self._learning: BoundedMap[list[float]] = BoundedMap(max_series)
         self._calibration = Calibration()
         self._template: ThresholdRule | None = None
+        # series -> severity bar from operators' verdicts (the feedback book's live dict).
+        self.severity_bars: Mapping[str, float] = {}
 
     @property
     def name(self) -> str:
@@ -143,11 +146,13 @@ class DecisionPolicy:
         return Decision(False, 0.0, math.nan, self.name)
 
     def decide(self, series: str, score: float, end_ts_ms: int) -> Decision:
-        """The window's decision: flagged by the rule, and alerting unless the cooldown
-        holds it back."""
+        """The window's decision: flagged by the rule, and alerting unless the series'
+        severity bar (operators' false-alarm verdicts) or the cooldown holds it back."""
         decision = self.judge(series, score)
         if not decision.flagged:
             return decision
+        if decision.severity < self.severity_bars.get(series, 1.0):
+            return replace(decision, held_by_feedback=True)
         return decision.alerted(self.cooldown.admit(series, end_ts_ms))
 
     def forget(self, series: str) -> None:

@@ -107,7 +107,8 @@ def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **
             **kw.get("kafka", {}),
         },
         "topics": topics,
-        "alerts": {"topic": kw["alerts"], "cooldown_s": 0, "file": None},
+        "alerts": {"topic": kw["alerts"], "cooldown_s": kw.get("cooldown_s", 0), "file": None},
+        **({"feedback": kw["feedback"]} if "feedback" in kw else {}),
         "dead_letter": {"topic": kw["dlq"]},
         "metrics": {"port": port},
         "models": {"store": str(folder / "models")},
@@ -470,3 +471,78 @@ def test_group_lag_is_zero_at_rest_and_a_restart_still_rebuilds_every_window(
     assert metric(metrics, scored) == 4000
     assert metric(metrics, f'streamdet_windows_rebuilt_total{{topic="{topic}"}}') == 0
     assert committed_of(kafka_bootstrap, topic)[0] == 0
+
+
+def excursions(steps: range, spikes: dict[int, float], rng: random.Random) -> list:
+    """The normal stream of both sensors, with pump-0 lifted by ``spikes[step]`` at a step."""
+    out = []
+    for step in steps:
+        for i, sensor in enumerate(SENSORS):
+            lift = spikes.get(step, 0.0) if i == 0 else 0.0
+            event = {"sensor": sensor, "ts": BASE_MS + step * STEP_MS}
+            event["value"] = round(value(i, step, set(), rng) + lift, 5)
+            out.append((sensor.encode(), json.dumps(event).encode()))
+    return out
+
+
+def on_pump0(alerts: list[dict]) -> list[dict]:
+    return [a for a in alerts if a["series"] == "pump-0"]
+
+
+def test_a_false_alarm_verdict_silences_the_same_excursion_but_not_a_larger_one(
+    kafka_bootstrap, new_topic, tmp_path, trained_model
+):
+    """An operator answers an alert with false_alarm on the feedback topic: the series' next
+    identical excursion does not page, a larger one still does; the verdict is kept."""
+    topic, alerts, dlq, feedback = (new_topic(n) for n in ("fb", "alerts", "dlq", "feedback"))
+    port = free_port()
+    config = daemon_config(
+        tmp_path, kafka_bootstrap, topic, trained_model, port=port, alerts=alerts, dlq=dlq,
+        cooldown_s=30 * STEP_MS / 1000, feedback={"topic": feedback},
+    )  # fmt: skip
+    rng = random.Random(5)
+    # The same lift at the same phase of the daily cycle (period 24 steps), then 3x as high.
+    first, same, larger, lift = 200, 200 + 24 * 10, 200 + 24 * 15, 1.5
+    produce(kafka_bootstrap, topic, excursions(range(300), {first: lift}, rng))
+    reader = AlertReader(kafka_bootstrap, alerts)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log)
+    try:
+        reader.wait_for(lambda got: caught(on_pump0(got), first), 240, daemon, log)
+        alarm = next(a for a in on_pump0(reader.alerts) if caught([a], first))
+        verdict = {"alert_id": alarm["alert_id"], "verdict": "false_alarm", "note": "valve test"}
+        produce(kafka_bootstrap, feedback, [(b"verdict", json.dumps(verdict).encode())])
+        url = f"http://127.0.0.1:{port}/metrics"
+        raised = f'streamdet_feedback_raised_series{{topic="{topic}"}}'
+        deadline = time.time() + 60
+        while metric(urllib.request.urlopen(url).read().decode(), raised) != 1.0:
+            assert time.time() < deadline and daemon.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.3)
+        produce(
+            kafka_bootstrap, topic,
+            excursions(range(300, 600), {same: lift, larger: 3 * lift}, rng),
+        )  # fmt: skip
+        reader.wait_for(lambda got: caught(on_pump0(got), larger), 240, daemon, log)
+        text = urllib.request.urlopen(url).read().decode()
+        assert stop_daemon(daemon) < 10
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        reader.close()
+    assert not caught(on_pump0(reader.alerts), same), on_pump0(reader.alerts)
+    # The rule did flag the same lift again (no cooldown could hold it 240 steps later):
+    # the bar, not the rule, kept it from paging.
+    held = metric(text, f'streamdet_alerts_held_by_feedback_total{{topic="{topic}"}}')
+    assert held >= 1
+    assert metric(text, f'streamdet_feedback_total{{topic="{topic}",verdict="false_alarm"}}') == 1
+    assert metric(text, f'streamdet_feedback_precision{{topic="{topic}"}}') == 0.0
+    kept = json.loads((tmp_path / "models" / "feedback.json").read_text())["verdicts"]
+    assert kept[alarm["alert_id"]]["verdict"] == "false_alarm"
+    assert kept[alarm["alert_id"]]["series"] == "pump-0"
+    assert kept[alarm["alert_id"]]["severity"] >= alarm["severity"]
+    print(
+        f"RELIABILITY feedback: alert severity {alarm['severity']:.3g} (excursion peak "
+        f"{kept[alarm['alert_id']]['severity']:.3g}) judged false_alarm; the same lift at step "
+        f"{same}: no alert ({held:.0f} flagged window(s) held by the bar); 3x the lift at step "
+        f"{larger}: alerted"
+    )

@@ -104,6 +104,7 @@ def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_t
     promtool = tool("promtool")
     prometheus_bin = tool("prometheus")
     topic = new_topic("obs", partitions=2)
+    feedback = new_topic("obs-feedback")
     metrics_port, prom_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -124,6 +125,7 @@ def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_t
                 ],
                 "alerts": {"topic": new_topic("obs-alerts"), "cooldown_s": 600, "file": None},
                 "dead_letter": {"topic": new_topic("obs-dlq")},
+                "feedback": {"topic": feedback},
                 "metrics": {"port": metrics_port},
                 "models": {"store": str(tmp_path / "models")},
             }
@@ -149,6 +151,9 @@ def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_t
 
     def feed() -> None:
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        verdict = {"alert_id": "obs-1", "verdict": "confirmed", "note": "seen on site"}
+        alert_fields = {"topic": topic, "series": "sensor-1", "severity": 3.0}
+        producer.send(feedback, key=b"obs-1", value=json.dumps(verdict | alert_fields).encode())
         sent = 0
         while not stop.is_set():
             for _ in range(100):
