@@ -95,6 +95,7 @@ class Application:
             self.metrics, config.metrics.series_allowlist, config.metrics.top_k_series
         )
         self.alerts_delivered: dict[str, int] = {}
+        self.outbox_full = False
         feedback = config.feedback
         self.feedback = FeedbackBook(
             feedback.margin,
@@ -259,6 +260,7 @@ class Application:
         if self.synchronous or self.batcher.due(time.monotonic()):
             self._score(self.batcher.drain(), now)
         self.checkpoint.commit(time.monotonic())
+        self._bound_outbox()
         self._report()
 
     def _tend(self, now: float, drain: bool) -> None:
@@ -267,6 +269,8 @@ class Application:
             self._next_store_check = now + self.config.models.reload_interval_s
         # Backlogs are released in slices, so the loop keeps polling and honours SIGTERM.
         budget = None if drain or self.synchronous else 4 * self.config.batching.max_batch
+        if self.outbox_full:  # the sinks are behind: no new verdicts until they catch up
+            budget = 0
         for pipeline in self.pipelines.values():
             for window in pipeline.tend(now, check_store, budget):
                 self.batcher.add(window, now)
@@ -291,17 +295,40 @@ class Application:
             topic = item.key[0]
             self.alerts_delivered[topic] = self.alerts_delivered.get(topic, 0) + 1
 
-    def _settled(self, windows: list[Window], now: float) -> None:
+    def _settled(self, received_at: list[float], now: float) -> None:
         """Every scored window's verdict is durable: observe its end-to-end latency."""
-        for window in windows:
-            self.metrics.e2e_latency.observe(now - window.received_at)
+        for received in received_at:
+            self.metrics.e2e_latency.observe(now - received)
 
     def _pause(self, topic: str, paused: bool) -> None:
+        """A pipeline's backlog asks to pause or resume its topic."""
+        self._set_flow(topic)
+
+    def _set_flow(self, topic: str) -> None:
+        """Fetch ``topic`` unless its backlog is full or the outbox holds too much."""
+        hold = self.pipelines[topic].paused or self.outbox_full
         partitions = {key for key in self.checkpoint.partitions() if key[0] == topic}
         assignment = self.source.assignment()
         if assignment is not None:
             partitions |= {key for key in assignment if key[0] == topic}
-        (self.source.pause if paused else self.source.resume)(partitions)
+        (self.source.pause if hold else self.source.resume)(partitions)
+
+    def _bound_outbox(self) -> None:
+        """Back-pressure from the sinks: past ``batching.max_undelivered`` alerts and dead
+        letters waiting for a sink, every topic pauses until half of them are out (a
+        lasting sink failure must not grow memory, or pile up a replay, without bound)."""
+        limit = self.config.batching.max_undelivered
+        waiting = len(self.outbox)
+        full = waiting > (limit // 2 if self.outbox_full else limit)
+        if full == self.outbox_full:
+            return
+        self.outbox_full = full
+        self.progress(
+            f"{waiting} alert(s) and dead letter(s) undelivered: "
+            + ("pausing consumption until half are out" if full else "resuming consumption")
+        )
+        for topic in self.pipelines:
+            self._set_flow(topic)
 
     def _all_partitions_seen(self, topic: str) -> bool:
         """True when every partition of ``topic`` assigned to us has delivered data."""

@@ -396,6 +396,12 @@ class BatchingConfig(Frozen):
         ge=1024,
         description="windows waiting for a model; beyond it the topic's partitions pause",
     )
+    max_undelivered: int = Field(
+        default=10_000,
+        ge=1,
+        description="alerts and dead letters waiting for a sink; beyond it every topic "
+        "pauses until half of them are delivered",
+    )
     max_replay_lag: int = Field(
         default=1_000_000,
         ge=1,

@@ -298,6 +298,21 @@ class DaemonCollector(Collector):
             [],
         )
         dead.add_metric([], app.outbox.failures["dead_letter"])
+        undelivered = _gauge(
+            "streamdet_outbox_undelivered",
+            "Alerts and dead letters waiting for a sink (past batching.max_undelivered every "
+            "topic pauses).",
+            ["kind"],
+        )
+        kinds = [item.kind for item in _stable(lambda: list(app.outbox.items))]
+        for kind in ("alert", "dead_letter"):
+            undelivered.add_metric([kind], kinds.count(kind))
+        held = _gauge(
+            "streamdet_outbox_backpressure",
+            "1 while consumption is paused because too much is undelivered.",
+            [],
+        )
+        held.add_metric([], 1.0 if app.outbox_full else 0.0)
         last_commit = _gauge(
             "streamdet_last_commit_timestamp_seconds",
             "Unix time of the last offset commit that succeeded.",
@@ -305,7 +320,7 @@ class DaemonCollector(Collector):
         )
         if app.checkpoint.last_success is not None:
             last_commit.add_metric([], app.checkpoint.last_success)
-        yield from (lag, broker, commits, publish, dead, last_commit)
+        yield from (lag, broker, commits, publish, dead, last_commit, undelivered, held)
 
 
 class SeriesScoreExporter:

@@ -58,7 +58,7 @@ class Outbox:
         backoff: Backoff | None = None,
         on_delivered: Callable[[Outgoing], None] = lambda item: None,
         on_failure: Callable[[Outgoing, Exception], None] = lambda item, exc: None,
-        on_settled: Callable[[list[Window], float], None] = lambda windows, now: None,
+        on_settled: Callable[[list[float], float], None] = lambda received_at, now: None,
     ) -> None:
         self.sinks = {"alert": list(alert_sinks), "dead_letter": list(dead_letter_sinks)}
         self.backoff = backoff or Backoff(0.5, 30.0)
@@ -66,12 +66,17 @@ class Outbox:
         self.on_failure = on_failure
         self.on_settled = on_settled
         self._items: list[Outgoing] = []
-        self._settling: list[Window] = []
+        self._settling: list[float] = []  # when each scored window's last event arrived
         self.delivered = {"alert": 0, "dead_letter": 0}
         self.failures = {"alert": 0, "dead_letter": 0}
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def items(self) -> list[Outgoing]:
+        """What is not delivered to every sink yet, oldest first."""
+        return self._items
 
     def _add(self, item: Outgoing) -> None:
         item.waiting = {sink.name for sink in self.sinks[item.kind]}
@@ -90,7 +95,7 @@ class Outbox:
 
     def track(self, windows: Sequence[Window]) -> None:
         """Scored windows whose verdict is final once everything before them is out."""
-        self._settling.extend(windows)
+        self._settling.extend(window.received_at for window in windows)
 
     def pending(self) -> Pending:
         """Per partition, the lowest offsets of what is not delivered to every sink."""
