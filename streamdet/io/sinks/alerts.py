@@ -76,16 +76,34 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def cloudevent_headers(alert: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """CloudEvents binary-mode attributes for the Kafka protocol binding."""
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_type", CE_TYPE.encode()),
-        ("ce_source", f"streamdet/{alert['topic']}".encode()),
-        ("ce_id", alert["alert_id"].encode()),
-        ("ce_time", alert["detected_at"].encode()),
-        ("content-type", b"application/json"),
-    ]
+def kafka_record(alert: dict[str, Any]) -> dict[str, Any]:
+    """The alert as a Kafka record in CloudEvents binary content mode (the CloudEvents SDK's
+    Kafka protocol binding): ``ce_*`` headers, the alert's JSON as the value, keyed by its
+    series (the event's ``partitionkey``).
+
+    >>> record = kafka_record({"alert_id": "ab12", "topic": "plant", "series": "pump-3",
+    ...                        "detected_at": "2026-12-02T03:00:00.000Z", "score": 1.0})
+    >>> record["key"], dict(record["headers"])["ce_id"], dict(record["headers"])["ce_type"]
+    (b'pump-3', b'ab12', b'io.streamdet.alert.v1')
+    """
+    from cloudevents.http import CloudEvent
+    from cloudevents.kafka import to_binary
+
+    event = CloudEvent(
+        {
+            "specversion": "1.0",
+            "type": CE_TYPE,
+            "source": f"streamdet/{alert['topic']}",
+            "id": alert["alert_id"],
+            "time": alert["detected_at"],
+            "datacontenttype": "application/json",
+            "partitionkey": alert["series"],
+        },
+        alert,
+    )
+    message = to_binary(event, data_marshaller=lambda data: alert_json(data).encode())
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    return {"key": key, "value": message.value, "headers": list(message.headers.items())}
 
 
 class JsonLinesAlertSink:

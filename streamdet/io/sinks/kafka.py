@@ -11,7 +11,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamdet.config import KafkaConfig
 from streamdet.io.kafka_client import client_settings
-from streamdet.io.sinks.alerts import alert_json, cloudevent_headers
+from streamdet.io.sinks.alerts import kafka_record
 from streamdet.io.sinks.dead_letter import DeadLetter
 
 
@@ -82,14 +82,7 @@ class KafkaAlertSink:
         self.timeout_s = timeout_s
 
     def deliver(self, alerts: Sequence[dict[str, Any]]) -> list[Exception | None]:
-        records = [
-            {
-                "key": alert["series"].encode(),
-                "value": alert_json(alert).encode(),
-                "headers": cloudevent_headers(alert),
-            }
-            for alert in alerts
-        ]
+        records = [kafka_record(alert) for alert in alerts]
         return _send_all(self.producer, self.topic, records, self.timeout_s)
 
 
