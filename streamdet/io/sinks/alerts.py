@@ -85,6 +85,11 @@ def kafka_record(alert: dict[str, Any]) -> dict[str, Any]:
     ...                        "detected_at": "2026-12-02T03:00:00.000Z", "score": 1.0})
     >>> record["key"], dict(record["headers"])["ce_id"], dict(record["headers"])["ce_type"]
     (b'pump-3', b'ab12', b'io.streamdet.alert.v1')
+    >>> from cloudevents.kafka import KafkaMessage, from_binary
+    >>> read = KafkaMessage(dict(record["headers"]), record["key"], record["value"])
+    >>> event = from_binary(read, data_unmarshaller=json.loads)
+    >>> event["source"], event.data["series"]
+    ('streamdet/plant', 'pump-3')
     """
     from cloudevents.http import CloudEvent
     from cloudevents.kafka import to_binary
