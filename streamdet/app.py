@@ -44,6 +44,7 @@ from streamdet.serving.lifecycle import ModelLifecycle
 from streamdet.stream.batcher import WindowBatcher
 
 log = logging.getLogger("streamdet.app")
+RECENT_ALERTS = 20  # the latest alerts shown on the Detector dashboard
 
 
 def n_features(topic: Any) -> int:
@@ -96,6 +97,7 @@ class Application:
         )
         self.alerts_delivered: dict[str, int] = {}
         self.outbox_full = False
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
         feedback = config.feedback
         self.feedback = FeedbackBook(
             feedback.margin,
@@ -294,6 +296,7 @@ class Application:
         if item.kind == "alert":
             topic = item.key[0]
             self.alerts_delivered[topic] = self.alerts_delivered.get(topic, 0) + 1
+            self.recent_alerts.append(item.record)
 
     def _settled(self, received_at: list[float], now: float) -> None:
         """Every scored window's verdict is durable: observe its end-to-end latency."""

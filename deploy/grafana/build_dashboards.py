@@ -150,6 +150,10 @@ def detector() -> dict:
     lay.add("Alerts /s (after the per-series cooldown)", [(f"sum by (topic) (rate(streamdet_alerts_total{{{TD}}}[{R}]))", "{{topic}}")],
             unit="ops", width=12)
     lay.add("Series tracked", [(f"streamdet_series_tracked{{{T}}}", "{{topic}}")], unit="short", width=12)
+    lay.add("Latest alerts", [(f"streamdet_recent_alert_severity{{{T}}}", "")], kind="table", width=24, height=8,
+            instant=True, description="The last 20 alerts delivered: series, rule, window end, the feature that "
+                                      "contributed most, and the severity (1 = the rule's threshold). "
+                                      "`streamdet explain ALERT_ID` draws one.")
     lay.add("Operator verdicts in the last hour", [(f"sum by (topic, verdict) (increase(streamdet_feedback_total{{{T}}}[1h]))", "{{topic}} {{verdict}}")],
             unit="short", width=8, description="Verdicts published to the feedback topic: false_alarm, confirmed, retract.")
     lay.add("Precision from feedback", [(f"streamdet_feedback_precision{{{T}}}", "{{topic}}")],

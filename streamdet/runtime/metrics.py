@@ -321,6 +321,32 @@ class DaemonCollector(Collector):
         if app.checkpoint.last_success is not None:
             last_commit.add_metric([], app.checkpoint.last_success)
         yield from (lag, broker, commits, publish, dead, last_commit, undelivered, held)
+        yield self._recent_alerts(app)
+
+    @staticmethod
+    def _recent_alerts(app: Application) -> Metric:
+        """The latest delivered alerts (a bounded few), for the dashboard's table."""
+        recent = _gauge(
+            "streamdet_recent_alert_severity",
+            "Severity of each of the latest alerts delivered (at most 20), with its series, "
+            "rule, window end and the feature that contributed most.",
+            ["topic", "series", "rule", "window_end", "top_feature"],
+        )
+        for alert in _stable(lambda: list(app.recent_alerts)):
+            explanation = alert.get("explanation") or {}
+            top = explanation.get("top_features") or [{}]
+            severity = alert.get("severity")
+            recent.add_metric(
+                [
+                    alert["topic"],
+                    alert["series"],
+                    str(alert.get("rule")),
+                    alert["window_end"],
+                    str(top[0].get("feature", "")),
+                ],
+                float("nan") if severity is None else float(severity),
+            )
+        return recent
 
 
 class SeriesScoreExporter:
