@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Write the streamdet Grafana dashboards (classic JSON schema) into ./dashboards.
+"""Write the streamdet Grafana dashboards into ./dashboards, built with Grafana's own
+dashboards-as-code SDK (grafana-foundation-sdk).
 
-The dashboards are generated so that every panel uses the datasource template variable and
-the topic/detector variables the same way. Run after editing; a test fails when the JSON
-in the repository differs from what this script writes.
+Every panel uses the datasource template variable and the topic/detector variables the same
+way. Run after editing; a test fails when the JSON in the repository differs from what this
+script writes.
 
     python deploy/grafana/build_dashboards.py
 """
@@ -13,38 +14,51 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DS = {"type": "prometheus", "uid": "${datasource}"}
+from grafana_foundation_sdk.builders import dashboard as board
+from grafana_foundation_sdk.builders import heatmap, prometheus, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardLinkType,
+    DataSourceRef,
+    GridPos,
+    VariableHide,
+    VariableRefresh,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 T = 'topic=~"$topic"'
 TD = 'topic=~"$topic", detector=~"$detector"'
 R = "$__rate_interval"
+PANELS = {"timeseries": timeseries.Panel, "table": table.Panel, "heatmap": heatmap.Panel}
 
 
-def variables(with_detector: bool) -> dict:
-    items = [
-        {"name": "datasource", "label": "Data source", "type": "datasource",
-         "query": "prometheus", "current": {}, "hide": 0},
-        {"name": "topic", "label": "Topic", "type": "query", "datasource": DS,
-         "query": {"query": "label_values(streamdet_events_consumed_total, topic)",
-                   "refId": "topic"},
-         "definition": "label_values(streamdet_events_consumed_total, topic)",
-         "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "current": {}},
-    ]
+def variables(with_detector: bool) -> list[board.DatasourceVariable | board.QueryVariable]:
+    def query_variable(name: str, label: str, query: str) -> board.QueryVariable:
+        return (
+            board.QueryVariable(name).label(label).datasource(DS).query(query)
+            .include_all(True).multi(True).all_value(".*")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        )  # fmt: skip
+
+    items: list[board.DatasourceVariable | board.QueryVariable] = [
+        board.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        .hide(VariableHide.DONT_HIDE),
+        query_variable("topic", "Topic", "label_values(streamdet_events_consumed_total, topic)"),
+    ]  # fmt: skip
     if with_detector:
-        items.append(
-            {"name": "detector", "label": "Detector", "type": "query", "datasource": DS,
-             "query": {"query": f"label_values(streamdet_windows_scored_total{{{T}}}, detector)",
-                       "refId": "detector"},
-             "definition": f"label_values(streamdet_windows_scored_total{{{T}}}, detector)",
-             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "current": {}}
-        )
-    return {"list": items}
+        items.append(query_variable(
+            "detector", "Detector", f"label_values(streamdet_windows_scored_total{{{T}}}, detector)"
+        ))  # fmt: skip
+    return items
 
 
 class Layout:
-    """Panels of a fixed width, laid out left to right in a 24-column grid."""
+    """Panels of a fixed width, laid out left to right in a 24-column grid (wrapped before
+    a panel that would overflow the row)."""
 
     def __init__(self) -> None:
-        self.panels: list[dict] = []
+        self.panels: list[timeseries.Panel | table.Panel | heatmap.Panel] = []
         self.x = self.y = self.row_height = 0
 
     def add(self, title: str, targets: list[tuple[str, str]], *, unit: str = "short",
@@ -53,53 +67,43 @@ class Layout:
         if self.x + width > 24:
             self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
         self.row_height = max(self.row_height, height)
-        panel = {
-            "id": len(self.panels) + 1,
-            "type": kind,
-            "title": title,
-            "description": description,
-            "datasource": DS,
-            "gridPos": {"x": self.x, "y": self.y, "w": width, "h": height},
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-            "options": {},
-            "targets": [
-                {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr,
-                 "legendFormat": legend, "instant": instant, "range": not instant,
-                 **({"format": "heatmap"} if kind == "heatmap" else {}),
-                 **({"format": "table"} if kind == "table" else {})}
-                for i, (expr, legend) in enumerate(targets)
-            ],
-        }
+        panel = (
+            PANELS[kind]().id(len(self.panels) + 1).title(title).description(description)
+            .datasource(DS).unit(unit)
+            .grid_pos(GridPos(h=height, w=width, x=self.x, y=self.y))
+        )  # fmt: skip
+        for i, (expr, legend) in enumerate(targets):
+            query = (
+                prometheus.Dataquery().ref_id(chr(ord("A") + i)).datasource(DS).expr(expr)
+                .legend_format(legend)
+            )  # fmt: skip
+            query = query.instant() if instant else query.range()
+            if kind in ("table", "heatmap"):
+                query = query.format(PromQueryFormat(kind))
+            panel = panel.with_target(query)
         if kind == "heatmap":
-            panel["options"] = {"calculate": False, "yAxis": {"unit": "short"},
-                                "cellGap": 1, "color": {"scheme": "Oranges"}}
+            panel = (
+                panel.calculate(False).cell_gap(1)
+                .color(heatmap.HeatmapColorOptions().scheme("Oranges"))
+                .y_axis(heatmap.YAxisConfig().unit("short"))
+            )  # fmt: skip
         self.panels.append(panel)
         self.x += width
 
 
 def dashboard(uid: str, title: str, layout: Layout, with_detector: bool,
-              annotations: list[dict] | None = None) -> dict:
-    return {
-        "uid": uid,
-        "title": title,
-        "tags": ["streamdet"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": True,
-        "refresh": "10s",
-        "time": {"from": "now-1h", "to": "now"},
-        "templating": variables(with_detector),
-        "annotations": {"list": [
-            {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-             "enable": True, "hide": True, "name": "Annotations & Alerts", "type": "dashboard",
-             "iconColor": "rgba(0, 211, 255, 1)"},
-            *(annotations or []),
-        ]},
-        "links": [{"title": "streamdet", "type": "dashboards", "tags": ["streamdet"],
-                   "asDropdown": True}],
-        "panels": layout.panels,
-    }
+              annotations: list[board.AnnotationQuery] | None = None) -> dict:
+    built = (
+        board.Dashboard(title).uid(uid).tags(["streamdet"]).timezone("browser").editable()
+        .refresh("10s").time("now-1h", "now").version(1)
+        .variables(variables(with_detector))
+        .annotations(annotations or [])
+        .link(board.DashboardLink("streamdet").type(DashboardLinkType.DASHBOARDS)
+              .tags(["streamdet"]).as_dropdown(True))
+    )  # fmt: skip
+    for panel in layout.panels:
+        built = built.with_panel(panel)
+    return json.loads(json.dumps(built.build(), cls=JSONEncoder))
 
 
 def overview() -> dict:
@@ -162,11 +166,10 @@ def detector() -> dict:
         (f"sum by (topic) (streamdet_feedback_raised_series{{{T}}})", "{{topic}} series with a raised bar"),
         (f"sum by (topic) (rate(streamdet_alerts_held_by_feedback_total{{{T}}}[{R}]))", "{{topic}} windows held /s"),
     ], unit="short", width=8, description="After a false_alarm verdict a series alerts only above its raised severity bar.")
-    annotations = [{
-        "name": "Anomaly alerts", "enable": True, "iconColor": "red", "datasource": DS,
-        "expr": f"sum by (topic) (changes(streamdet_alerts_total{{{TD}}}[1m])) > 0",
-        "titleFormat": "alerts on {{topic}}", "step": "60s",
-    }]
+    annotations = [
+        board.AnnotationQuery().name("Anomaly alerts").enable(True).icon_color("red").datasource(DS)
+        .expr(f"sum by (topic) (changes(streamdet_alerts_total{{{TD}}}[1m])) > 0")
+    ]  # fmt: skip
     return dashboard("streamdet-detector", "streamdet / Detector", lay, with_detector=True,
                      annotations=annotations)
 

@@ -58,7 +58,9 @@ def dashboard_queries() -> list[tuple[str, str]]:
                 queries.append((f"{path.stem}: {panel['title']}", target["expr"]))
         for variable in board["templating"]["list"]:
             if variable["type"] == "query":
-                inner = re.match(r"label_values\((.*),\s*\w+\)$", variable["definition"])
+                query = variable["query"]
+                query = query["query"] if isinstance(query, dict) else query
+                inner = re.match(r"label_values\((.*),\s*\w+\)$", query)
                 queries.append((f"{path.stem}: variable {variable['name']}", inner.group(1)))
         for note in board["annotations"]["list"]:
             if "expr" in note:
