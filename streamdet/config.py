@@ -297,6 +297,11 @@ class AlertsConfig(Frozen):
     )
     file: str | None = "alerts.jsonl"
     stdout: bool = Field(default=True, description="also print each alert as a JSON line")
+    cloudevents: Literal["binary", "structured"] = Field(
+        default="binary",
+        description="CloudEvents content mode on the alert topic: binary (the alert as the "
+        "value, ce_* headers) or structured (the whole event as the JSON value)",
+    )
 
 
 class FeedbackConfig(Frozen):

@@ -57,7 +57,12 @@ def build_io(config: StreamdetConfig) -> IO:
             raise
         return IO(
             source,
-            [KafkaAlertSink(producer, config.alerts.topic), printed],
+            [
+                KafkaAlertSink(
+                    producer, config.alerts.topic, cloudevents_mode=config.alerts.cloudevents
+                ),
+                printed,
+            ],
             [KafkaDeadLetterSink(letters, config.dead_letter.topic, config.dead_letter.max_bytes)],
             closers,
             feedback,

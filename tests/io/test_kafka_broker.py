@@ -60,3 +60,50 @@ def test_the_daemons_source_reads_topics_compressed_with_every_codec(
         source.close()
     assert [m.offset for m in messages] == list(range(50))
     assert json.loads(messages[-1].value)["value"] == 49
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_an_alert_reads_back_as_a_cloudevent_with_the_sdk(kafka_bootstrap, new_topic, mode):
+    """The daemon's alert sink on a real topic; a subscriber reads each record back with the
+    CloudEvents SDK's Kafka binding, in the content mode the config chose."""
+    from cloudevents.kafka import KafkaMessage, from_binary, from_structured
+
+    from streamdet.io.sinks.kafka import KafkaAlertSink, make_producer
+
+    topic = new_topic(f"ce-{mode}")
+    alert = {
+        "alert_id": "0123abcd" * 4,
+        "topic": "plant",
+        "series": "pump-3",
+        "detected_at": "2026-12-02T03:00:00.000Z",
+        "score": float("nan"),  # written as null, in either mode
+        "severity": 2.5,
+    }
+    producer = make_producer(KafkaConfig(bootstrap_servers=kafka_bootstrap))
+    try:
+        assert KafkaAlertSink(producer, topic, cloudevents_mode=mode).deliver([alert]) == [None]
+    finally:
+        producer.close(timeout=5)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    (record,) = list(consumer)
+    consumer.close()
+    message = KafkaMessage(dict(record.headers), record.key, record.value)
+    if mode == "binary":
+        event = from_binary(message, data_unmarshaller=json.loads)
+        assert dict(record.headers)["ce_specversion"] == b"1.0"
+    else:
+        event = from_structured(message)
+        assert not any(name.startswith("ce_") for name, _ in record.headers)
+    assert (event["id"], event["type"], event["source"]) == (
+        alert["alert_id"],
+        "io.streamdet.alert.v1",
+        "streamdet/plant",
+    )
+    assert record.key == b"pump-3"
+    assert event.data["severity"] == 2.5 and event.data["score"] is None

@@ -76,10 +76,11 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def kafka_record(alert: dict[str, Any]) -> dict[str, Any]:
-    """The alert as a Kafka record in CloudEvents binary content mode (the CloudEvents SDK's
-    Kafka protocol binding): ``ce_*`` headers, the alert's JSON as the value, keyed by its
-    series (the event's ``partitionkey``).
+def kafka_record(alert: dict[str, Any], mode: str = "binary") -> dict[str, Any]:
+    """The alert as a Kafka record through the CloudEvents SDK's Kafka protocol binding,
+    keyed by its series (the event's ``partitionkey``). ``binary`` (the default): ``ce_*``
+    headers and the alert's JSON as the value; ``structured``: the whole CloudEvent as the
+    JSON value, the alert in its ``data``.
 
     >>> record = kafka_record({"alert_id": "ab12", "topic": "plant", "series": "pump-3",
     ...                        "detected_at": "2026-12-02T03:00:00.000Z", "score": 1.0})
@@ -90,9 +91,16 @@ def kafka_record(alert: dict[str, Any]) -> dict[str, Any]:
     >>> event = from_binary(read, data_unmarshaller=json.loads)
     >>> event["source"], event.data["series"]
     ('streamdet/plant', 'pump-3')
+    >>> from cloudevents.kafka import from_structured
+    >>> record = kafka_record({"alert_id": "ab12", "topic": "plant", "series": "pump-3",
+    ...                        "detected_at": "2026-12-02T03:00:00.000Z"}, "structured")
+    >>> event = from_structured(KafkaMessage(dict(record["headers"]), record["key"],
+    ...                                      record["value"]))
+    >>> event["id"], event.data["series"], json.loads(record["value"])["type"]
+    ('ab12', 'pump-3', 'io.streamdet.alert.v1')
     """
     from cloudevents.http import CloudEvent
-    from cloudevents.kafka import to_binary
+    from cloudevents.kafka import to_binary, to_structured
 
     event = CloudEvent(
         {
@@ -104,9 +112,12 @@ def kafka_record(alert: dict[str, Any]) -> dict[str, Any]:
             "datacontenttype": "application/json",
             "partitionkey": alert["series"],
         },
-        alert,
+        json.loads(alert_json(alert)),  # NaN and inf already written as null
     )
-    message = to_binary(event, data_marshaller=lambda data: alert_json(data).encode())
+    if mode == "structured":
+        message = to_structured(event)
+    else:
+        message = to_binary(event, data_marshaller=lambda data: alert_json(data).encode())
     key = message.key.encode() if isinstance(message.key, str) else message.key
     return {"key": key, "value": message.value, "headers": list(message.headers.items())}
 

@@ -70,19 +70,25 @@ def _send_all(
 
 
 class KafkaAlertSink:
-    """Alerts as JSON, keyed by series, with CloudEvents binary-mode headers."""
+    """Alerts as CloudEvents (binary mode: JSON with ``ce_*`` headers; or structured),
+    keyed by series."""
 
     name = "alerts-kafka"
 
     def __init__(
-        self, producer: KafkaProducer, topic: str, timeout_s: float = SEND_TIMEOUT_S
+        self,
+        producer: KafkaProducer,
+        topic: str,
+        timeout_s: float = SEND_TIMEOUT_S,
+        cloudevents_mode: str = "binary",
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
+        self.cloudevents_mode = cloudevents_mode
 
     def deliver(self, alerts: Sequence[dict[str, Any]]) -> list[Exception | None]:
-        records = [kafka_record(alert) for alert in alerts]
+        records = [kafka_record(alert, self.cloudevents_mode) for alert in alerts]
         return _send_all(self.producer, self.topic, records, self.timeout_s)
 
 
