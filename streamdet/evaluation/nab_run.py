@@ -59,8 +59,10 @@ PUBLISHED_STANDARD = {
 DEFAULT_SEQ_LEN = 32
 # Smaller, faster models than the library defaults (NAB files are a few thousand rows); a
 # detector not named here runs with its own defaults.
+_SEQ2SEQ = {"seq_len": 32, "latent_dim": 32, "epochs": 25, "batch_size": 32}
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "seq2seq": {"seq_len": 32, "latent_dim": 32, "epochs": 25, "batch_size": 32},
+    "seq2seq": _SEQ2SEQ,
+    "ensemble": {"members": [{"name": "seq2seq", "params": _SEQ2SEQ}, {"name": "pca"}]},
     "vae_lstm": {
         "window": 16,
         "n_windows": 4,

@@ -287,7 +287,15 @@ class TopicPipeline:
             expected = None
         names = tuple(self.config.format.value_fields)
         try:
-            return explain(kind, values, scores, expected, names)
+            explanation = explain(kind, values, scores, expected, names)
+            members = getattr(lifecycle.detector, "member_probabilities", None)
+            if members is not None:  # an ensemble: what each member made of the window
+                probabilities, _ = members(shape.instances(scaled))
+                explanation["members"] = [
+                    {"detector": member.name, "probability": float(p[0])}
+                    for member, p in zip(lifecycle.detector.members, probabilities, strict=True)
+                ]
+            return explanation
         except Exception:  # an explanation never costs an alert
             log.exception("explaining an alert of %s/%s failed", self.name, window.series)
             return None

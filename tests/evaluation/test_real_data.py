@@ -88,7 +88,7 @@ def test_evaluate_ecg5000_keeps_the_best_epoch_on_held_out_normal_beats(tmp_path
         "--seeds",
         "1",
         "--epochs",
-        "3",
+        "2",
         "--patience",
         "1",
         "--out",

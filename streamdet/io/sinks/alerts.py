@@ -218,6 +218,16 @@ def _explanation_schema() -> dict[str, Any]:
                 "type": ["array", "null"],
                 "items": numbers,
             },
+            "members": {
+                "description": "ensembles: each member's tail probability of its score "
+                "against its own training scores (the smallest decided)",
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["detector", "probability"],
+                    "properties": {"detector": {"type": "string"}, "probability": number},
+                },
+            },
         },
     }
 
