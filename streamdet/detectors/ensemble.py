@@ -6,8 +6,10 @@ calibration: the share of calibration scores at least as high (with one added, s
 never 0), and beyond the ``tail_fraction`` quantile an exponential tail fitted to the
 calibration's excesses, so a score far beyond anything seen keeps getting less probable
 instead of stopping at 1/(n+1). The ensemble's score is the strongest surprise among the
-members, corrected for how many looked (Bonferroni):
-``-log10(min(1, k * min_i p_i))``. So a deep member that sees a shape it cannot rebuild
+members, corrected for how many looked (Bonferroni, ``combine: min_p``, the default):
+``-log10(min(1, k * min_i p_i))``; or, with ``combine: fisher``, Fisher's combination
+``-log10 P[chi2(2k) >= -2 sum_i ln p_i]``, which needs the members to agree more than one to
+be very surprised. So a deep member that sees a shape it cannot rebuild
 and a classical one that sees a level it has never seen both raise the same score, and
 neither's scale (squared errors, energies, residuals) dominates the other.
 
@@ -49,6 +51,30 @@ from streamdet.detectors.base import (
 )
 
 DEFAULT_MEMBERS: tuple[dict[str, Any], ...] = ({"name": "seq2seq"}, {"name": "pca"})
+COMBINATIONS = ("min_p", "fisher")
+
+
+def fisher_surprise(probabilities: np.ndarray) -> np.ndarray:
+    """``-log10`` of Fisher's combined p-value of the k x n member ``probabilities``: the
+    chi-square law with 2k degrees of freedom has the closed-form tail
+    ``exp(-x/2) * sum_{j<k} (x/2)^j / j!``, computed in logs so it never underflows.
+
+    >>> float(fisher_surprise(np.array([[1.0], [1.0]]))[0])
+    0.0
+    >>> agree, alone = fisher_surprise(np.array([[1e-3, 1e-3], [1e-3, 1.0]]))
+    >>> bool(agree > alone > 0)
+    True
+    """
+    k = len(probabilities)
+    half = -np.log(np.maximum(probabilities, 1e-300)).sum(axis=0)  # x / 2
+    j = np.arange(k, dtype=np.float64)[:, None]
+    log_terms = (
+        j * np.log(np.maximum(half, 1e-300))[None, :]
+        - np.array([math.lgamma(v + 1.0) for v in range(k)])[:, None]
+    )
+    top = log_terms.max(axis=0)
+    log_tail = -half + top + np.log(np.exp(log_terms - top).sum(axis=0))
+    return np.maximum(-log_tail / math.log(10.0), 0.0)
 
 
 def _member_specs(members: Any) -> list[dict[str, Any]]:
@@ -100,6 +126,8 @@ class EnsembleDetector(Detector):
         instances of the window's length (not VAE-LSTM, whose instances span several).
     tail_fraction
         Share of each member's calibration scores its exponential tail is fitted to.
+    combine
+        ``min_p`` (the strongest surprise, Bonferroni-corrected) or ``fisher``.
     seed
         Given to every member that takes a seed and was not given one.
     """
@@ -112,17 +140,22 @@ class EnsembleDetector(Detector):
         self,
         members: list[dict[str, Any]] | None = None,
         tail_fraction: float = 0.1,
+        combine: str = "min_p",
         score_batch_size: int = 4096,
         seed: int | None = None,
     ) -> None:
         specs = _member_specs(members)
+        if combine not in COMBINATIONS:
+            raise InvalidInputError(
+                f"ensemble: combine must be one of {', '.join(COMBINATIONS)}; got {combine!r}"
+            )
         if not 0.0 < tail_fraction <= 0.5:
             raise InvalidInputError(
                 f"ensemble: tail_fraction must be within (0, 0.5]; got {tail_fraction}"
             )
         super().__init__(
-            members=specs, tail_fraction=tail_fraction, score_batch_size=score_batch_size,
-            seed=seed,
+            members=specs, tail_fraction=tail_fraction, combine=combine,
+            score_batch_size=score_batch_size, seed=seed,
         )  # fmt: skip
         self.members: list[Detector] = [self._build(spec, seed) for spec in specs]
 
@@ -210,9 +243,12 @@ class EnsembleDetector(Detector):
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """The members' combined surprise per instance; the first member's feature scores."""
         probabilities, scored = self.member_probabilities(X)
-        k = len(self.members)
-        combined = np.minimum(1.0, k * probabilities.min(axis=0))
-        return Scores(-np.log10(np.maximum(combined, 1e-300)), scored[0].feature_score)
+        if self.params["combine"] == "fisher":
+            surprise = fisher_surprise(probabilities)
+        else:
+            combined = np.minimum(1.0, len(self.members) * probabilities.min(axis=0))
+            surprise = -np.log10(np.maximum(combined, 1e-300))
+        return Scores(surprise, scored[0].feature_score)
 
     def expected(self, X: np.ndarray) -> np.ndarray | None:
         for member in self.members:

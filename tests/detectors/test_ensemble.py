@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streamdet.core.errors import InvalidInputError
-from streamdet.detectors.ensemble import EnsembleDetector, tail_probability
+from streamdet.detectors.ensemble import EnsembleDetector, fisher_surprise, tail_probability
 
 
 def test_tail_probability_is_monotone_bounded_and_keeps_falling_beyond_the_calibration():
@@ -55,3 +55,15 @@ def test_the_surprise_of_any_member_raises_the_score():
     assert ensemble.score(bent).instance_score[0] > np.quantile(
         ensemble.score(windows[500:]).instance_score, 0.99
     )
+
+
+def test_fisher_matches_the_chi_square_tail_and_rewards_agreement():
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(3)
+    probabilities = rng.uniform(1e-6, 1.0, size=(3, 50))
+    statistic = -2 * np.log(probabilities).sum(axis=0)
+    expected = -np.log10(chi2.sf(statistic, 6))
+    np.testing.assert_allclose(fisher_surprise(probabilities), expected, rtol=1e-9)
+    with pytest.raises(InvalidInputError, match="combine must be one of min_p, fisher"):
+        EnsembleDetector(members=[{"name": "pca"}, {"name": "pca"}], combine="mean")
