@@ -74,7 +74,6 @@ class FeedbackBook:
         self._bars: dict[str, dict[str, float]] = {}  # topic -> series -> bar (live objects)
         self.applied: Counter[tuple[str, str]] = Counter()  # (topic, verdict) -> count
         self.invalid = 0
-        self.unresolved = 0
         self._load()
 
     # ---- what the pipelines call -----------------------------------------------------------
@@ -133,7 +132,6 @@ class FeedbackBook:
         series = feedback.get("series", known.get("series"))
         severity = feedback.get("severity", known.get("severity"))
         if topic is None or series is None or not isinstance(severity, int | float):
-            self.unresolved += 1
             raise InvalidFeedback(
                 f"alert {alert_id} is not one this process raised: add its topic, series "
                 "and severity (copied from the alert) to the verdict"
