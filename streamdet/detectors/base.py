@@ -198,13 +198,11 @@ class Detector(ABC):
             )
         self.threshold = float(value) if value.ndim == 0 else value
 
-    def _batch(self, batch_size: int | None) -> int:
-        """Rows per forward pass: ``batch_size`` for this call, else ``score_batch_size``
-        (one fixed shape, so an instance's score never depends on its batch)."""
-        size = int(self.params["score_batch_size"] if batch_size is None else batch_size)
-        if size < 1:
-            raise InvalidInputError(f"{self.name}: batch_size must be >= 1; got {size}")
-        return size
+    @property
+    def _score_shape(self) -> int:
+        """Rows of the reference scoring shape (``score_batch_size``): every instance's
+        score is the one a call of exactly this many rows gives it."""
+        return int(self.params["score_batch_size"])
 
     # ---- the contract ---------------------------------------------------------------------
     @abstractmethod

@@ -173,8 +173,9 @@ class Seq2SeqDetector(KerasDetector):
         Defaults of ``predict``: an instance is scored by the mean of its top
         ``outlier_perc`` % feature scores; ``instance`` flags instances, ``feature`` cells.
     score_batch_size
-        Rows per forward pass when scoring (one fixed shape: scores never depend on the
-        batch an instance came in).
+        The reference scoring shape: every window's score is the one a forward pass of
+        exactly this many rows gives it, whatever batch it came in (smaller and larger
+        shapes are used only where they agree bit for bit; see ``VerifiedShapes``).
     jit_compile
         Compile the autoregressive decoder with XLA.
     teacher_forcing
@@ -555,12 +556,10 @@ class Seq2SeqDetector(KerasDetector):
     def _run_decoder(
         self, data: np.ndarray, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Decode normalised windows in batches of one fixed shape (``score_batch_size``).
-
-        One shape is also one XLA compilation: a live stream's micro-batches of every size
-        never stall scoring for a new one.
-        """
-        recon, thr = score_in_fixed_batches(self._decode, data, self._batch(batch_size))
+        """Decode normalised windows at the verified scoring shapes (a handful of XLA
+        compilations, each made once: a live stream's micro-batches of every size never
+        stall scoring for a new one)."""
+        recon, thr = score_in_fixed_batches(self._decode, data, self._score_shape, batch_size)
         return recon, thr
 
     def _raw_feature_scores(self, X: np.ndarray, batch_size: int | None) -> np.ndarray:

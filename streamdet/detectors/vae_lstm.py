@@ -353,7 +353,9 @@ class VAELSTMDetector(KerasDetector):
         """
         self._require_fitted("score()")
         data = self._normalise(self._sequences(X))
-        (feature_score,) = score_in_fixed_batches(self._score_fn, data, self._batch(batch_size))
+        (feature_score,) = score_in_fixed_batches(
+            self._score_fn, data, self._score_shape, batch_size
+        )
         return Scores(feature_score.sum(axis=(1, 2)), feature_score)
 
     def expected(self, X: np.ndarray) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""Scoring at several compiled shapes without giving up batch invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamdet.detectors.keras_base import score_in_fixed_batches, tf
+
+
+class ShapeSensitiveScorer:
+    """Rounds like a kernel chosen by batch size: below ``exact_from`` rows every output is
+    off in its last bits, as XLA's small-batch kernels are on a narrow model."""
+
+    def __init__(self, exact_from: int) -> None:
+        self.exact_from = exact_from
+        self.calls: list[int] = []
+
+    def __call__(self, batch: tf.Tensor) -> tf.Tensor:
+        rows = int(batch.shape[0])
+        self.calls.append(rows)
+        out = tf.reduce_sum(batch, axis=1)
+        return out if rows >= self.exact_from else out * (1 + 1e-6)
+
+
+def test_shapes_that_round_differently_are_never_used_and_scores_stay_identical() -> None:
+    rng = np.random.default_rng(0)
+    data = rng.random((700, 5)).astype(np.float32)
+    scorer = ShapeSensitiveScorer(exact_from=64)
+    (together,) = score_in_fixed_batches(scorer, data, 64)
+    alone = np.concatenate(
+        [score_in_fixed_batches(scorer, data[i : i + 1], 64)[0] for i in range(9)]
+    )
+    assert np.array_equal(alone, together[:9])
+    # The 1- and 8-row shapes were probed once and refused; the 512-row one is used.
+    assert 1 not in scorer.calls[-9:] and 8 not in scorer.calls[-9:]
+    assert 512 in scorer.calls
+
+
+def test_a_lone_window_costs_one_small_call_where_the_small_shape_agrees() -> None:
+    data = np.random.default_rng(1).random((1, 5)).astype(np.float32)
+    scorer = ShapeSensitiveScorer(exact_from=1)
+    score_in_fixed_batches(scorer, data, 64)  # first use probes the 1-row shape
+    scorer.calls.clear()
+    score_in_fixed_batches(scorer, data, 64)
+    assert scorer.calls == [1]
+
+
+def test_batch_size_bounds_each_call_but_not_the_scores() -> None:
+    data = np.random.default_rng(2).random((300, 4)).astype(np.float32)
+    scorer = ShapeSensitiveScorer(exact_from=8)
+    (default,) = score_in_fixed_batches(scorer, data, 64)
+    scorer.calls.clear()
+    (bounded,) = score_in_fixed_batches(scorer, data, 64, max_rows=10)
+    assert np.array_equal(default, bounded)
+    assert max(scorer.calls) <= 64 and 8 in scorer.calls
