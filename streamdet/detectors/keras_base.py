@@ -35,10 +35,10 @@ def set_seed(seed: int | None) -> None:
 
 # Batch shapes a compiled scorer may run at besides its reference shape: a lone window need
 # not pay for 64 rows, a large micro-batch need not pay 16 calls' overhead.
-SCORING_SHAPES = (1, 8, 64, 512)
-# How many padded rows a call may carry: the next larger shape is used when it is at most
-# this many times the rows left (below ~64 rows a call's cost is mostly its overhead).
-_PAD_FACTOR = 4
+SCORING_SHAPES = (1, 8, 64, 256, 1024)
+# Padding a call may carry: up to as many rows as it holds, and up to this many whatever it
+# holds (below ~64 rows a call's cost is mostly its overhead).
+_FREE_PADDING = 64
 _PROBE_SEED = 20260
 _verified_scorers: weakref.WeakKeyDictionary[Any, VerifiedShapes] = weakref.WeakKeyDictionary()
 
@@ -48,7 +48,7 @@ class VerifiedShapes:
     output its reference shape gives.
 
     XLA and oneDNN pick kernels by batch size, and different kernels round differently: on
-    this CPU a small Seq2Seq decoder agrees with its 64-row shape at 64, 512 and 1024 rows
+    this CPU a small Seq2Seq decoder agrees with its 64-row shape at 64, 256 and 1024 rows
     but not below 64, while a wider one agrees from 8 rows up. So the shapes are not
     assumed: before a shape is first used, probe rows (fixed uniform noise in the input's
     shape) are scored at it and at the reference shape, and the shape is used only if every
@@ -157,12 +157,13 @@ def score_in_fixed_batches(
 
 def _next_shape(shapes: VerifiedShapes, left: int, max_rows: int | None) -> int:
     """The shape of the next call for ``left`` rows: the smallest agreeing shape that holds
-    them when it pads at most ``_PAD_FACTOR`` times, else the largest that fits in them."""
+    them when its padding is at most ``max(left, _FREE_PADDING)`` rows, else the largest
+    that fits in them."""
     while True:
         candidates = shapes.candidates(max_rows)
         holding = [s for s in candidates if s >= left]
         fitting = [s for s in candidates if s <= left]
-        if holding and (not fitting or holding[0] <= _PAD_FACTOR * left):
+        if holding and (not fitting or holding[0] - left <= max(left, _FREE_PADDING)):
             shape = holding[0]
         else:
             shape = fitting[-1]

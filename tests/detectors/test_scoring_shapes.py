@@ -31,9 +31,9 @@ def test_shapes_that_round_differently_are_never_used_and_scores_stay_identical(
         [score_in_fixed_batches(scorer, data[i : i + 1], 64)[0] for i in range(9)]
     )
     assert np.array_equal(alone, together[:9])
-    # The 1- and 8-row shapes were probed once and refused; the 512-row one is used.
+    # The 1- and 8-row shapes were probed once and refused; the 1024-row one is used.
     assert 1 not in scorer.calls[-9:] and 8 not in scorer.calls[-9:]
-    assert 512 in scorer.calls
+    assert 1024 in scorer.calls
 
 
 def test_a_lone_window_costs_one_small_call_where_the_small_shape_agrees() -> None:
