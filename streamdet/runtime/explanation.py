@@ -35,7 +35,30 @@ def _number(value: float) -> float | None:
 
 
 def _numbers(array: np.ndarray) -> list[Any]:
-    return [_numbers(row) if np.ndim(row) else _number(row) for row in np.asarray(array)]
+    """:func:`_number` of every element, as nested lists, computed for the whole array at
+    once (an alert carries hundreds of numbers; formatting each took most of its cost).
+
+    >>> _numbers(np.array([[0.12345678, -1234567.0], [1e-30, np.nan]]))
+    [[0.123457, -1234570.0], [1e-30, None]]
+    """
+    values = np.asarray(array, np.float64)
+    finite = np.isfinite(values)
+    safe = np.where(finite, values, 0.0)
+    magnitude = np.floor(np.log10(np.abs(np.where(safe == 0.0, 1.0, safe))))
+    decimals = 5 - magnitude
+    # Powers of ten are exact doubles up to 1e22: the rounded quotient or product is then
+    # the double nearest the six-digit decimal, and prints as one.
+    exact = np.abs(decimals) <= 22
+    with np.errstate(over="ignore", invalid="ignore"):
+        up = 10.0 ** np.where(exact & (decimals >= 0), decimals, 0.0)
+        down = 10.0 ** np.where(exact & (decimals < 0), -decimals, 0.0)
+        rounded = np.where(decimals >= 0, np.round(safe * up) / up, np.round(safe / down) * down)
+    if finite.all() and exact.all():
+        return rounded.tolist()
+    out = rounded.astype(object)
+    out[~exact] = [_number(v) for v in safe[~exact]]
+    out[~finite] = None
+    return out.tolist()
 
 
 def _shares(feature_scores: np.ndarray) -> np.ndarray:

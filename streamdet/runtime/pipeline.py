@@ -221,6 +221,7 @@ class TopicPipeline:
             )
         scored = []
         thresholds = []
+        alerted: list[ScoredWindow] = []
         for window, score, feature in predicted:
             decision = self.policy.decide(window.series, score, window.end_ts_ms)
             result = ScoredWindow(window, score, decision, feature, bundle.version)
@@ -235,45 +236,89 @@ class TopicPipeline:
                 # Flagged windows (alerted, or held back by the cooldown) are never learnt.
                 self.lifecycle.exclude(window.series, window.start_ts_ms, window.end_ts_ms)
             if decision.alert:
+                alerted.append(result)
+        # Explained together (one forward pass), then raised in the windows' order: a
+        # window the cooldown held after an alert of the same batch extends that alert.
+        explanations = iter(self._explain(alerted))
+        for result in scored:
+            decision = result.decision
+            if decision.alert:
                 self.alerts_raised += 1
                 alert = build_alert(result, bundle.name, bundle.model_version)
-                alert["explanation"] = self._explain(result)
+                alert["explanation"] = next(explanations)
                 self.raised(alert)
-                self.outbox.add_alert(alert, window)
+                self.outbox.add_alert(alert, result.window)
             elif decision.flagged and not decision.held_by_feedback:
-                self.episode(window.series, decision.severity)  # held by the cooldown
+                self.episode(result.window.series, decision.severity)  # held by the cooldown
         self.windows_scored += len(scored)
         finite = [t for t in thresholds if np.isfinite(t)]
         if finite:
             self.last_threshold = float(np.median(finite))
         return scored
 
-    def _explain(self, scored: ScoredWindow) -> dict[str, Any] | None:
-        """What the alert shows of its window: observed and expected values, the steps and
+    def _explain(self, alerted: list[ScoredWindow]) -> list[dict[str, Any] | None]:
+        """What each alert shows of its window: observed and expected values, the steps and
         features that scored highest. The expected values cost one more forward pass, for
-        alerted windows only; a detector that cannot give them (or fails to) gives none."""
-        lifecycle, window = self.lifecycle, scored.window
+        the batch's alerted windows together; a detector that cannot give them (or fails
+        to) gives none. An explanation never costs an alert."""
+        if not alerted:
+            return []
+        lifecycle = self.lifecycle
         shape = lifecycle.shape
-        kind = self.config.kind
-        scaled = lifecycle.scaled([window.series], window.values[None])
-        expected = None
+        detector = lifecycle.detector
+        assert detector is not None
+        series = [result.window.series for result in alerted]
+        instances = shape.instances(
+            lifecycle.scaled(series, np.stack([result.window.values for result in alerted]))
+        )
+        expected: list[np.ndarray | None] = [None] * len(alerted)
         try:
-            detector = lifecycle.detector
-            assert detector is not None
-            guess = detector.expected(shape.instances(scaled))
+            guess = detector.expected(instances)
             if guess is not None:
-                expected = np.asarray(guess, np.float64)[0]
-                statistics = (
-                    None if lifecycle.scaler is None else lifecycle.scaler.statistics(window.series)
+                expected = list(np.asarray(guess, np.float64))
+                for i, name in enumerate(series):
+                    statistics = (
+                        None if lifecycle.scaler is None else lifecycle.scaler.statistics(name)
+                    )
+                    if statistics is not None:  # back from the series' own standard units
+                        mean, std = statistics
+                        expected[i] = expected[i] * std + mean
+        except Exception:
+            log.exception("expected values of %d windows of %s failed", len(alerted), self.name)
+        members: list[dict[str, Any]] | None = None
+        member_probabilities = getattr(detector, "member_probabilities", None)
+        if member_probabilities is not None:  # an ensemble: what each member made of it
+            try:
+                probabilities, _ = member_probabilities(instances)
+                members = [
+                    {"detector": member.name, "probability": np.asarray(p, np.float64)}
+                    for member, p in zip(detector.members, probabilities, strict=True)
+                ]
+            except Exception:
+                log.exception("ensemble members of %s failed", self.name)
+        explanations = []
+        for i, result in enumerate(alerted):
+            try:
+                explanation = self._explain_one(result, expected[i])
+                if members is not None:
+                    explanation["members"] = [
+                        {"detector": m["detector"], "probability": float(m["probability"][i])}
+                        for m in members
+                    ]
+                explanations.append(explanation)
+            except Exception:
+                log.exception(
+                    "explaining an alert of %s/%s failed", self.name, result.window.series
                 )
-                if statistics is not None:  # back from the series' own standard units
-                    mean, std = statistics
-                    expected = expected * std + mean
-        except Exception:  # an explanation never costs an alert
-            log.exception("expected values of %s/%s failed", self.name, window.series)
+                explanations.append(None)
+        return explanations
+
+    def _explain_one(self, scored: ScoredWindow, expected: np.ndarray | None) -> dict[str, Any]:
+        kind = self.config.kind
+        window = scored.window
         values = window.values if kind == "timeseries" else window.values[0]
         if kind == "image":
-            values = values.reshape(shape.instance_shape)
+            values = values.reshape(self.lifecycle.shape.instance_shape)
         scores = np.asarray(scored.feature_scores, np.float64)
         if scores.size == values.size:
             scores = scores.reshape(values.shape)
@@ -285,20 +330,7 @@ class TopicPipeline:
             scores = np.zeros(values.shape)
         if expected is not None and np.size(expected) != values.size:
             expected = None
-        names = tuple(self.config.format.value_fields)
-        try:
-            explanation = explain(kind, values, scores, expected, names)
-            members = getattr(lifecycle.detector, "member_probabilities", None)
-            if members is not None:  # an ensemble: what each member made of the window
-                probabilities, _ = members(shape.instances(scaled))
-                explanation["members"] = [
-                    {"detector": member.name, "probability": float(p[0])}
-                    for member, p in zip(lifecycle.detector.members, probabilities, strict=True)
-                ]
-            return explanation
-        except Exception:  # an explanation never costs an alert
-            log.exception("explaining an alert of %s/%s failed", self.name, window.series)
-            return None
+        return explain(kind, values, scores, expected, tuple(self.config.format.value_fields))
 
     def _predict(self, windows: list[Window]) -> list[tuple[Window, float, np.ndarray]]:
         """(window, score, feature scores) for every window that scores. If the batch fails,
