@@ -42,6 +42,7 @@ import yaml
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from benchmarks.paced_producer import value_of
 from streamdet.config import TopicConfig
 from streamdet.core.progress import stderr_progress
 from streamdet.serving.lifecycle import ModelLifecycle
@@ -67,7 +68,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def topic_config(name: str, model_dir: Path, seq_len: int, latent_dim: int, every_window: bool):
+def topic_config(name: str, model_dir: Path, seq_len: int, latent_dim: int) -> dict:
     return {
         "name": name,
         "window": {"seq_len": seq_len},
@@ -76,15 +77,21 @@ def topic_config(name: str, model_dir: Path, seq_len: int, latent_dim: int, ever
             "params": {"latent_dim": latent_dim, "epochs": 1, "stride": 5, "seed": 0},
             "model_dir": str(model_dir),
         },
-        "threshold": {"threshold_perc": 0 if every_window else 100, "margin_perc": 10},
+        "threshold": {"threshold_perc": 100, "margin_perc": 10},
     }
 
 
-def train_model(folder: Path, seq_len: int, latent_dim: int) -> Path:
-    """A stored model of a sine (one epoch: speed does not depend on the fit)."""
+def train_model(folder: Path, seq_len: int, latent_dim: int, n_series: int) -> Path:
+    """A stored model of the producer's normal data, every series of it (one epoch: speed
+    does not depend on the fit; the threshold, the training scores' maximum plus 10 %,
+    lets normal windows pass and the producer's spikes alert)."""
     model_dir = folder / "model"
-    topic = TopicConfig.model_validate(topic_config("bench", model_dir, seq_len, latent_dim, False))
-    series = {"s0": np.sin(np.arange(4000) / 7.0)[:, None].astype(np.float32)}
+    topic = TopicConfig.model_validate(topic_config("bench", model_dir, seq_len, latent_dim))
+    steps = max(4 * seq_len, 4000 // n_series)
+    series = {
+        f"s{k}": np.array([[value_of(k, step)] for step in range(steps)], np.float32)
+        for k in range(n_series)
+    }
     ModelLifecycle(topic, folder, 1, progress=lambda line: None).train(series)
     return model_dir
 
@@ -105,7 +112,7 @@ def inference_ceiling(model_dir: Path, seq_len: int, batch: int, seconds: float)
     return calls * batch / (time.perf_counter() - started)
 
 
-def produce(bootstrap, topic, n_series, n_events, rate=None, start_step=0) -> None:
+def produce(bootstrap, topic, n_series, n_events, rate=None, start_step=0, spike_every=0):
     """Produce from a separate process, as a real producer would."""
     subprocess.run(
         [
@@ -118,6 +125,7 @@ def produce(bootstrap, topic, n_series, n_events, rate=None, start_step=0) -> No
             str(n_events),
             "-" if rate is None else str(rate),
             str(start_step),
+            str(spike_every),
         ],
         check=True,
         cwd=ROOT,
@@ -127,13 +135,20 @@ def produce(bootstrap, topic, n_series, n_events, rate=None, start_step=0) -> No
 class Daemon:
     """``streamdet run`` as a process, and what it exposes."""
 
-    def __init__(self, folder: Path, bootstrap: str, topic: dict, batch: int) -> None:
+    def __init__(
+        self, folder: Path, bootstrap: str, topic: dict, batch: int, cooldown_s: float = 0
+    ) -> None:
         self.port = free_port()
         self.alerts_topic = f"{topic['name']}-alerts"
         config = {
             "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{topic['name']}"},
             "topics": [topic],
-            "alerts": {"topic": self.alerts_topic, "file": None, "stdout": False, "cooldown_s": 0},
+            "alerts": {
+                "topic": self.alerts_topic,
+                "file": None,
+                "stdout": False,
+                "cooldown_s": cooldown_s,
+            },
             "dead_letter": {"topic": f"{topic['name']}-dlq"},
             "metrics": {"port": self.port},
             "models": {"store": str(folder / "store")},
@@ -172,7 +187,11 @@ class Daemon:
         return samples
 
     def windows_scored(self) -> float:
-        return sum(v for k, v in self.metrics().items() if k.startswith("streamdet_windows_scored"))
+        return self.total("streamdet_windows_scored_total")
+
+    def total(self, name: str) -> float:
+        """A counter summed over its labels."""
+        return sum(v for k, v in self.metrics().items() if k.split("{")[0] == name)
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -246,37 +265,44 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
     admin.create_topics([NewTopic(name, 1, 1)])
     total = args.events + n_series * (args.seq_len - 1)
     produce(bootstrap, name, n_series, total)
-    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim, every_window=False)
+    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
     daemon = Daemon(tmp / name, bootstrap, topic, args.batch)
     try:
         first, last, scored = wait_for_windows(daemon, args.events, timeout=900)
         rss = daemon.rss_mb()
+        alerts = daemon.total("streamdet_alerts_total")
     finally:
         daemon.stop()
     # The first scrape that saw windows was up to one scrape interval after they started.
     rate = scored / (last - first + 0.1)
     stderr_progress(
-        f"{n_series} series: {rate:.0f} events/s end to end ({rate / ceiling:.2f} of the ceiling)"
+        f"{n_series} series: {rate:.0f} events/s end to end ({rate / ceiling:.2f} of the "
+        f"ceiling; {alerts:.0f} alerts)"
     )
     return {"events_per_s": rate, "windows_scored": scored, "ratio_to_ceiling": rate / ceiling,
-            "rss_mb": rss}  # fmt: skip
+            "alerts": alerts, "rss_mb": rss}  # fmt: skip
 
 
 def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
-    """Live traffic for 1,000 series at ``rate``; every window alerts."""
+    """Live traffic for 1,000 series at ``rate``, every ``spike_every``-th event a spike:
+    how long from a spike's production to its alert on the alert topic. A series alerts
+    once a minute at most (the cooldown), so each alert is a new spike's first window."""
     series = 1000 if not args.smoke else 10
+    spike_every = 97 if not args.smoke else 7
     name = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    admin.create_topics([NewTopic(name, 1, 1)])
+    # The alert topic exists beforehand, as in a deployment (the first send to a topic the
+    # broker auto-creates waits about a second for it).
+    admin.create_topics([NewTopic(name, 1, 1), NewTopic(f"{name}-alerts", 1, 1)])
     produce(bootstrap, name, series, series * (args.seq_len - 1))
-    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim, every_window=True)
-    daemon = Daemon(tmp / name, bootstrap, topic, args.batch)
+    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
+    daemon = Daemon(tmp / name, bootstrap, topic, args.batch, cooldown_s=60)
     try:
         idle_rss = daemon.rss_mb()
         produce(bootstrap, name, series, series, start_step=args.seq_len - 1)
         wait_for_windows(daemon, series, timeout=300)
         before, since_ms = daemon.metrics(), time.time() * 1000
         n_events = min(max(int(rate * args.seconds), series), args.events)
-        produce(bootstrap, name, series, n_events, rate=rate, start_step=args.seq_len)
+        produce(bootstrap, name, series, n_events, rate, args.seq_len, spike_every)
         wait_for_windows(daemon, series + n_events, timeout=300)
         after, full_rss = daemon.metrics(), daemon.rss_mb()
     finally:
@@ -285,6 +311,7 @@ def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
     histogram = "streamdet_end_to_end_latency_seconds"
     result = {
         "rate_events_per_s": rate,
+        "spikes": n_events // spike_every,
         "alerts": len(latencies),
         "produce_to_alert_p50_ms": float(np.percentile(latencies, 50)),
         "produce_to_alert_p99_ms": float(np.percentile(latencies, 99)),
@@ -321,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         "measured_from": "a streamdet run process: /metrics and the alert topic only",
     }
     try:
-        model_dir = train_model(tmp, args.seq_len, args.latent_dim)
+        model_dir = train_model(tmp, args.seq_len, args.latent_dim, 10 if args.smoke else 1000)
         ceiling = inference_ceiling(model_dir, args.seq_len, args.batch, 1 if args.smoke else 3)
         report["inference_ceiling_windows_per_s"] = ceiling
         stderr_progress(f"pure-inference ceiling: {ceiling:.0f} windows/s at batch {args.batch}")

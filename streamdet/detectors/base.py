@@ -215,6 +215,15 @@ class Detector(ABC):
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Instance and feature scores of ``X``."""
 
+    def warm_up(self, rows: tuple[int, ...] = (1, 8, 64)) -> None:
+        """Score all-zero batches of ``rows`` instances now, so that compiling (and
+        checking) the shapes a live stream's small micro-batches use happens before the
+        first windows wait for it. A served model does this once, off the loop."""
+        if self.input_shape is None:
+            return
+        for n in rows:
+            self.score(np.zeros((n, *self.input_shape), np.float32))
+
     def expected(self, X: np.ndarray) -> np.ndarray | None:
         """What the model expected each instance to be, in the instance's shape and units
         (its reconstruction or forecast): what an alert shows beside the observed values.

@@ -184,6 +184,7 @@ class ModelLifecycle:
                 f"{path}: the model reads features {names}, but the topic's "
                 f"value_fields are {list(self.feature_names)}"
             )
+        self._warm_up(bundle.detector)
         return bundle
 
     def _serve(self, bundle: ServingBundle) -> None:
@@ -402,7 +403,18 @@ class ModelLifecycle:
         """The detector with the calibration scores of its own training windows."""
         counts = {name: len(w) for name, w in windows.items()}
         scores = detector.score(np.concatenate(list(windows.values()))).instance_score
+        self._warm_up(detector)
         return ServingBundle(detector, calibration_from_scores(scores, counts), scaling, events)
+
+    def _warm_up(self, detector: Detector) -> None:
+        """Compile the small scoring shapes in the thread that trained or loaded the model,
+        not while the first live windows wait (a replay waits for nothing: it skips this)."""
+        if self.synchronous:
+            return
+        try:
+            detector.warm_up()
+        except Exception as exc:  # the first windows compile it instead
+            self.progress(f"topic {self.topic.name}: warming the model up failed: {exc}")
 
     def train(self, series: dict[str, np.ndarray]) -> ServingBundle:
         """Fit, calibrate and save a model from per-series arrays (T, F), now."""
