@@ -90,6 +90,10 @@ def register(cls: type[Detector]) -> type[Detector]:
     return cls
 
 
+# Batch shapes a compiled scorer may run at besides its reference shape (``score_batch_size``):
+# a lone window need not pay for 64 rows, a large micro-batch need not pay 16 calls' overhead.
+SCORING_SHAPES = (1, 8, 64, 256, 1024)
+
 class Detector(ABC):
     """Shared state, checks, ``predict`` and persistence of every detector.
 
@@ -215,14 +219,12 @@ class Detector(ABC):
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """Instance and feature scores of ``X``."""
 
-    def warm_up(self, rows: tuple[int, ...] = (1, 8, 64)) -> None:
-        """Score all-zero batches of ``rows`` instances now, so that compiling (and
-        checking) the shapes a live stream's small micro-batches use happens before the
-        first windows wait for it. A served model does this once, off the loop."""
-        if self.input_shape is None:
-            return
-        for n in rows:
-            self.score(np.zeros((n, *self.input_shape), np.float32))
+    def warm_up(self) -> None:
+        """Score one all-zero instance now, so that the first live windows do not wait for
+        the scorer to compile (a served model does this once, off the loop); the checks of
+        the other scoring shapes start in the background."""
+        if self.input_shape is not None:
+            self.score(np.zeros((1, *self.input_shape), np.float32))
 
     def expected(self, X: np.ndarray) -> np.ndarray | None:
         """What the model expected each instance to be, in the instance's shape and units

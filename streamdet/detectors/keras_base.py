@@ -7,8 +7,10 @@ after their SHA-256 is checked (:class:`~streamdet.detectors.base.Detector` does
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
+import threading
 import time
 import weakref
 from abc import abstractmethod
@@ -22,7 +24,7 @@ import numpy as np
 from streamdet.core.errors import InvalidInputError, ModelLoadError
 from streamdet.core.progress import ProgressFn, silent, stderr_progress
 from streamdet.core.tensorflow import load_tensorflow
-from streamdet.detectors.base import Detector, read_metadata
+from streamdet.detectors.base import SCORING_SHAPES, Detector, read_metadata
 
 keras, tf = load_tensorflow()
 
@@ -33,14 +35,21 @@ def set_seed(seed: int | None) -> None:
         keras.utils.set_random_seed(seed)
 
 
-# Batch shapes a compiled scorer may run at besides its reference shape: a lone window need
-# not pay for 64 rows, a large micro-batch need not pay 16 calls' overhead.
-SCORING_SHAPES = (1, 8, 64, 256, 1024)
 # Padding a call may carry: up to as many rows as it holds, and up to this many whatever it
 # holds (below ~64 rows a call's cost is mostly its overhead).
 _FREE_PADDING = 64
 _PROBE_SEED = 20260
 _verified_scorers: weakref.WeakKeyDictionary[Any, VerifiedShapes] = weakref.WeakKeyDictionary()
+# Checks running in the background, finished before the interpreter exits (TensorFlow
+# aborts a process whose threads are still in it at exit).
+_running_checks: set[threading.Thread] = set()
+
+
+@atexit.register
+def settle_scoring_checks() -> None:
+    """Wait for every scoring-shape check under way (benchmarks, before they time)."""
+    for thread in list(_running_checks):
+        thread.join(timeout=60)
 
 
 class VerifiedShapes:
@@ -54,6 +63,10 @@ class VerifiedShapes:
     shape) are scored at it and at the reference shape, and the shape is used only if every
     output of every row is identical. Scores stay batch-invariant, and each call pays only
     for the smallest agreeing shape that holds its rows.
+
+    A check compiles the shape (about a second on a CPU), so it runs in a background thread:
+    until it has passed, calls use shapes already known to agree (the reference always
+    does), and a live stream never waits for a compilation it did not need.
     """
 
     def __init__(self, fn: Any, reference: int, instance: tuple[int, ...], dtype: Any) -> None:
@@ -64,6 +77,9 @@ class VerifiedShapes:
         self.agrees: dict[int, bool] = {reference: True}
         self._probe = np.empty((0, *instance), self.dtype)
         self._probe_reference: tuple[np.ndarray, ...] = ()
+        self._lock = threading.Lock()
+        self._queued: list[int] = []
+        self._worker: threading.Thread | None = None
 
     def candidates(self, max_rows: int | None) -> list[int]:
         """Shapes not known to disagree, smallest first; never empty (the reference
@@ -74,11 +90,42 @@ class VerifiedShapes:
         ]
         return usable or [self.reference]
 
-    def usable(self, shape: int) -> bool:
-        """Whether ``shape`` agrees with the reference (checked on first ask)."""
-        if shape not in self.agrees:
-            self.agrees[shape] = self._check(shape)
-        return self.agrees[shape]
+    def check_soon(self, shape: int) -> None:
+        """Check ``shape`` in the background (once)."""
+        with self._lock:
+            if shape in self.agrees or shape in self._queued:
+                return
+            self._queued.append(shape)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._check_queued, name="scoring-shapes", daemon=True
+                )
+                _running_checks.add(self._worker)
+                self._worker.start()
+
+    def settle(self) -> None:
+        """Wait for the checks under way."""
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+
+    def _check_queued(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self._queued:
+                        self._worker = None
+                        return
+                    shape = self._queued[0]
+                try:
+                    agrees = self._check(shape)
+                except Exception:  # a shape that cannot run is a shape not to use
+                    agrees = False
+                with self._lock:
+                    self.agrees[shape] = agrees
+                    self._queued.remove(shape)
+        finally:
+            _running_checks.discard(threading.current_thread())
 
     def run_at(self, shape: int, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The outputs for ``rows`` (at most ``shape``) from one call at ``shape`` rows."""
@@ -107,7 +154,12 @@ class VerifiedShapes:
 
 
 def score_in_fixed_batches(
-    fn: Any, data: np.ndarray, reference: int, max_rows: int | None = None
+    fn: Any,
+    data: np.ndarray,
+    reference: int,
+    max_rows: int | None = None,
+    *,
+    wait_for_checks: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Run a compiled ``fn(batch) -> tensor | tuple of tensors`` over ``data`` and
     concatenate the outputs, every row's output bit-identical to what a call of exactly
@@ -119,7 +171,8 @@ def score_in_fixed_batches(
     alert ids and a threshold sitting exactly on a training score rely on a window always
     getting the same score. Rows of one batch never mix, so padding changes nothing. The
     calls use the shapes of :data:`SCORING_SHAPES` that :class:`VerifiedShapes` found to
-    agree with ``reference``, at most ``max_rows`` rows each where given.
+    agree with ``reference``, at most ``max_rows`` rows each where given; a shape not yet
+    checked is checked in the background (``wait_for_checks``: now, before it is used).
 
     >>> double = lambda x: 2 * x
     >>> score_in_fixed_batches(double, np.arange(5, dtype=np.float32)[:, None], 4)[0][:, 0]
@@ -146,7 +199,7 @@ def score_in_fixed_batches(
     start = 0
     while start < len(data):
         left = len(data) - start
-        shape = _next_shape(shapes, left, max_rows)
+        shape = _next_shape(shapes, left, max_rows, wait_for_checks)
         take = min(shape, left)
         parts.append(shapes.run_at(shape, data[start : start + take]))
         start += take
@@ -155,20 +208,30 @@ def score_in_fixed_batches(
     return tuple(np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
 
 
-def _next_shape(shapes: VerifiedShapes, left: int, max_rows: int | None) -> int:
+def _next_shape(shapes: VerifiedShapes, left: int, max_rows: int | None, wait: bool) -> int:
     """The shape of the next call for ``left`` rows: the smallest agreeing shape that holds
     them when its padding is at most ``max(left, _FREE_PADDING)`` rows, else the largest
-    that fits in them."""
+    that fits in them. The best shape not yet checked is checked (in the background unless
+    ``wait``); meanwhile the best shape known to agree serves."""
     while True:
         candidates = shapes.candidates(max_rows)
-        holding = [s for s in candidates if s >= left]
-        fitting = [s for s in candidates if s <= left]
-        if holding and (not fitting or holding[0] - left <= max(left, _FREE_PADDING)):
-            shape = holding[0]
-        else:
-            shape = fitting[-1]
-        if shapes.usable(shape):
+        shape = _best_shape(candidates, left)
+        if shapes.agrees.get(shape):
             return shape
+        shapes.check_soon(shape)
+        if wait:
+            shapes.settle()
+            continue
+        known = [s for s in candidates if shapes.agrees.get(s)] or [shapes.reference]
+        return _best_shape(known, left)
+
+
+def _best_shape(shapes: list[int], left: int) -> int:
+    holding = [s for s in shapes if s >= left]
+    fitting = [s for s in shapes if s <= left]
+    if holding and (not fitting or holding[0] - left <= max(left, _FREE_PADDING)):
+        return holding[0]
+    return fitting[-1]
 
 
 def shared_draw_noise(mean: tf.Tensor, draw: int, salt: int) -> tf.Tensor:
