@@ -45,6 +45,11 @@ _verified_scorers: weakref.WeakKeyDictionary[Any, VerifiedShapes] = weakref.Weak
 _running_checks: set[threading.Thread] = set()
 
 
+def scoring_checks_running() -> int:
+    """Scoring-shape checks under way in this process."""
+    return len(_running_checks)
+
+
 @atexit.register
 def settle_scoring_checks() -> None:
     """Wait for every scoring-shape check under way (benchmarks, before they time)."""

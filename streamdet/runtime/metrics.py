@@ -8,6 +8,7 @@ Distributions (scores, batch sizes, latencies) are observed as they happen.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -322,6 +323,16 @@ class DaemonCollector(Collector):
             last_commit.add_metric([], app.checkpoint.last_success)
         yield from (lag, broker, commits, publish, dead, last_commit, undelivered, held)
         yield self._recent_alerts(app)
+        checks = _gauge(
+            "streamdet_scoring_shape_checks_running",
+            "Background checks of a scorer's batch shapes under way (compiling; until one "
+            "passes, batches use the shapes already known to agree).",
+            [],
+        )
+        # Read only if a Keras detector loaded it: scraping never imports TensorFlow.
+        keras_base = sys.modules.get("streamdet.detectors.keras_base")
+        checks.add_metric([], 0.0 if keras_base is None else keras_base.scoring_checks_running())
+        yield checks
 
     @staticmethod
     def _recent_alerts(app: Application) -> Metric:
