@@ -256,7 +256,9 @@ class Application:
             if pipeline is None:
                 continue
             self.checkpoint.consumed(message)
-            for window in pipeline.handle(message, now, self._all_partitions_seen(message.topic)):
+            # Only a model still warming up asks (it reads the assignment: not per event).
+            seen = pipeline.lifecycle.ready or self._all_partitions_seen(message.topic)
+            for window in pipeline.handle(message, now, seen):
                 self.batcher.add(window, now)
         self._tend(now, drain=False)
         if self.synchronous or self.batcher.due(time.monotonic()):

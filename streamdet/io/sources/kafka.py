@@ -156,12 +156,11 @@ class KafkaSource:
             self._broker_failed("poll", exc)
             time.sleep(timeout_ms / 1000)
             return []
-        messages = []
-        for batch in records.values():
-            for r in batch:
-                messages.append(
-                    Message(r.topic, r.partition, r.offset, r.key, r.value or b"", r.timestamp)
-                )
+        messages = [
+            Message(r.topic, r.partition, r.offset, r.key, r.value or b"", r.timestamp)
+            for batch in records.values()
+            for r in batch
+        ]
         if messages:
             self._connected = True
         return messages
