@@ -22,6 +22,7 @@ streamdet.core.errors.ConfigError: config.yaml is invalid:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -281,6 +282,15 @@ class TopicConfig(Frozen):
     def _detector_fits_kind(self) -> TopicConfig:
         if self.kind == "image" and self.format.image_shape is None:
             raise ValueError("image topics need format.image_shape: [height, width, channels]")
+        if self.kind == "image" and self.format.image_shape is not None:
+            pixels = math.prod(self.format.image_shape)
+            if pixels > self.limits.max_image_pixels:
+                raise ValueError(
+                    f"format.image_shape {list(self.format.image_shape)} is {pixels} values, "
+                    f"over limits.max_image_pixels ({self.limits.max_image_pixels}); an image "
+                    "is refused by its header's size before it is decoded, so raise the limit "
+                    "only for images you mean to score"
+                )
         allowed = detectors_for(self.kind)
         if self.detector.name not in allowed:
             raise ValueError(

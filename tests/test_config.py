@@ -42,6 +42,16 @@ def test_unknown_keys_and_incomplete_sasl_are_refused():
         )
 
 
+def test_an_image_topic_larger_than_its_pixel_limit_is_refused():
+    topic = (
+        "topics: [{{name: cams, kind: image, detector: {{name: image_vae}}, "
+        "format: {{image_shape: [64, 64, 3]}}, limits: {{max_image_pixels: {limit}}}}}]"
+    )
+    with pytest.raises(ConfigError, match=r"topics\.0.*12288 values, over limits\.max_image"):
+        load_config_text(topic.format(limit=10_000), environ={})
+    assert load_config_text(topic.format(limit=12_288), environ={}).topics[0].kind == "image"
+
+
 def test_environment_overrides_the_file_and_config_is_frozen():
     config = load_config_text(
         "metrics: {port: 1}",
