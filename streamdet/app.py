@@ -402,5 +402,6 @@ class Application:
         model = pipeline.lifecycle
         if model.state == "failed" and model.retry_at is not None:
             wait = max(model.retry_at - time.monotonic(), 0)
-            return f"failed: {model.error} (retry in {wait:.0f}s)"
+            # The reason is in the log: an unauthenticated probe shows no exception text.
+            return f"training failed, retry in {wait:.0f}s (the reason is in the log)"
         return model.state
