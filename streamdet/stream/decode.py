@@ -27,6 +27,7 @@ import math
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 
 from streamdet.config import LimitsConfig, MessageFormat
 from streamdet.core.errors import StreamdetError
@@ -138,11 +139,17 @@ def _json_object(message: Message, raw: bytes, limits: LimitsConfig) -> dict:
     if openers > limits.max_json_depth and nesting_depth(raw) > limits.max_json_depth:
         raise InvalidMessage(message, "too_deep", too_deep)
     try:
-        body = json.loads(raw)
-    except RecursionError:
-        raise InvalidMessage(message, "too_deep", too_deep) from None
-    except (UnicodeDecodeError, ValueError) as exc:  # bad JSON, integers over 4,300 digits
-        raise InvalidMessage(message, "undecodable_json", str(exc)[:200]) from None
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # What orjson refuses and the standard library reads (NaN and Infinity literals,
+        # numbers beyond a double, lone surrogates, a byte-order mark) is judged as it always
+        # was: read here, then refused by the same checks with the same reasons.
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise InvalidMessage(message, "too_deep", too_deep) from None
+        except (UnicodeDecodeError, ValueError) as exc:  # bad JSON, integers over 4,300 digits
+            raise InvalidMessage(message, "undecodable_json", str(exc)[:200]) from None
     if not isinstance(body, dict):
         raise InvalidMessage(message, "wrong_type", "the JSON value must be an object")
     return body
