@@ -146,15 +146,19 @@ class VerifiedShapes:
         return tuple(np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
 
     def _check(self, shape: int) -> bool:
-        rows = max(shape, self.reference)
-        if len(self._probe) < rows:
+        """Score the probe at ``shape`` and compare with the reference shape. The probe is
+        ``reference`` distinct rows, repeated to fill a larger shape: every position of the
+        larger call is compared, and the reference runs once."""
+        if not self._probe_reference:
             rng = np.random.default_rng(_PROBE_SEED)
-            self._probe = rng.random((rows, *self.instance)).astype(self.dtype)
-            self._probe_reference = self.run_chunked(self.reference, self._probe)
-        expected = tuple(part[:rows] for part in self._probe_reference)
-        seen = self.run_chunked(shape, self._probe[:rows])
+            self._probe = rng.random((self.reference, *self.instance)).astype(self.dtype)
+            self._probe_reference = self.run_at(self.reference, self._probe)
+        repeats = -(-shape // self.reference)
+        rows = np.concatenate([self._probe] * repeats)[: max(shape, self.reference)]
+        seen = self.run_chunked(shape, rows)
         return all(
-            np.array_equal(a, b, equal_nan=True) for a, b in zip(seen, expected, strict=True)
+            np.array_equal(a, np.concatenate([b] * repeats)[: len(a)], equal_nan=True)
+            for a, b in zip(seen, self._probe_reference, strict=True)
         )
 
 
