@@ -216,11 +216,11 @@ class Application:
         try:
             while not self._stop:
                 self.turn()
-                if self.source.exhausted and not any(p.busy for p in self.pipelines.values()):
-                    break
-            now = time.monotonic()
-            self._tend(now, drain=True)
-            self._score(self.batcher.drain(), now)
+                if self.source.exhausted and not self._busy():
+                    self._score_what_is_left()
+                    if not self._busy():  # unless a failing scorer put windows back
+                        break
+            self._score_what_is_left()
             self.checkpoint.commit(time.monotonic(), force=True)
         finally:
             if server is not None:
@@ -267,6 +267,15 @@ class Application:
         self._bound_outbox()
         self._report()
 
+    def _busy(self) -> bool:
+        return any(p.busy for p in self.pipelines.values())
+
+    def _score_what_is_left(self) -> None:
+        """The last windows: every backlog and the batch that waits, scored now."""
+        now = time.monotonic()
+        self._tend(now, drain=True)
+        self._score(self.batcher.drain(), now)
+
     def _tend(self, now: float, drain: bool) -> None:
         check_store = now >= self._next_store_check or self.synchronous
         if check_store:
@@ -288,9 +297,15 @@ class Application:
         by_topic: dict[str, list[Window]] = {}
         for window in batch:
             by_topic.setdefault(window.topic, []).append(window)
+        deferred: list[Window] = []
         for topic, windows in by_topic.items():
-            for scored in self.pipelines[topic].score(windows):
+            pipeline = self.pipelines[topic]
+            for scored in pipeline.score(windows):
                 self.series_scores.observe(topic, scored.window.series, scored.score)
+            deferred.extend(pipeline.deferred)
+        if deferred:  # back in their topic's backlog, not settled
+            waiting = {id(window) for window in deferred}
+            batch = [window for window in batch if id(window) not in waiting]
         self.outbox.track(batch)
 
     # ---- what the collaborators call back ----------------------------------------------

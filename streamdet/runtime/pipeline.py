@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from streamdet.config import TopicConfig
+from streamdet.core.backoff import Backoff
 from streamdet.core.records import (
     Event,
     Message,
@@ -40,6 +41,9 @@ from streamdet.stream.window_store import WindowStore
 from streamdet.thresholds import DecisionPolicy
 
 log = logging.getLogger("streamdet.pipeline")
+
+# Batches in a row in which no window scored before their windows are dead-lettered.
+MAX_SCORING_ATTEMPTS = 5
 
 # A batch observer: (topic, detector, scores, seconds spent scoring).
 ScoresObserver = Callable[[str, str, np.ndarray, float], None]
@@ -98,6 +102,9 @@ class TopicPipeline:
         # in bytes: past the limit the topic's partitions pause instead of windows dropping.
         self.backlog: deque[Window] = deque()
         self.backlog_bytes = 0
+        # Scoring that failed for every window of a batch: retried after this backoff.
+        self.scoring_backoff = Backoff(1.0, 30.0)
+        self.deferred: list[Window] = []  # of the last batch, back in the backlog
         self.paused = False
         self._serving: object = None
         # What the metrics collector reads at scrape time.
@@ -173,7 +180,7 @@ class TopicPipeline:
                 lifecycle.start_retraining(reason)
         lifecycle.apply_reload()
         released: list[Window] = []
-        if lifecycle.ready:
+        if lifecycle.ready and self.scoring_backoff.ready(time.monotonic()):
             while self.backlog and (budget is None or len(released) < budget):
                 window = self.backlog.popleft()
                 self.backlog_bytes -= window.values.nbytes
@@ -211,6 +218,7 @@ class TopicPipeline:
             self.policy.start(bundle.calibration)
             self.drift.reference(bundle, bundle.calibration.pooled)
         started = time.perf_counter()
+        self.deferred = []
         predicted = self._predict(windows)
         if predicted:
             self._observe_scores(
@@ -334,20 +342,45 @@ class TopicPipeline:
 
     def _predict(self, windows: list[Window]) -> list[tuple[Window, float, np.ndarray]]:
         """(window, score, feature scores) for every window that scores. If the batch fails,
-        each window is scored alone and the ones that still fail (or score NaN) go to the
-        dead-letter sink: one bad window never costs its batch."""
+        each window is scored alone: one bad window never costs its batch, and goes to the
+        dead-letter sink (it fails, or scores NaN, while others score). When no window
+        scores at all the fault is the scorer's, not the windows' (a transient error): they
+        go back to the head of the backlog and are tried again after a backoff, and only
+        after ``MAX_SCORING_ATTEMPTS`` such failures in a row are they dead-lettered."""
         try:
-            return self._predict_batch(windows)
+            results = self._predict_batch(windows)
+            self.scoring_backoff.succeeded()
+            return results
         except Exception as exc:
-            if len(windows) == 1:
-                self._dead_letter_window(windows[0], exc)
-                return []
-        results = []
-        for window in windows:
-            try:
-                results.extend(self._predict_batch([window]))
-            except Exception as exc:
-                self._dead_letter_window(window, exc)
+            failures: list[tuple[Window, Exception]] = [(windows[0], exc)]
+            results = []
+            if len(windows) > 1:
+                failures = []
+                for window in windows:
+                    try:
+                        results.extend(self._predict_batch([window]))
+                    except Exception as window_exc:
+                        failures.append((window, window_exc))
+        if results:
+            self.scoring_backoff.succeeded()
+        elif self.scoring_backoff.failures + 1 < MAX_SCORING_ATTEMPTS:
+            delay = self.scoring_backoff.failed(time.monotonic())
+            self.deferred = [window for window, _ in failures]
+            for window in reversed(self.deferred):
+                self.backlog.appendleft(window)
+                self.backlog_bytes += window.values.nbytes
+            log.warning(
+                "topic %s: no window of a batch of %d scored (%s); trying again in %.1fs",
+                self.name,
+                len(windows),
+                failures[0][1],
+                delay,
+            )
+            return []
+        else:
+            self.scoring_backoff.succeeded()
+        for window, window_exc in failures:
+            self._dead_letter_window(window, window_exc)
         return results
 
     def _predict_batch(self, windows: list[Window]) -> list[tuple[Window, float, np.ndarray]]:
