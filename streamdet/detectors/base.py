@@ -221,8 +221,7 @@ class Detector(ABC):
 
     def warm_up(self) -> None:
         """Score one all-zero instance now, so that the first live windows do not wait for
-        the scorer to compile (a served model does this once, off the loop); the checks of
-        the other scoring shapes start in the background."""
+        the scorer to compile (a served model does this once, off the loop)."""
         if self.input_shape is not None:
             self.score(np.zeros((1, *self.input_shape), np.float32))
 

@@ -39,6 +39,9 @@ def set_seed(seed: int | None) -> None:
 # holds (below ~64 rows a call's cost is mostly its overhead).
 _FREE_PADDING = 64
 _PROBE_SEED = 20260
+# A shape is checked (compiled, about a second) once calls have wanted it this many times:
+# a stream wants its shapes again and again, a one-off call never pays for the compilation.
+CHECK_AFTER_WANTED = 3
 _verified_scorers: weakref.WeakKeyDictionary[Any, VerifiedShapes] = weakref.WeakKeyDictionary()
 # Checks running in the background, finished before the interpreter exits (TensorFlow
 # aborts a process whose threads are still in it at exit).
@@ -50,11 +53,21 @@ def scoring_checks_running() -> int:
     return len(_running_checks)
 
 
-@atexit.register
+# Set at exit: checks not begun are dropped and a check under way stops at its next call
+# (a short command must not wait seconds for compilations it will never use).
+_exiting = threading.Event()
+
+
 def settle_scoring_checks() -> None:
     """Wait for every scoring-shape check under way (benchmarks, before they time)."""
     for thread in list(_running_checks):
         thread.join(timeout=60)
+
+
+@atexit.register
+def _stop_scoring_checks() -> None:
+    _exiting.set()
+    settle_scoring_checks()
 
 
 class VerifiedShapes:
@@ -69,9 +82,10 @@ class VerifiedShapes:
     output of every row is identical. Scores stay batch-invariant, and each call pays only
     for the smallest agreeing shape that holds its rows.
 
-    A check compiles the shape (about a second on a CPU), so it runs in a background thread:
-    until it has passed, calls use shapes already known to agree (the reference always
-    does), and a live stream never waits for a compilation it did not need.
+    A check compiles the shape (about a second on a CPU), so it runs in a background thread,
+    once calls have wanted the shape a few times: until it has passed, calls use shapes
+    already known to agree (the reference always does), and a live stream never waits for a
+    compilation, nor a one-off call pays for one it will not use again.
     """
 
     def __init__(self, fn: Any, reference: int, instance: tuple[int, ...], dtype: Any) -> None:
@@ -83,6 +97,7 @@ class VerifiedShapes:
         self._probe = np.empty((0, *instance), self.dtype)
         self._probe_reference: tuple[np.ndarray, ...] = ()
         self._lock = threading.Lock()
+        self.wanted: dict[int, int] = {}
         self._queued: list[int] = []
         self._worker: threading.Thread | None = None
 
@@ -118,7 +133,8 @@ class VerifiedShapes:
         try:
             while True:
                 with self._lock:
-                    if not self._queued:
+                    if not self._queued or _exiting.is_set():
+                        self._queued.clear()
                         self._worker = None
                         return
                     shape = self._queued[0]
@@ -141,8 +157,14 @@ class VerifiedShapes:
         outputs = out if isinstance(out, tuple | list) else (out,)
         return tuple(np.asarray(o.numpy())[:n] for o in outputs)
 
-    def run_chunked(self, shape: int, rows: np.ndarray) -> tuple[np.ndarray, ...]:
-        parts = [self.run_at(shape, rows[i : i + shape]) for i in range(0, len(rows), shape)]
+    def run_chunked(self, shape: int, rows: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """Outputs of ``rows`` in calls of ``shape`` rows; None if the process began to
+        exit meanwhile."""
+        parts = []
+        for start in range(0, len(rows), shape):
+            if _exiting.is_set():
+                return None
+            parts.append(self.run_at(shape, rows[start : start + shape]))
         return tuple(np.concatenate([part[k] for part in parts]) for k in range(len(parts[0])))
 
     def _check(self, shape: int) -> bool:
@@ -156,6 +178,8 @@ class VerifiedShapes:
         repeats = -(-shape // self.reference)
         rows = np.concatenate([self._probe] * repeats)[: max(shape, self.reference)]
         seen = self.run_chunked(shape, rows)
+        if seen is None:
+            return False
         return all(
             np.array_equal(a, np.concatenate([b] * repeats)[: len(a)], equal_nan=True)
             for a, b in zip(seen, self._probe_reference, strict=True)
@@ -220,14 +244,17 @@ def score_in_fixed_batches(
 def _next_shape(shapes: VerifiedShapes, left: int, max_rows: int | None, wait: bool) -> int:
     """The shape of the next call for ``left`` rows: the smallest agreeing shape that holds
     them when its padding is at most ``max(left, _FREE_PADDING)`` rows, else the largest
-    that fits in them. The best shape not yet checked is checked (in the background unless
-    ``wait``); meanwhile the best shape known to agree serves."""
+    that fits in them. The best shape not yet checked is checked once it has been wanted
+    ``CHECK_AFTER_WANTED`` times (in the background; at once with ``wait``); meanwhile the
+    best shape known to agree serves."""
     while True:
         candidates = shapes.candidates(max_rows)
         shape = _best_shape(candidates, left)
         if shapes.agrees.get(shape):
             return shape
-        shapes.check_soon(shape)
+        shapes.wanted[shape] = shapes.wanted.get(shape, 0) + 1
+        if wait or shapes.wanted[shape] >= CHECK_AFTER_WANTED:
+            shapes.check_soon(shape)
         if wait:
             shapes.settle()
             continue

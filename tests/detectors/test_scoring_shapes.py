@@ -71,3 +71,18 @@ def test_batch_size_bounds_each_call_but_not_the_scores() -> None:
     (bounded,) = score_in_fixed_batches(scorer, data, 64, max_rows=10, wait_for_checks=True)
     assert np.array_equal(default, bounded)
     assert max(scorer.calls) <= 64 and 8 in scorer.calls
+
+
+def test_a_real_decoder_scores_every_window_the_same_at_every_shape_it_uses() -> None:
+    from streamdet.detectors.seq2seq import OutlierSeq2Seq
+
+    t = np.arange(400, dtype=np.float32)
+    detector = OutlierSeq2Seq(1, 8, threshold=None, latent_dim=8, seed=0)
+    detector.fit(np.sin(t / 5)[:, None], epochs=1, verbose=False)
+    windows = np.random.default_rng(4).random((300, 8, 1)).astype(np.float32)
+    (reference,) = score_in_fixed_batches(detector._decode, windows, 64, max_rows=64)[:1]
+    for rows in (1, 9, 300):
+        (seen,) = score_in_fixed_batches(
+            detector._decode, windows[:rows], 64, wait_for_checks=True
+        )[:1]
+        assert np.array_equal(seen, reference[:rows])
