@@ -50,7 +50,7 @@ from streamdet.detectors.keras_base import (
     fit_progress,
     keras,
     resolve_optimizer,
-    score_in_fixed_batches,
+    score_at_verified_shapes,
     set_seed,
     shared_draw_noise,
     tf,
@@ -599,7 +599,7 @@ class AdversarialVAEDetector(KerasDetector):
     def _run(self, X: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, ...]:
         self._require_fitted("score()")
         data = self._instances(X)
-        return score_in_fixed_batches(self._score_fn, data, self._score_shape, batch_size)
+        return score_at_verified_shapes(self._score_fn, data, self._score_shape, batch_size)
 
     def score(self, X: np.ndarray, batch_size: int | None = None) -> Scores:
         """KL(M(x) ‖ M(x')) per instance, and (x - x')² per element."""

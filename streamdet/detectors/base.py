@@ -94,6 +94,7 @@ def register(cls: type[Detector]) -> type[Detector]:
 # a lone window need not pay for 64 rows, a large micro-batch need not pay 16 calls' overhead.
 SCORING_SHAPES = (1, 8, 64, 256, 1024)
 
+
 class Detector(ABC):
     """Shared state, checks, ``predict`` and persistence of every detector.
 

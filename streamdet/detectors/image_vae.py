@@ -33,7 +33,7 @@ from streamdet.detectors.base import ContractCase, Scores, register
 from streamdet.detectors.keras_base import (
     KerasDetector,
     keras,
-    score_in_fixed_batches,
+    score_at_verified_shapes,
     set_seed,
     tf,
     train_epochs,
@@ -346,7 +346,7 @@ class ImageVAEDetector(KerasDetector):
         """Per-pixel loss (n, H, W, C) and its sum per image."""
         self._require_fitted("score()")
         images = self._images(X)
-        (pixels,) = score_in_fixed_batches(self._loss_fn, images, self._score_shape, batch_size)
+        (pixels,) = score_at_verified_shapes(self._loss_fn, images, self._score_shape, batch_size)
         return Scores(pixels.sum(axis=(1, 2, 3)), pixels)
 
     def _model_files(self) -> dict[str, keras.Model]:

@@ -186,7 +186,7 @@ class VerifiedShapes:
         )
 
 
-def score_in_fixed_batches(
+def score_at_verified_shapes(
     fn: Any,
     data: np.ndarray,
     reference: int,
@@ -208,7 +208,7 @@ def score_in_fixed_batches(
     checked is checked in the background (``wait_for_checks``: now, before it is used).
 
     >>> double = lambda x: 2 * x
-    >>> score_in_fixed_batches(double, np.arange(5, dtype=np.float32)[:, None], 4)[0][:, 0]
+    >>> score_at_verified_shapes(double, np.arange(5, dtype=np.float32)[:, None], 4)[0][:, 0]
     array([0., 2., 4., 6., 8.], dtype=float32)
     """
     if reference < 1:

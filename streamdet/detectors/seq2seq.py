@@ -51,7 +51,7 @@ from streamdet.detectors.keras_base import (
     fit_progress,
     keras,
     resolve_optimizer,
-    score_in_fixed_batches,
+    score_at_verified_shapes,
     set_seed,
     tf,
     train_epochs,
@@ -559,7 +559,7 @@ class Seq2SeqDetector(KerasDetector):
         """Decode normalised windows at the verified scoring shapes (a handful of XLA
         compilations, each made once: a live stream's micro-batches of every size never
         stall scoring for a new one)."""
-        recon, thr = score_in_fixed_batches(self._decode, data, self._score_shape, batch_size)
+        recon, thr = score_at_verified_shapes(self._decode, data, self._score_shape, batch_size)
         return recon, thr
 
     def _raw_feature_scores(self, X: np.ndarray, batch_size: int | None) -> np.ndarray:

@@ -31,7 +31,7 @@ from streamdet.detectors.base import ContractCase, Scores, register
 from streamdet.detectors.keras_base import (
     KerasDetector,
     keras,
-    score_in_fixed_batches,
+    score_at_verified_shapes,
     set_seed,
     tf,
     train_epochs,
@@ -353,7 +353,7 @@ class VAELSTMDetector(KerasDetector):
         """
         self._require_fitted("score()")
         data = self._normalise(self._sequences(X))
-        (feature_score,) = score_in_fixed_batches(
+        (feature_score,) = score_at_verified_shapes(
             self._score_fn, data, self._score_shape, batch_size
         )
         return Scores(feature_score.sum(axis=(1, 2)), feature_score)

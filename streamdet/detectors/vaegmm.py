@@ -43,7 +43,7 @@ from streamdet.detectors.keras_base import (
     fit_progress,
     keras,
     resolve_optimizer,
-    score_in_fixed_batches,
+    score_at_verified_shapes,
     set_seed,
     shared_draw_noise,
     tf,
@@ -611,7 +611,7 @@ class VAEGMMDetector(KerasDetector):
     def _fit_score_scale(self, data: np.ndarray) -> None:
         """Median and interquartile range of the training rows' energy and reconstruction
         error: the units in which ``energy+reconstruction`` adds them."""
-        energy, error = score_in_fixed_batches(self._energy_fn, data, self._score_shape)
+        energy, error = score_at_verified_shapes(self._energy_fn, data, self._score_shape)
         scale = []
         for values in (energy, error.sum(axis=1)):
             low, median, high = np.percentile(values, [25, 50, 75])
@@ -652,7 +652,9 @@ class VAEGMMDetector(KerasDetector):
         """Sample energy per row (instance) and squared reconstruction error per feature."""
         self._require_fitted("score()")
         data = self._normalise(self._rows(X))
-        energy, error = score_in_fixed_batches(self._energy_fn, data, self._score_shape, batch_size)
+        energy, error = score_at_verified_shapes(
+            self._energy_fn, data, self._score_shape, batch_size
+        )
         if self.params.get("score_terms", "energy") == "energy+reconstruction":
             e_median, e_iqr, r_median, r_iqr = np.asarray(self.extra_state["score_scale"])
             energy = (energy - e_median) / e_iqr + (error.sum(axis=1) - r_median) / r_iqr
