@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install run test lint kafka-fetch system-deps clean
+.PHONY: install run test lint kafka-fetch registry-fetch system-deps clean
 
 # Debian's prometheus package gives the tests a real Prometheus server and promtool.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -23,7 +23,7 @@ run: install
 	$(BIN)/streamdet run --config config.yaml
 
 ## Install everything, provision a real Kafka broker (cached jars), lint and run all tests.
-test: install system-deps kafka-fetch lint
+test: install system-deps kafka-fetch registry-fetch lint
 	$(BIN)/python -m pytest
 
 lint: install
@@ -40,6 +40,10 @@ system-deps:
 
 kafka-fetch:
 	$(PYTHON) scripts/local_kafka.py fetch
+
+## A real schema registry for the Avro and Protobuf tests (Apicurio Registry, cached).
+registry-fetch:
+	$(PYTHON) scripts/local_registry.py fetch
 
 clean:
 	rm -rf $(VENV) eval models alerts.jsonl

@@ -32,6 +32,7 @@ from streamdet.core.errors import ConfigError
 from streamdet.core.progress import ProgressFn, stderr_progress
 from streamdet.core.records import TopicPartition, Window
 from streamdet.io.build import IO, build_io
+from streamdet.io.schema_registry import SchemaRegistry
 from streamdet.io.sinks.base import Sink
 from streamdet.io.sinks.scores import ScoreSink
 from streamdet.io.sources.base import Source
@@ -42,6 +43,7 @@ from streamdet.runtime.outbox import Outbox, Outgoing
 from streamdet.runtime.pipeline import TopicPipeline
 from streamdet.serving.lifecycle import ModelLifecycle
 from streamdet.stream.batcher import WindowBatcher
+from streamdet.stream.record_readers import record_reader
 
 log = logging.getLogger("streamdet.app")
 RECENT_ALERTS = 20  # the latest alerts shown on the Detector dashboard
@@ -121,6 +123,11 @@ class Application:
             batching.commit_interval_ms / 1000,
             max_replay_lag=batching.max_replay_lag,
         )
+        self.schema_registry = (
+            SchemaRegistry(config.schema_registry)
+            if any(t.format.encoding != "json" for t in config.topics)
+            else None
+        )
         for topic in config.topics:
             lifecycle = ModelLifecycle(
                 topic,
@@ -145,6 +152,7 @@ class Application:
                 raised=self.feedback.remember,
                 episode=functools.partial(self.feedback.extend, topic.name),
                 severity_bars=self.feedback.bars(topic.name),
+                read_record=record_reader(topic, self.schema_registry),
             )
             self.pipelines[topic.name] = pipeline
             self.checkpoint.stages.append(pipeline)
@@ -406,6 +414,9 @@ class Application:
         assignment = self.source.assignment()
         if assignment is not None and not assignment:
             return False, "no partitions assigned yet"
+        registry = self.schema_registry
+        if registry is not None and not registry.up:
+            return False, "the schema registry cannot answer (the reason is in the log)"
         waiting = [p for p in self.pipelines.values() if not p.lifecycle.ready]
         if waiting:
             states = ", ".join(f"{p.name}: {self._model_state(p)}" for p in waiting)

@@ -168,8 +168,10 @@ def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str
     from kafka import KafkaConsumer
 
     from streamdet.io.kafka_client import client_settings
+    from streamdet.io.schema_registry import SchemaRegistry
     from streamdet.io.sources.base import Message
     from streamdet.stream.decode import InvalidMessage, decode_timeseries
+    from streamdet.stream.record_readers import record_reader
 
     consumer = KafkaConsumer(
         topic.name,
@@ -179,6 +181,10 @@ def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str
         consumer_timeout_ms=5000,
         **client_settings(config.kafka),
     )
+    registry = None
+    if topic.format.encoding != "json":
+        registry = SchemaRegistry(config.schema_registry)
+    read_record = record_reader(topic, registry)
     series: dict[str, list[Any]] = {}
     read = invalid = 0
     for record in consumer:
@@ -191,7 +197,9 @@ def _read_training_kafka(config: Any, topic: Any, limit: int | None) -> dict[str
             record.timestamp,
         )
         try:
-            event = decode_timeseries(message, topic.format, limits=topic.limits)
+            event = decode_timeseries(
+                message, topic.format, limits=topic.limits, read_record=read_record
+            )
         except InvalidMessage:
             invalid += 1
             continue

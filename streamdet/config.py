@@ -124,8 +124,23 @@ class KafkaConfig(Frozen):
 
 
 class MessageFormat(Frozen):
-    """How to read one JSON message of a topic."""
+    """How to read one message of a topic: its encoding, then which fields of the decoded
+    record hold the series, the time and the values."""
 
+    encoding: Literal["json", "avro", "protobuf"] = Field(
+        default="json",
+        description="json: UTF-8 JSON objects; avro, protobuf: records in the Confluent wire "
+        "format (magic byte, schema id), their schemas read from schema_registry",
+    )
+    reader_schema: Literal["writer", "latest"] = Field(
+        default="writer",
+        description="avro: read each record with the schema it was written with (writer), or "
+        "resolve it to the subject's latest version (latest: field names of the newest "
+        "schema, aliases and defaults applied to older records)",
+    )
+    subject: str | None = Field(
+        default=None, description="reader_schema latest: the subject (default <topic>-value)"
+    )
     series_key: str | None = Field(
         default="sensor", description="JSON field naming the series; null: the message key"
     )
@@ -387,6 +402,51 @@ class MetricsConfig(Frozen):
         return self
 
 
+class SchemaRegistryConfig(Frozen):
+    """A Confluent-compatible schema registry, for topics whose ``format.encoding`` is avro
+    or protobuf (Confluent Schema Registry, Apicurio's ``/apis/ccompat/v7``, Karapace)."""
+
+    url: str | None = Field(
+        default=None, description="e.g. http://registry:8081 or .../apis/ccompat/v7"
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = Field(
+        default=None, description="read password from this file (trailing newline cut)"
+    )
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=120, description="per request")
+    cache_schemas: int = Field(
+        default=1000, ge=1, description="schemas kept parsed (least recently used dropped)"
+    )
+    unknown_schema_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="an id the registry does not know is asked again only after this long "
+        "(records naming it meanwhile go to the dead-letter topic without a request)",
+    )
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> SchemaRegistryConfig:
+        from_file = _read_secret_file(self.password_file, "password_file")
+        if from_file is not None:
+            if self.password is not None:
+                raise ValueError("give password or password_file, not both")
+            object.__setattr__(self, "password", from_file)
+        if bool(self.username) != bool(self.password):
+            raise ValueError("basic auth needs both username and password")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        tls = [n for n in ("ssl_cafile", "ssl_certfile") if getattr(self, n)]
+        if tls and self.url is not None and not self.url.startswith("https://"):
+            raise ValueError(f"{', '.join(tls)} given for a plain http:// url")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("a client certificate needs both ssl_certfile and ssl_keyfile")
+        return self
+
+
 class ModelsConfig(Frozen):
     """Where topics' models live: ``<store>/<topic>/versions/v000001/...`` and ``CURRENT``."""
 
@@ -464,6 +524,7 @@ class StreamdetConfig(Frozen):
     alerts: AlertsConfig = AlertsConfig()
     dead_letter: DeadLetterConfig = DeadLetterConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    schema_registry: SchemaRegistryConfig = SchemaRegistryConfig()
     metrics: MetricsConfig = MetricsConfig()
     models: ModelsConfig = ModelsConfig()
     batching: BatchingConfig = BatchingConfig()
@@ -474,6 +535,18 @@ class StreamdetConfig(Frozen):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"topic names must be unique; repeated: {', '.join(duplicates)}")
+        for k, topic in enumerate(self.topics):
+            encoding = topic.format.encoding
+            if encoding != "json" and self.schema_registry.url is None:
+                raise ValueError(
+                    f"topics.{k}.format.encoding: {encoding} needs schema_registry.url (the "
+                    "registry its records' schema ids refer to)"
+                )
+            if topic.format.reader_schema == "latest" and encoding != "avro":
+                raise ValueError(
+                    f"topics.{k}.format.reader_schema: latest applies to avro only (protobuf "
+                    "records are read by field number, JSON has no schema)"
+                )
         feedback = self.feedback.topic
         if feedback is not None:
             if not self.kafka.bootstrap_servers:

@@ -21,14 +21,17 @@ from tests.helpers import make_series
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_local_kafka():
-    spec = importlib.util.spec_from_file_location(
-        "local_kafka", ROOT / "scripts" / "local_kafka.py"
-    )
+def _load_script(name: str):
+    sys.path.insert(0, str(ROOT / "scripts"))  # local_registry imports local_kafka
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_local_kafka():
+    return _load_script("local_kafka")
 
 
 def _docker_answers() -> bool:
@@ -60,6 +63,36 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield bootstrap
     finally:
         local_kafka.stop(run_dir)
+
+
+REGISTRY_USER, REGISTRY_PASSWORD = "streamdet", "registry-secret"
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real schema registry (Apicurio Registry's Confluent-compatible API) with basic auth:
+    ``{"url", "username", "password", "run_dir"}``. ``SCHEMA_REGISTRY_URL`` (plus
+    ``SCHEMA_REGISTRY_USER`` and ``SCHEMA_REGISTRY_PASSWORD``) uses one already running."""
+    if os.environ.get("SCHEMA_REGISTRY_URL"):
+        yield {
+            "url": os.environ["SCHEMA_REGISTRY_URL"],
+            "username": os.environ.get("SCHEMA_REGISTRY_USER", ""),
+            "password": os.environ.get("SCHEMA_REGISTRY_PASSWORD", ""),
+            "run_dir": "",
+        }
+        return
+    local_registry = _load_script("local_registry")
+    run_dir = tmp_path_factory.mktemp("registry")
+    url = local_registry.start(run_dir, REGISTRY_USER, REGISTRY_PASSWORD)
+    try:
+        yield {
+            "url": url,
+            "username": REGISTRY_USER,
+            "password": REGISTRY_PASSWORD,
+            "run_dir": str(run_dir),
+        }
+    finally:
+        local_registry.stop(run_dir)
 
 
 @pytest.fixture

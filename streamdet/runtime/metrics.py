@@ -149,6 +149,40 @@ class DaemonCollector(Collector):
         refused.add_metric([], book.invalid)
         yield from (verdicts, precision, raised, held, refused)
 
+    @staticmethod
+    def _schema_registry(app: Application) -> Iterator[Metric]:
+        registry = app.schema_registry
+        if registry is None:  # no Avro or Protobuf topic: no registry metrics
+            return
+        up = _gauge(
+            "streamdet_schema_registry_up",
+            "1 while the schema registry answers; 0 after a request failed (records wait).",
+            [],
+        )
+        up.add_metric([], 1.0 if registry.up else 0.0)
+        requests = _counter(
+            "streamdet_schema_registry_requests",
+            "Requests to the schema registry (schemas are cached: one per new schema id).",
+            ["outcome"],
+        )
+        answered = registry.requests - registry.failures
+        requests.add_metric(["answered"], answered)
+        requests.add_metric(["failed"], registry.failures)
+        unknown = _counter(
+            "streamdet_schema_registry_unknown_ids",
+            "Schema ids the registry said it does not know (their records are dead-lettered).",
+            [],
+        )
+        unknown.add_metric([], registry.unknown_ids)
+        waiting = _gauge(
+            "streamdet_messages_waiting_for_schema",
+            "Messages held until the schema registry answers (their topic is paused).",
+            ["topic"],
+        )
+        for pipeline in app.pipelines.values():
+            waiting.add_metric([pipeline.name], len(pipeline.waiting_for_schema))
+        yield from (up, requests, unknown, waiting)
+
     def collect(self) -> Iterator[Metric]:
         app = self.app
         events = _counter("streamdet_events_consumed", "Messages consumed.", ["topic"])
@@ -265,6 +299,7 @@ class DaemonCollector(Collector):
         yield from (drift, trainings, training_events, series, evicted, backlog)
         yield from (failures, refused, reloads)
         yield from self._feedback(app)
+        yield from self._schema_registry(app)
 
         lag = _gauge(
             "streamdet_consumer_lag_messages",

@@ -28,6 +28,7 @@ from streamdet.core.records import (
     Window,
     note_pending,
 )
+from streamdet.io.schema_registry import RegistryUnavailable
 from streamdet.io.sinks.alerts import build_alert
 from streamdet.io.sinks.dead_letter import DeadLetter
 from streamdet.io.sinks.scores import ScoreSink
@@ -36,7 +37,12 @@ from streamdet.runtime.explanation import explain
 from streamdet.runtime.outbox import Outbox
 from streamdet.serving.drift import ScoreDrift
 from streamdet.serving.lifecycle import ModelLifecycle
-from streamdet.stream.decode import InvalidMessage, decode_image, decode_timeseries
+from streamdet.stream.decode import (
+    InvalidMessage,
+    RecordReader,
+    decode_image,
+    decode_timeseries,
+)
 from streamdet.stream.window_store import WindowStore
 from streamdet.thresholds import DecisionPolicy
 
@@ -70,6 +76,7 @@ class TopicPipeline:
         raised: Callable[[dict[str, Any]], None] = lambda alert: None,
         episode: Callable[[str, float], None] = lambda series, severity: None,
         severity_bars: Mapping[str, float] | None = None,
+        read_record: RecordReader | None = None,
     ) -> None:
         self.config = topic
         self.name = topic.name
@@ -105,7 +112,13 @@ class TopicPipeline:
         # Scoring that failed for every window of a batch: retried after this backoff.
         self.scoring_backoff = Backoff(1.0, 30.0)
         self.deferred: list[Window] = []  # of the last batch, back in the backlog
-        self.paused = False
+        self.backlog_full = False
+        # Messages that wait for the schema registry, in the order they came: while any
+        # waits, later ones queue behind it and the topic's partitions are paused.
+        self.read_record = read_record
+        self.waiting_for_schema: deque[Message] = deque()
+        self.schema_backoff = Backoff(1.0, 30.0)
+        self._all_partitions_seen = False
         self._serving: object = None
         # What the metrics collector reads at scrape time.
         self.events = 0
@@ -120,9 +133,27 @@ class TopicPipeline:
         """Decode one message; the windows it completes that are due for scoring now (the
         others wait in the backlog until the model is ready)."""
         self.events += 1
-        event = self._decode(message)
+        self._all_partitions_seen = all_partitions_seen
+        if self.waiting_for_schema:
+            self.waiting_for_schema.append(message)
+            return []
+        return self._handle(message, now)
+
+    def _handle(self, message: Message, now: float) -> list[Window]:
+        try:
+            event = self._decode(message)
+        except RegistryUnavailable as exc:
+            self.waiting_for_schema.append(message)
+            delay = self.schema_backoff.failed(time.monotonic())
+            self._pause(self.name, True)
+            self.progress(
+                f"topic {self.name}: {exc}; {len(self.waiting_for_schema)} message(s) wait, "
+                f"consumption paused, retry in {delay:.0f}s"
+            )
+            return []
         if event is None:
             return []
+        all_partitions_seen = self._all_partitions_seen
         lifecycle = self.lifecycle
         if not lifecycle.ready:
             lifecycle.offer(event.series, event.values, all_partitions_seen)
@@ -144,14 +175,19 @@ class TopicPipeline:
         try:
             if topic.kind == "image":
                 shape: Any = self.lifecycle.shape.instance_shape
-                return decode_image(message, topic.format, shape, topic.limits, now_ms)
+                return decode_image(
+                    message, topic.format, shape, topic.limits, now_ms, self.read_record
+                )
             return decode_timeseries(
                 message,
                 topic.format,
                 self.lifecycle.shape.one_event_per_instance,
                 topic.limits,
                 now_ms,
+                self.read_record,
             )
+        except RegistryUnavailable:
+            raise  # not the message's fault: it waits (see handle)
         except InvalidMessage as exc:
             self.dead_letter(message, exc.reason, exc.detail)
         except Exception as exc:  # a decoder bug must not stop the partition either
@@ -179,7 +215,7 @@ class TopicPipeline:
             if reason is not None:
                 lifecycle.start_retraining(reason)
         lifecycle.apply_reload()
-        released: list[Window] = []
+        released = self._retry_waiting(now)
         if lifecycle.ready and self.scoring_backoff.ready(time.monotonic()):
             while self.backlog and (budget is None or len(released) < budget):
                 window = self.backlog.popleft()
@@ -187,24 +223,53 @@ class TopicPipeline:
                 released.append(window)
         # While warming the model needs more events, so the topic is never paused then.
         warming = lifecycle.state == "warming"
-        if not self.paused and not warming and self.backlog_bytes > self.max_backlog_bytes:
-            self._set_paused(True)
-        elif self.paused and self.backlog_bytes <= self.max_backlog_bytes // 2:
-            self._set_paused(False)
+        if not self.backlog_full and not warming and self.backlog_bytes > self.max_backlog_bytes:
+            self._set_backlog_full(True)
+        elif self.backlog_full and self.backlog_bytes <= self.max_backlog_bytes // 2:
+            self._set_backlog_full(False)
         return released
 
-    def _set_paused(self, paused: bool) -> None:
-        self.paused = paused
-        self._pause(self.name, paused)
+    def _retry_waiting(self, now: float) -> list[Window]:
+        """Once the backoff allows, decode the messages that wait for the registry, in
+        order, until one has to wait again; the windows they complete (as :meth:`handle`)."""
+        if not self.waiting_for_schema or not self.schema_backoff.ready(time.monotonic()):
+            return []
+        waiting = self.waiting_for_schema
+        self.waiting_for_schema = deque()
+        windows: list[Window] = []
+        while waiting:
+            windows.extend(self._handle(waiting.popleft(), now))
+            if self.waiting_for_schema:  # the registry failed again: the rest wait behind
+                self.waiting_for_schema.extend(waiting)
+                return windows
+        self.schema_backoff.succeeded()
+        self._pause(self.name, self.paused)
+        self.progress(f"topic {self.name}: the schema registry answers; consuming again")
+        return windows
+
+    @property
+    def paused(self) -> bool:
+        """The topic's partitions should not be fetched: its backlog is full, or messages
+        wait for the schema registry."""
+        return self.backlog_full or bool(self.waiting_for_schema)
+
+    def _set_backlog_full(self, full: bool) -> None:
+        self.backlog_full = full
+        self._pause(self.name, self.paused)
         self.progress(
-            f"topic {self.name}: {'pausing' if paused else 'resuming'} consumption "
+            f"topic {self.name}: {'pausing' if full else 'resuming'} consumption "
             f"({self.backlog_bytes} bytes of windows wait for the model)"
         )
 
     @property
     def busy(self) -> bool:
-        """A model is training, or windows wait that a ready model can score."""
-        return self.lifecycle.state == "training" or (self.lifecycle.ready and bool(self.backlog))
+        """A model is training, windows wait that a ready model can score, or messages wait
+        for the schema registry."""
+        return (
+            self.lifecycle.state == "training"
+            or (self.lifecycle.ready and bool(self.backlog))
+            or bool(self.waiting_for_schema)
+        )
 
     # ---- scoring and deciding --------------------------------------------------------------
     def score(self, windows: list[Window]) -> list[ScoredWindow]:
@@ -423,6 +488,8 @@ class TopicPipeline:
             note_pending(pending, window.key, window.start_offset, window.end_offset)
         for partition, offset in self.windows.unreleased().items():
             note_pending(pending, (self.name, partition), offset, offset)
+        for message in self.waiting_for_schema:
+            note_pending(pending, (self.name, message.partition), message.offset, message.offset)
         return pending
 
     def replay_points(self) -> dict[TopicPartition, int]:
@@ -438,3 +505,6 @@ class TopicPipeline:
         kept = [w for w in self.backlog if w.partition not in mine]
         self.backlog = deque(kept)
         self.backlog_bytes = sum(w.values.nbytes for w in kept)
+        self.waiting_for_schema = deque(
+            m for m in self.waiting_for_schema if m.partition not in mine
+        )

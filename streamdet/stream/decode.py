@@ -24,7 +24,9 @@ import binascii
 import io
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import orjson
@@ -49,11 +51,19 @@ REASONS = (
     "wrong_shape",
     "scoring_failed",
     "decode_error",
+    # Avro and Protobuf (Confluent wire format):
+    "unknown_schema",
+    "undecodable_record",
+    "schema_mismatch",
 )
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Timestamps must be dates: from 1970-01-01 to the end of the year 9999.
 LATEST_MS = 253_402_300_799_999
 DEFAULT_LIMITS = LimitsConfig()
+
+# A schema-driven encoding's reader: one message's record as a dict of its fields, or
+# InvalidMessage (streamdet.stream.record_readers picks one per topic; None: JSON).
+RecordReader = Callable[[Message], dict[str, Any]]
 
 
 class InvalidMessage(StreamdetError):
@@ -79,6 +89,9 @@ def parse_timestamp_ms(raw: object) -> int:
     """
     if isinstance(raw, bool):
         raise ValueError("a boolean is not a timestamp")
+    if isinstance(raw, datetime):  # Avro's timestamp-millis and -micros logical types
+        zoned = raw if raw.tzinfo is not None else raw.replace(tzinfo=UTC)
+        return int(zoned.timestamp() * 1000)
     if isinstance(raw, int):
         return raw if abs(raw) >= 1e11 else raw * 1000
     if isinstance(raw, float):
@@ -268,15 +281,21 @@ def decode_timeseries(
     tabular: bool = False,
     limits: LimitsConfig = DEFAULT_LIMITS,
     now_ms: int | None = None,
+    read_record: RecordReader | None = None,
 ) -> Event:
-    """Decode one JSON message according to its topic's format.
+    """Decode one message according to its topic's format.
 
     ``tabular`` rows need no series or timestamp: a missing series field falls back to the
     message key, then the topic; a missing timestamp field to the Kafka timestamp.
-    ``now_ms`` (the wall clock) turns on the event-time bounds of ``limits``.
+    ``now_ms`` (the wall clock) turns on the event-time bounds of ``limits``. ``read_record``
+    reads an Avro or Protobuf record (None: the message is JSON).
     """
     _check_size(message, limits)
-    body = _json_object(message, message.value, limits)
+    body = (
+        _json_object(message, message.value, limits)
+        if read_record is None
+        else read_record(message)
+    )
     series = _series(message, body, fmt, tabular, limits)
     timestamp_ms = _timestamp(message, body, fmt, tabular, limits, now_ms)
     values = []
@@ -353,8 +372,10 @@ def decode_image(
     shape: tuple[int, int, int],
     limits: LimitsConfig = DEFAULT_LIMITS,
     now_ms: int | None = None,
+    read_record: RecordReader | None = None,
 ) -> Event:
-    """PNG bytes, raw ``.npy`` bytes, or JSON with a base64 PNG in ``fmt.image_field``.
+    """PNG bytes, raw ``.npy`` bytes, JSON with a base64 PNG in ``fmt.image_field``, or an
+    Avro or Protobuf record (``read_record``) with PNG or ``.npy`` bytes in that field.
 
     8-bit images are scaled to [0, 1]; float images must already be in [0, 1]. The values
     come back flattened (height * width * channels), as the window store holds rows.
@@ -362,7 +383,13 @@ def decode_image(
     _check_size(message, limits)
     body: dict = {}
     raw = message.value
-    if raw[:1] == b"{":
+    if read_record is not None:
+        body = read_record(message)
+        raw = body.get(fmt.image_field)  # type: ignore[assignment]
+        if not isinstance(raw, bytes):
+            detail = f"no bytes field {fmt.image_field!r}"
+            raise InvalidMessage(message, "missing_field", detail)
+    elif raw[:1] == b"{":
         body = _json_object(message, raw, limits)
         if fmt.image_field not in body:
             raise InvalidMessage(message, "missing_field", f"no field {fmt.image_field!r}")
