@@ -152,6 +152,33 @@ def test_tls_files_need_a_tls_protocol_and_secrets_one_source():
         load_config_text("metrics: {basic_auth_username: prom}", environ={})
 
 
+def test_avro_and_protobuf_topics_need_a_registry_and_its_secret_stays_hidden(tmp_path):
+    topic = "topics: [{name: t, format: {encoding: %s}, detector: {name: seq2seq}}]"
+    with pytest.raises(
+        ConfigError, match=r"topics\.0\.format\.encoding: avro needs schema_registry"
+    ):
+        load_config_text(topic % "avro", environ={})
+    registry = "schema_registry: {url: 'http://r:8081', username: u, password: hunter22}\n"
+    with pytest.raises(ConfigError, match="reader_schema: latest applies to avro only"):
+        load_config_text(
+            registry + "topics: [{name: t, format: {encoding: protobuf, reader_schema: latest},"
+            " detector: {name: seq2seq}}]",
+            environ={},
+        )
+    with pytest.raises(ConfigError, match=r"schema_registry\.encoding: unknown key") as wrong:
+        load_config_text(registry.replace("url:", "encoding: x, url:"), environ={})
+    assert "hunter22" not in str(wrong.value)
+    with pytest.raises(ConfigError, match="basic auth needs both username and password"):
+        load_config_text("schema_registry: {url: 'http://r', username: u}", environ={})
+    with pytest.raises(ConfigError, match="ssl_cafile given for a plain http:// url"):
+        load_config_text("schema_registry: {url: 'http://r', ssl_cafile: ca.pem}", environ={})
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(registry + topic % "protobuf")
+    shown = run_cli("check-config", "--config", str(config_file))
+    assert shown.returncode == 0, shown.stderr
+    assert "hunter22" not in shown.stdout + shown.stderr and "protobuf" in shown.stdout
+
+
 LIGHT_COMMANDS = [
     ["check-config", "--config", str(ROOT / "config.yaml")],
     ["schema"],
