@@ -37,6 +37,7 @@ class Frame(NamedTuple):
 
 def read_frame(message: Message, schema_type: Literal["AVRO", "PROTOBUF"]) -> Frame:
     from confluent_kafka.schema_registry.common.serde import SchemaId
+    from confluent_kafka.serialization import SerializationError
 
     raw = message.value
     if len(raw) < HEADER_BYTES:
@@ -56,7 +57,7 @@ def read_frame(message: Message, schema_type: Literal["AVRO", "PROTOBUF"]) -> Fr
     frame = SchemaId(schema_type)
     try:
         rest = frame.from_bytes(io.BytesIO(raw))
-    except (EOFError, struct.error, ValueError) as exc:
+    except (EOFError, struct.error, ValueError, SerializationError) as exc:
         raise InvalidMessage(
             message, "undecodable_record", f"truncated frame header: {exc}"[:300]
         ) from None

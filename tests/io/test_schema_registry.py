@@ -14,11 +14,13 @@ import fastavro
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaReference
 from confluent_kafka.schema_registry.common.serde import SchemaId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streamdet.config import load_config_text
 from streamdet.io.schema_registry import RegistryUnavailable, SchemaRegistry
 from streamdet.io.sources.base import Message
-from streamdet.stream.decode import InvalidMessage, decode_image, decode_timeseries
+from streamdet.stream.decode import REASONS, InvalidMessage, decode_image, decode_timeseries
 from streamdet.stream.record_readers import record_reader
 from tests.helpers import free_port
 
@@ -249,3 +251,35 @@ def test_a_registry_refusing_credentials_or_not_answering_is_not_the_records_fau
     client = SchemaRegistry(away.schema_registry)
     with pytest.raises(RegistryUnavailable, match="ConnectError"):
         record_reader(away.topics[0], client)(message(raw))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(payload=st.binary(max_size=64), protobuf=st.booleans())
+def test_any_bytes_after_a_known_schema_id_are_an_event_or_a_named_reason(
+    schema_registry, payload, protobuf
+):
+    encoding = "protobuf" if protobuf else "avro"
+    client, topic, read = READERS.setdefault(encoding, reader_for(schema_registry, encoding))
+    if encoding not in SCHEMA_IDS:
+        schema = (
+            Schema(
+                PROTO_UNITS.replace("enum Unit { BAR = 0; KELVIN = 1; }", PROTO_FLAT), "PROTOBUF"
+            )
+            if protobuf
+            else Schema(json.dumps(READING_V1), "AVRO")
+        )
+        SCHEMA_IDS[encoding] = register(client, subject(), schema)
+    header = SchemaId(encoding.upper(), SCHEMA_IDS[encoding]).id_to_bytes()
+    try:
+        event = decode_timeseries(message(header + payload), topic.format, read_record=read)
+    except InvalidMessage as exc:
+        assert exc.reason in REASONS
+    else:
+        assert event.values.shape == (1,)
+
+
+READERS: dict[str, tuple] = {}
+SCHEMA_IDS: dict[str, int] = {}
+PROTO_FLAT = "message Reading { string sensor = 1; int64 ts = 2; double value = 3; }"
