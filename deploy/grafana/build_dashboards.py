@@ -139,6 +139,11 @@ def overview() -> dict:
     ], unit="ops", width=8, description="Each failure is retried with backoff; nothing is dropped.")
     lay.add("Series evicted /s", [(f"sum by (topic) (rate(streamdet_series_evicted_total{{{T}}}[{R}]))", "{{topic}}")],
             unit="ops", width=8, description="Series forgotten because a topic tracks max_series already.")
+    lay.add("Schema registry", [
+        ("min(streamdet_schema_registry_up)", "registry up"),
+        (f"sum by (topic) (streamdet_messages_waiting_for_schema{{{T}}})", "{{topic}} waiting"),
+    ], unit="short", width=8,
+            description="Avro and Protobuf topics: 0 up while the registry cannot answer; records with an uncached schema id wait (their topic paused) until it does.")
     return dashboard("streamdet-overview", "streamdet / Overview", lay, with_detector=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -13,11 +14,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import fastavro
 import pytest
 import yaml
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.common.serde import SchemaId
 from kafka import KafkaProducer
 
+from streamdet.config import SchemaRegistryConfig
+from streamdet.io.schema_registry import SchemaRegistry
 from streamdet.io.sources.simulator import SensorSimulator
+from tests.daemon.test_registry_topics import READING
 from tests.daemon_helpers import start_daemon, stop_daemon
 from tests.helpers import free_port
 
@@ -40,6 +47,7 @@ PROCESS_WIDE = (
     "streamdet_alert_publish_failures",
     "streamdet_commit_failures",
     "streamdet_dead_letter_failures",
+    "streamdet_schema_registry_up",
 )
 
 
@@ -102,10 +110,26 @@ def has_data(result: list[dict]) -> bool:
 
 
 @pytest.mark.kafka
-def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_topic, tmp_path):
+def test_every_dashboard_and_rule_expression_returns_data(
+    kafka_bootstrap, new_topic, schema_registry, tmp_path
+):
+    """The daemon's topic is Avro through a real schema registry, so its panel and rule have
+    data too."""
     promtool = tool("promtool")
     prometheus_bin = tool("prometheus")
     topic = new_topic("obs", partitions=2)
+    registry = {k: schema_registry[k] for k in ("url", "username", "password")}
+    schema_id = SchemaRegistry(SchemaRegistryConfig(**registry)).client.register_schema(
+        f"{topic}-value", Schema(json.dumps(READING), "AVRO")
+    )
+    writer = fastavro.parse_schema(READING)
+
+    def avro(event: dict) -> bytes:
+        body = io.BytesIO()
+        fields = {"sensor": event["sensor"], "ts": event["ts"], "value": event["value"]}
+        fastavro.schemaless_writer(body, writer, fields)
+        return SchemaId("AVRO", schema_id).id_to_bytes() + body.getvalue()
+
     feedback = new_topic("obs-feedback")
     metrics_port, prom_port = free_port(), free_port()
     config = tmp_path / "config.yaml"
@@ -116,6 +140,7 @@ def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_t
                 "topics": [
                     {
                         "name": topic,
+                        "format": {"encoding": "avro"},
                         "window": {"seq_len": 32},
                         "detector": {
                             "name": "seq2seq",
@@ -128,6 +153,7 @@ def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_t
                 "alerts": {"topic": new_topic("obs-alerts"), "cooldown_s": 600, "file": None},
                 "dead_letter": {"topic": new_topic("obs-dlq")},
                 "feedback": {"topic": feedback},
+                "schema_registry": registry,
                 "metrics": {"port": metrics_port},
                 "models": {"store": str(tmp_path / "models")},
             }
@@ -160,9 +186,7 @@ def test_every_dashboard_and_rule_expression_returns_data(kafka_bootstrap, new_t
         while not stop.is_set():
             for _ in range(100):
                 event = sim.next_event()
-                producer.send(
-                    topic, key=str(event["sensor"]).encode(), value=json.dumps(event).encode()
-                )
+                producer.send(topic, key=str(event["sensor"]).encode(), value=avro(event))
             producer.send(topic, key=b"sensor-0", value=b"{broken")  # keeps the DLQ busy
             sent += 101
             producer.flush()
