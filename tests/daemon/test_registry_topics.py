@@ -1,5 +1,6 @@
 """An Avro topic through the daemon on a real broker and a real schema registry (with basic
-auth): anomalies alert, hostile records go to the dead-letter topic with their reason, and
+auth): a model trained from the topic by `streamdet train --from-kafka`, anomalies alert,
+hostile records go to the dead-letter topic with their reason, and
 while the registry hangs, records with a new schema wait (no dead letter, nothing skipped)
 and are scored once it answers."""
 
@@ -25,7 +26,7 @@ from streamdet.io.schema_registry import SchemaRegistry
 from streamdet.io.sources.simulator import SensorSimulator
 from tests.daemon.test_kafka import caught
 from tests.daemon_helpers import AlertReader, dead_letters, start_daemon, stop_daemon
-from tests.helpers import free_port, write_daemon_config
+from tests.helpers import free_port, run_cli, write_daemon_config
 
 pytestmark = pytest.mark.kafka
 
@@ -121,6 +122,13 @@ def test_avro_topic_alerts_dead_letters_and_waits_out_a_hanging_registry(
     for raw in hostile:
         producer.send(readings, key=b"sensor-0", value=raw).get(timeout=30)
     expected = sim.injected(up_to_step=2800)
+    # The model is trained from the Avro topic by the command line, as an operator would.
+    trained = run_cli(
+        "train", "--config", str(config), "--topic", readings, "--from-kafka",
+        "--max-events", "800",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "800 events read" in trained.stderr
 
     reader = AlertReader(kafka_bootstrap, alerts_topic)
     log = tmp_path / "daemon.log"
@@ -163,4 +171,5 @@ def test_avro_topic_alerts_dead_letters_and_waits_out_a_hanging_registry(
         producer.close()
     # Only the hostile records were dead-lettered: none for the registry's hang.
     assert dead_letters(kafka_bootstrap, dlq_topic) == hostile
+    assert "loaded model" in log.read_text()  # the one the command trained
     assert "the schema registry answers; consuming again" in log.read_text()
