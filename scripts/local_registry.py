@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -79,12 +80,11 @@ def fetch() -> Path:
     return runner
 
 
-def _answers(url: str, auth: str | None) -> bool:
-    request = urllib.request.Request(f"{url}/subjects")
-    if auth is not None:
-        request.add_header("Authorization", f"Basic {auth}")
+def _answers(url: str) -> bool:
+    # Whether it answers at all: a test's own certificate is checked by the test's client.
+    context = ssl._create_unverified_context() if url.startswith("https") else None
     try:
-        with urllib.request.urlopen(request, timeout=2):
+        with urllib.request.urlopen(f"{url}/subjects", timeout=2, context=context):
             return True
     except urllib.error.HTTPError:
         return True  # it answers (401 without credentials)
@@ -93,9 +93,14 @@ def _answers(url: str, auth: str | None) -> bool:
 
 
 def start(
-    run_dir: Path, user: str | None = None, password: str | None = None, timeout: float = 120
+    run_dir: Path,
+    user: str | None = None,
+    password: str | None = None,
+    timeout: float = 120,
+    tls: tuple[Path, Path] | None = None,
 ) -> str:
-    """Start a registry in ``run_dir``; returns its Confluent-compatible URL once it answers."""
+    """Start a registry in ``run_dir``; returns its Confluent-compatible URL once it answers.
+    ``tls`` (certificate, key; PEM): HTTPS only."""
     runner = fetch()
     run_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -104,7 +109,6 @@ def start(
         "-Xms64m",
         "-Xmx384m",
         "-XX:TieredStopAtLevel=1",  # starts faster; the tests' load is a few schemas
-        f"-Dquarkus.http.port={port}",
         "-Dquarkus.http.host=127.0.0.1",
         "-Dquarkus.log.level=WARN",
     ]
@@ -117,13 +121,24 @@ def start(
             "-Dquarkus.http.auth.permission.api.paths=/apis/*",
             "-Dquarkus.http.auth.permission.api.policy=authenticated",
         ]
+    if tls is None:
+        command.append(f"-Dquarkus.http.port={port}")
+    else:
+        certificate, key = tls
+        command += [
+            f"-Dquarkus.http.ssl-port={port}",
+            f"-Dquarkus.http.port={free_port()}",
+            f"-Dquarkus.http.ssl.certificate.files={certificate}",
+            f"-Dquarkus.http.ssl.certificate.key-files={key}",
+            "-Dquarkus.http.insecure-requests=disabled",
+        ]
     command += ["-jar", str(runner)]
     log = (run_dir / "registry.log").open("ab")
     process = subprocess.Popen(
         command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     (run_dir / "registry.pid").write_text(str(process.pid))
-    url = f"http://127.0.0.1:{port}{CCOMPAT}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{CCOMPAT}"
     (run_dir / "registry.url").write_text(url)
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -131,7 +146,7 @@ def start(
             raise RuntimeError(
                 f"the registry exited with code {process.returncode}; see {run_dir}/registry.log"
             )
-        if _answers(url, None):
+        if _answers(url):
             return url
         time.sleep(0.3)
     stop(run_dir)

@@ -17,7 +17,7 @@ from confluent_kafka.schema_registry.common.serde import SchemaId
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamdet.config import load_config_text
+from streamdet.config import SchemaRegistryConfig, load_config_text
 from streamdet.io.schema_registry import RegistryUnavailable, SchemaRegistry
 from streamdet.io.sources.base import Message
 from streamdet.stream.decode import REASONS, InvalidMessage, decode_image, decode_timeseries
@@ -283,3 +283,25 @@ def test_any_bytes_after_a_known_schema_id_are_an_event_or_a_named_reason(
 READERS: dict[str, tuple] = {}
 SCHEMA_IDS: dict[str, int] = {}
 PROTO_FLAT = "message Reading { string sensor = 1; int64 ts = 2; double value = 3; }"
+
+
+def test_a_registry_over_tls_is_trusted_through_ssl_cafile_only(tmp_path):
+    from tests.conftest import _load_script
+    from tests.io.test_security import make_certificates
+
+    local_registry = _load_script("local_registry")
+    ca, _ = make_certificates(tmp_path / "certs")
+    certificate, key = tmp_path / "certs" / "broker.crt", tmp_path / "certs" / "broker.key"
+    url = local_registry.start(tmp_path / "registry", tls=(certificate, key))
+    try:
+        assert url.startswith("https://")
+        trusted = SchemaRegistry(SchemaRegistryConfig(url=url, ssl_cafile=str(ca)))
+        schema_id = trusted.client.register_schema(
+            subject(), Schema(json.dumps(READING_V1), "AVRO")
+        )
+        assert trusted.schema(schema_id).schema_type == "AVRO"
+        stranger = SchemaRegistry(SchemaRegistryConfig(url=url))  # the system's CAs only
+        with pytest.raises(RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            stranger.schema(schema_id)
+    finally:
+        local_registry.stop(tmp_path / "registry")
