@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.error
 from pathlib import Path
 
 import jsonschema
@@ -51,8 +53,9 @@ def test_deployment_probes_service_monitor_and_config_fit_together(tmp_path):
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
 
     service = objs["Service"]
@@ -80,6 +83,20 @@ def test_deployment_probes_service_monitor_and_config_fit_together(tmp_path):
     mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert "/etc/streamdet-secrets/metrics-password".startswith(mounts["secrets"])
     assert monitor["spec"]["endpoints"][0]["basicAuth"]["password"]["key"] == "metrics-password"
+    # The password crosses the network only over TLS: the endpoint serves HTTPS, the probes and
+    # the ServiceMonitor speak it, and the certificate is the secret mounted where the config
+    # reads it.
+    assert cluster.metrics.tls_certfile and cluster.metrics.tls_keyfile
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    tls_secret = next(
+        v["secret"]["secretName"] for v in pod["spec"]["volumes"] if v["name"] == "tls"
+    )
+    assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == tls_secret
+    assert cluster.metrics.tls_certfile.startswith(mounts["tls"] + "/")
+    assert cluster.metrics.tls_keyfile.startswith(mounts["tls"] + "/")
     repo = load_config(ROOT / "config.yaml", environ={})
     assert cluster.topics == repo.topics, "configmap.yaml is stale: regenerate from config.yaml"
 
@@ -90,6 +107,41 @@ def test_deployment_probes_service_monitor_and_config_fit_together(tmp_path):
     assert trigger["metadata"]["consumerGroup"] == cluster.kafka.group_id
     assert trigger["metadata"]["topic"] in {t.name for t in cluster.topics}
     assert trigger["metadata"]["bootstrapServers"] == cluster.kafka.bootstrap_servers
+
+
+def test_the_clusters_metrics_endpoint_guards_metrics_over_tls_and_keeps_probes_open(tmp_path):
+    """The configmap's metrics section, served for real (certificates made here, bound to
+    127.0.0.1): probes answer over HTTPS without credentials, /metrics needs them, and plain
+    HTTP is refused, so the password is never sent in clear."""
+    from streamdet.runtime.http import serve
+    from tests.io.test_security import make_certificates
+    from tests.runtime.test_http import get, ok, registry
+
+    ca, _ = make_certificates(tmp_path / "certs")
+    password = tmp_path / "metrics-password"
+    password.write_text("from-the-secret\n")
+    text = (
+        k8s_objects()["ConfigMap"]["data"]["config.yaml"]
+        .replace("/etc/streamdet-secrets/metrics-password", str(password))
+        .replace("/etc/streamdet-tls/tls.crt", str(tmp_path / "certs" / "broker.crt"))
+        .replace("/etc/streamdet-tls/tls.key", str(tmp_path / "certs" / "broker.key"))
+    )
+    metrics = load_config_text(text, "configmap", environ={}).metrics
+    server = serve(metrics.model_copy(update={"host": "127.0.0.1", "port": 0}), registry(), ok, ok)
+    try:
+        base = f"127.0.0.1:{server.server_port}"
+        context = ssl.create_default_context(cafile=str(ca))
+        assert get(f"https://{base}/healthz", context=context).status == 200
+        assert get(f"https://{base}/readyz", context=context).status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get(f"https://{base}/metrics", context=context)
+        assert refused.value.code == 401
+        auth = f"{metrics.basic_auth_username}:from-the-secret"
+        assert b"streamdet_demo_total" in get(f"https://{base}/metrics", auth, context).read()
+        with pytest.raises(OSError):
+            get(f"http://{base}/metrics", auth)
+    finally:
+        server.shutdown()
 
 
 def test_compose_services_reference_real_files_and_each_other():
