@@ -275,7 +275,15 @@ class TopicConfig(Frozen):
     max_series: int = Field(
         default=100_000,
         ge=1,
-        description="series tracked at once; beyond it the least recently seen is forgotten",
+        description="series tracked at once; beyond it one is forgotten (those that never "
+        "filled a window first, then the least recently seen)",
+    )
+    max_state_bytes: int = Field(
+        default=1_073_741_824,
+        ge=1_048_576,
+        description="memory the topic's per-series state may hold (windows, threshold rules, "
+        "cooldowns, retraining history, running scales; streamdet_state_bytes); beyond it "
+        "series are forgotten as beyond max_series",
     )
     retrain: RetrainConfig = RetrainConfig()
     drift_window: int = Field(

@@ -1,4 +1,5 @@
-"""Sliding windows over series: batch slicing for training and per-series ring buffers.
+"""Sliding windows over series: batch slicing for training (the live per-series buffers are
+:mod:`streamdet.stream.window_store`).
 
 Pure numpy: nothing here knows about Kafka, Prometheus or TensorFlow.
 """
@@ -61,56 +62,3 @@ def sliding_windows(series: np.ndarray, seq_len: int, stride: int = 1) -> np.nda
     view = np.lib.stride_tricks.sliding_window_view(data, seq_len, axis=0)
     # sliding_window_view puts the window axis last: (n, F, seq_len) -> (n, seq_len, F)
     return view[::stride].transpose(0, 2, 1)
-
-
-class RingBuffer:
-    """Fixed-size window of the most recent events of one series, O(1) per append.
-
-    The buffer stores ``2 * capacity`` rows and writes every value twice, so the
-    latest ``capacity`` rows are always one contiguous slice: reading a window never copies
-    more than the window itself.
-
-    >>> ring = RingBuffer(capacity=3, n_features=1)
-    >>> for v in range(5):
-    ...     ring.append([v])
-    >>> ring.window()[:, 0]
-    array([2., 3., 4.], dtype=float32)
-    """
-
-    __slots__ = ("_data", "_head", "capacity", "count", "n_features")
-
-    def __init__(self, capacity: int, n_features: int, dtype: type = np.float32) -> None:
-        if capacity < 1 or n_features < 1:
-            raise InvalidInputError("a ring buffer needs capacity >= 1 and n_features >= 1")
-        self.capacity = capacity
-        self.n_features = n_features
-        self._data = np.zeros((2 * capacity, n_features), dtype=dtype)
-        self._head = 0
-        self.count = 0
-
-    def append(self, values: np.ndarray | list[float]) -> None:
-        """Add one time step of ``n_features`` values."""
-        self._data[self._head] = values
-        self._data[self._head + self.capacity] = values
-        self._head = (self._head + 1) % self.capacity
-        self.count += 1
-
-    @property
-    def full(self) -> bool:
-        """True once at least ``capacity`` events have been appended."""
-        return self.count >= self.capacity
-
-    def last(self, n: int) -> np.ndarray:
-        """The latest ``n`` rows (``n <= min(count, capacity)``), oldest first."""
-        if not 0 < n <= min(self.count, self.capacity):
-            raise InvalidInputError(f"cannot read the last {n} of {self.count} buffered rows")
-        end = self._head + self.capacity
-        return self._data[end - n : end]
-
-    def window(self) -> np.ndarray:
-        """The latest ``capacity`` rows, oldest first (a view; copy it to keep it)."""
-        if not self.full:
-            raise InvalidInputError(
-                f"the buffer holds {self.count} of the {self.capacity} events a window needs"
-            )
-        return self._data[self._head : self._head + self.capacity]

@@ -235,6 +235,18 @@ class DaemonCollector(Collector):
             "Series forgotten because the topic tracks max_series already (least recent first).",
             ["topic"],
         )
+        state = _gauge(
+            "streamdet_state_bytes",
+            "Memory the topic's per-series state holds (windows, rules, cooldowns, history, "
+            "scales; estimated from per-series sizes).",
+            ["topic"],
+        )
+        budget = _gauge(
+            "streamdet_state_budget_bytes",
+            "The topic's max_state_bytes: beyond it series are forgotten (those that never "
+            "filled a window first).",
+            ["topic"],
+        )
         backlog = _gauge(
             "streamdet_backlog_bytes",
             "Bytes of windows waiting for the topic's model (partitions pause past the limit).",
@@ -292,11 +304,13 @@ class DaemonCollector(Collector):
             series.add_metric([topic], len(pipeline.windows))
             evicted.add_metric([topic], pipeline.windows.evicted)
             backlog.add_metric([topic], pipeline.backlog_bytes)
+            state.add_metric([topic], (_stable(lambda p=pipeline: [p.state_bytes()]) or [0])[0])
+            budget.add_metric([topic], pipeline.config.max_state_bytes)
             failures.add_metric([topic], model.failures)
             refused.add_metric([topic], model.load_refusals)
             reloads.add_metric([topic], model.reloads)
         yield from (events, invalid, late, windows, alerts, rebuilt, threshold, ready, info)
-        yield from (drift, trainings, training_events, series, evicted, backlog)
+        yield from (drift, trainings, training_events, series, evicted, backlog, state, budget)
         yield from (failures, refused, reloads)
         yield from self._feedback(app)
         yield from self._schema_registry(app)

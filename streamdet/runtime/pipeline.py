@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -94,6 +95,7 @@ class TopicPipeline:
             "accept" if shape.one_event_per_instance else topic.window.out_of_order,
             topic.window.lateness_ms,
             topic.max_series,
+            on_evict=self._forget_series,
         )
         self.policy = DecisionPolicy(topic.threshold, cooldown_ms, topic.max_series)
         if severity_bars is not None:
@@ -124,6 +126,7 @@ class TopicPipeline:
         self.events = 0
         self.invalid: Counter[str] = Counter()
         self.rebuilt = 0
+        self.shed_for_bytes = 0  # times series were forgotten for the byte budget
         self.windows_scored = 0
         self.alerts_raised = 0
         self.last_threshold: float | None = None
@@ -157,9 +160,17 @@ class TopicPipeline:
         lifecycle = self.lifecycle
         if not lifecycle.ready:
             lifecycle.offer(event.series, event.values, all_partitions_seen)
-        lifecycle.observe(event.series, event.timestamp_ms, event.values)
+        lifecycle.observe(
+            event.series,
+            event.timestamp_ms,
+            event.values,
+            learn=self.windows.established(event.series),
+        )
         due = []
-        for window in self.windows.add_all(event, now):
+        windows = self.windows.add_all(event, now)
+        if self.state_bytes() > self.config.max_state_bytes:
+            self._shed_state()
+        for window in windows:
             if self._already_scored(window.topic, window.partition, window.end_offset):
                 self.rebuilt += 1
             elif lifecycle.ready and not self.backlog:
@@ -196,6 +207,31 @@ class TopicPipeline:
             )
             self.dead_letter(message, "decode_error", f"{type(exc).__name__}: {exc}"[:300])
         return None
+
+    def state_bytes(self) -> int:
+        """Memory the topic's per-series state holds (estimated from per-series sizes)."""
+        return (
+            len(self.windows) * self.windows.series_bytes
+            + self.policy.state_bytes()
+            + self.lifecycle.state_bytes()
+        )
+
+    def _shed_state(self) -> None:
+        """Forget series until the state fits the topic's byte budget again (series that
+        never filled a window first), with a tenth of the budget to spare so that this
+        runs seldom."""
+        target = 0.9 * self.config.max_state_bytes
+        while len(self.windows) > 1 and (held := self.state_bytes()) > target:
+            per_series = held / len(self.windows)
+            excess = max(1, math.ceil((held - target) / per_series))
+            self.windows.trim(len(self.windows) - excess)
+        self.shed_for_bytes += 1
+
+    def _forget_series(self, series: str) -> None:
+        """The window store forgot ``series`` (beyond the topic's series or bytes): so does
+        every other per-series state."""
+        self.policy.forget(series)
+        self.lifecycle.forget(series)
 
     def dead_letter(self, message: Message, reason: str, detail: str) -> None:
         self.invalid[reason] += 1

@@ -20,9 +20,11 @@ from collections import deque
 
 import numpy as np
 
-from streamdet.thresholds.policy import BoundedMap
+from streamdet.core.bounded import ENTRY_BYTES, BoundedMap
 
 MAX_EXCLUSIONS = 100
+# A ring's two array headers and its object.
+_RING_OVERHEAD_BYTES = 300
 MAX_EXCLUDED_SHARE = 0.5
 
 
@@ -61,6 +63,15 @@ class RecentHistory:
             ring = _Ring(self.per_series, int(np.size(values)))
         ring.add(timestamp_ms, np.ravel(values))
         self._events.touch(series, ring)
+
+    def forget(self, series: str) -> None:
+        self._events.pop(series, None)
+        self._excluded.pop(series, None)
+
+    def state_bytes(self, n_features: int) -> int:
+        """Memory the rings hold: each series' arrays with their headers, object and slot."""
+        ring = self.per_series * (8 + 4 * n_features) + _RING_OVERHEAD_BYTES + ENTRY_BYTES
+        return len(self._events) * ring
 
     def exclude(self, series: str, start_ms: int, end_ms: int) -> None:
         """Leave the events of an alerted window out of any retraining."""

@@ -442,18 +442,35 @@ class ModelLifecycle:
         return bundle
 
     # ---- continual learning -------------------------------------------------------------
-    def observe(self, series: str, timestamp_ms: int, values: np.ndarray) -> None:
+    def observe(
+        self, series: str, timestamp_ms: int, values: np.ndarray, learn: bool = True
+    ) -> None:
         """Keep an event seen after the warm-up for later retrainings (only with a
-        ``retrain`` policy) and follow the running scale of series the model does not know."""
+        ``retrain`` policy and ``learn``: a series that has filled a window, so that names a
+        producer invents cost no history) and follow the running scale of series the model
+        does not know."""
         if self.scaler is not None:
             self.scaler.observe(series, values)
-        if self.history is None or self.state == "warming":
+        if self.history is None or self.state == "warming" or not learn:
             return
         self.history.add(series, timestamp_ms, values)
         self.events_since_training += 1
         self._latest_event_ms = max(self._latest_event_ms or timestamp_ms, timestamp_ms)
         if self._trained_at_event_ms is None:
             self._trained_at_event_ms = timestamp_ms
+
+    def state_bytes(self) -> int:
+        """Memory of the per-series state kept here: retraining history, running scales."""
+        history = 0 if self.history is None else self.history.state_bytes(self.shape.n_features)
+        scales = 0 if self.scaler is None else self.scaler.state_bytes()
+        return history + scales
+
+    def forget(self, series: str) -> None:
+        """The topic no longer tracks ``series``: its history and running scale go too."""
+        if self.history is not None:
+            self.history.forget(series)
+        if self.scaler is not None:
+            self.scaler.forget(series)
 
     def exclude(self, series: str, start_ms: int, end_ms: int) -> None:
         """A flagged window's events (alerted, or held back by the cooldown) are never

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdet.thresholds.policy import BoundedMap
+from streamdet.core.bounded import ENTRY_BYTES, BoundedMap, approx_bytes
 
 STORED_SERIES = 10_000
 
@@ -94,3 +94,9 @@ class SeriesScaler:
 
     def forget(self, series: str) -> None:
         self._running.pop(series, None)
+
+    def state_bytes(self) -> int:
+        """Memory of the running statistics of series the model does not know."""
+        if not self._running:
+            return 0
+        return len(self._running) * (approx_bytes(next(iter(self._running.values()))) + ENTRY_BYTES)

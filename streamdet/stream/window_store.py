@@ -15,38 +15,80 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from streamdet.core.bounded import FrequencySketch
 from streamdet.core.records import Event, Window
-from streamdet.core.windows import RingBuffer
+
+# The object with its slots, its empty list of held events and its slot in an OrderedDict
+# (measured with tracemalloc: tests/stream/test_window_memory.py checks the total).
+_OVERHEAD_BYTES = 400
 
 
 class _Series:
-    __slots__ = ("last_partition", "last_ts", "mixed", "pending", "positions", "values")
+    """One series' last ``seq_len`` events: values, and the timestamp and offset of each (the
+    partition of each only once the series has spanned partitions). One copy of each in a
+    ring; reading a window copies it out in order (a window is copied anyway)."""
+
+    __slots__ = ("count", "head", "last_partition", "last_ts", "partitions", "pending",
+                 "positions", "values")  # fmt: skip
 
     def __init__(self, seq_len: int, n_features: int) -> None:
-        self.values = RingBuffer(seq_len, n_features)
-        # timestamp, offset and partition of every buffered event, at full integer precision
-        self.positions = RingBuffer(seq_len, 3, dtype=np.int64)
+        self.values = np.zeros((seq_len, n_features), np.float32)
+        # timestamp and offset of every buffered event, at full integer precision
+        self.positions = np.zeros((seq_len, 2), np.int64)
+        self.partitions: np.ndarray | None = None
+        self.head = 0  # the slot the next event goes to: the oldest once the ring is full
+        self.count = 0
         self.last_ts = -(2**62)
         self.pending: list[tuple[int, int, Event]] = []
         self.last_partition = -1
-        self.mixed = False  # events of this series came from more than one partition
+
+    @staticmethod
+    def size(seq_len: int, n_features: int) -> int:
+        """Bytes one series costs: its arrays with their headers, the object, its list of
+        held events (empty) and its slot in the store's dict."""
+        arrays = seq_len * n_features * 4 + seq_len * 16 + 2 * sys.getsizeof(np.zeros(0))
+        return arrays + _OVERHEAD_BYTES
+
+    def append(self, values: np.ndarray, timestamp_ms: int, offset: int, partition: int) -> None:
+        slot = self.head
+        self.values[slot] = values
+        self.positions[slot] = (timestamp_ms, offset)
+        if self.partitions is None and self.last_partition not in (-1, partition):
+            self.partitions = np.full(len(self.positions), self.last_partition, np.int32)
+        if self.partitions is not None:
+            self.partitions[slot] = partition
+        self.last_partition = partition
+        self.last_ts = timestamp_ms
+        self.head = (slot + 1) % len(self.positions)
+        self.count += 1
+
+    def _slot(self, back: int) -> int:
+        """The slot of the event ``back`` events before the newest (0: the newest)."""
+        return (self.head - 1 - back) % len(self.positions)
+
+    def window(self) -> np.ndarray:
+        """The last ``seq_len`` values, oldest first (a copy)."""
+        return np.concatenate((self.values[self.head :], self.values[: self.head]))
 
     def replay_from(self, seq_len: int) -> dict[int, int]:
         """Per partition, the oldest offset the next window (or a held event) still needs."""
         needed: dict[int, int] = {}
-        if self.values.count:
-            keep = min(seq_len - 1, self.values.count)
+        if self.count:
+            keep = min(seq_len - 1, self.count)
             if keep == 0:
-                row = self.positions.last(1)[0]
-                needed[int(row[2])] = int(row[1]) + 1
-            elif not self.mixed:
-                needed[self.last_partition] = int(self.positions.last(keep)[0, 1])
+                needed[self.last_partition] = int(self.positions[self._slot(0), 1]) + 1
+            elif self.partitions is None:
+                needed[self.last_partition] = int(self.positions[self._slot(keep - 1), 1])
             else:
-                for offset, partition in self.positions.last(keep)[:, 1:3].tolist():
+                for back in range(keep):
+                    slot = self._slot(back)
+                    partition, offset = int(self.partitions[slot]), int(self.positions[slot, 1])
                     needed[partition] = min(needed.get(partition, offset), offset)
         for _, _, held in self.pending:
             partition, offset = held.message.partition, held.message.offset
@@ -62,8 +104,14 @@ class WindowStore:
     releases them in timestamp order; only events later than that bound are dropped.
     A window of one event (rows, images) keeps no per-series state at all.
 
-    At most ``max_series`` series are tracked: beyond that the least recently updated one is
-    forgotten (counted in ``evicted``); it starts a new window if it comes back.
+    At most ``max_series`` series are tracked. Beyond that one is forgotten (counted in
+    ``evicted``, reported to ``on_evict``): first the least recently updated of the series
+    presumed invented, then the least recently updated of the others. A series is presumed
+    invented until it fills a window, or has sent ``seq_len`` events counted across its
+    evictions in a fixed-size frequency sketch (which forgets old counts): a producer
+    inventing names (one message each) only ever evicts its own inventions, while a new
+    series that keeps sending gets in and pushes out series that went silent. A forgotten
+    series starts a new window if it comes back.
     """
 
     def __init__(
@@ -74,6 +122,7 @@ class WindowStore:
         out_of_order: str = "drop",
         lateness_ms: int = 0,
         max_series: int = 100_000,
+        on_evict: Callable[[str], None] = lambda series: None,
     ) -> None:
         self.seq_len = seq_len
         self.n_features = n_features
@@ -81,31 +130,68 @@ class WindowStore:
         self.out_of_order = out_of_order
         self.lateness_ms = lateness_ms
         self.max_series = max_series
+        self.on_evict = on_evict
         self.dropped_late = 0
         self.evicted = 0
-        self._series: OrderedDict[str, _Series] = OrderedDict()
+        self._young: OrderedDict[str, _Series] = OrderedDict()  # presumed invented
+        self._series: OrderedDict[str, _Series] = OrderedDict()  # sent seq_len events
+        self._frequency = FrequencySketch(max_series)
         self._tiebreak = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._series)
+        return len(self._young) + len(self._series)
+
+    def established(self, series: str) -> bool:
+        """Whether ``series`` has filled a window since it was last forgotten (always, for
+        one-event windows: rows and images keep no per-series buffer)."""
+        if self.seq_len == 1 and self.out_of_order == "accept":
+            return True
+        state = self._series.get(series)
+        return state is not None and state.count >= self.seq_len
+
+    @property
+    def series_bytes(self) -> int:
+        """Memory one tracked series costs here: its buffers and their bookkeeping (a series
+        that spans partitions adds 4 bytes an event)."""
+        return _Series.size(self.seq_len, self.n_features)
+
+    def _all(self) -> Iterator[tuple[str, _Series]]:
+        return itertools.chain(self._young.items(), self._series.items())
 
     def _state(self, series: str) -> _Series:
+        self._frequency.add(series)
         state = self._series.get(series)
-        if state is None:
-            state = self._series[series] = _Series(self.seq_len, self.n_features)
-            while len(self._series) > self.max_series:
-                self._series.popitem(last=False)
-                self.evicted += 1
-        else:
+        if state is not None:
             self._series.move_to_end(series)
+            return state
+        live = self._frequency.count(series) >= self.seq_len
+        state = self._young.pop(series, None) if live else self._young.get(series)
+        if state is None:
+            state = _Series(self.seq_len, self.n_features)
+        if live:
+            self._series[series] = state
+        else:
+            self._young[series] = state
+            self._young.move_to_end(series)
+        self.trim(self.max_series)
         return state
+
+    def trim(self, max_series: int) -> None:
+        """Forget series until at most ``max_series`` are tracked (young ones first)."""
+        while len(self) > max_series:
+            tier = self._young if self._young else self._series
+            name, _ = tier.popitem(last=False)
+            self.evicted += 1
+            self.on_evict(name)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget series last fed by ``partitions`` (another consumer now owns them), and
         events of those partitions held for reordering."""
-        for name in [n for n, s in self._series.items() if s.last_partition in partitions]:
-            del self._series[name]
-        for state in self._series.values():
+        for tier in (self._young, self._series):
+            for name in [n for n, s in tier.items() if s.last_partition in partitions]:
+                del tier[name]
+                self.on_evict(name)  # its other state goes too (not counted as evicted)
+        for _, state in self._all():
             kept = [p for p in state.pending if p[2].message.partition not in partitions]
             if len(kept) != len(state.pending):
                 state.pending = kept
@@ -115,7 +201,7 @@ class WindowStore:
         """Per partition, the lowest offset of an event held for reordering: its window is
         not emitted yet."""
         lowest: dict[int, int] = {}
-        for state in self._series.values():
+        for _, state in self._all():
             for _, _, held in state.pending:
                 partition, offset = held.message.partition, held.message.offset
                 lowest[partition] = min(lowest.get(partition, offset), offset)
@@ -156,33 +242,31 @@ class WindowStore:
     def replay_points(self) -> dict[int, int]:
         """Per partition, the lowest offset any series still needs: where a restart resumes."""
         points: dict[int, int] = {}
-        for state in self._series.values():
+        for _, state in self._all():
             for partition, offset in state.replay_from(self.seq_len).items():
                 points[partition] = min(points.get(partition, offset), offset)
         return points
 
     def _append(self, state: _Series, event: Event, received_at: float) -> list[Window]:
-        state.values.append(event.values)
         msg = event.message
-        state.positions.append([event.timestamp_ms, msg.offset, msg.partition])
-        if state.last_partition not in (-1, msg.partition):
-            state.mixed = True
-        state.last_partition = msg.partition
-        state.last_ts = event.timestamp_ms
-        count = state.values.count
+        state.append(event.values, event.timestamp_ms, msg.offset, msg.partition)
+        count = state.count
+        if count == self.seq_len and event.series in self._young:
+            del self._young[event.series]  # it filled a window: one of the topic's own
+            self._series[event.series] = state
         if count < self.seq_len or (count - self.seq_len) % self.stride:
             return []
-        positions = state.positions.window()
+        oldest, newest = state.positions[state.head], state.positions[state._slot(0)]
         return [
             Window(
                 topic=msg.topic,
                 series=event.series,
-                values=state.values.window().copy(),
-                start_ts_ms=int(positions[0, 0]),
-                end_ts_ms=int(positions[-1, 0]),
-                start_offset=int(positions[0, 1]),
-                end_offset=int(positions[-1, 1]),
-                partition=int(positions[-1, 2]),
+                values=state.window(),
+                start_ts_ms=int(oldest[0]),
+                end_ts_ms=int(newest[0]),
+                start_offset=int(oldest[1]),
+                end_offset=int(newest[1]),
+                partition=msg.partition,
                 received_at=received_at,
             )
         ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from streamdet.core.bounded import BoundedMap
+from streamdet.core.bounded import ENTRY_BYTES, BoundedMap, approx_bytes
 from streamdet.thresholds.base import RULES, Decision, RuleParams, ThresholdRule
 
 
@@ -90,6 +90,7 @@ class DecisionPolicy:
         self._learning: BoundedMap[list[float]] = BoundedMap(max_series)
         self._calibration = Calibration()
         self._template: ThresholdRule | None = None
+        self._rule_bytes: int | None = None
         # series -> severity bar from operators' verdicts (the feedback book's live dict).
         self.severity_bars: Mapping[str, float] = {}
 
@@ -109,6 +110,7 @@ class DecisionPolicy:
         self._rules.clear()
         self._learning.clear()
         self._template = None
+        self._rule_bytes = None
         minimum = self.rule_class.min_calibration
         own = calibration.by_series if self.rule_class.per_series else {}
         self._calibration = Calibration(
@@ -159,6 +161,19 @@ class DecisionPolicy:
         self._rules.pop(series, None)
         self._learning.pop(series, None)
         self.cooldown.forget(series)
+
+    def state_bytes(self) -> int:
+        """Memory the per-series state holds, estimated from one series' rule (the rules of
+        a policy are all alike): rules, scores still being learnt from (counted full),
+        cooldowns. O(1): the daemon asks per event when a topic has a byte budget."""
+        if self._rules and self._rule_bytes is None:
+            self._rule_bytes = approx_bytes(next(iter(self._rules.values()))) + ENTRY_BYTES
+        learning = max(self.LEARNING_SCORES, self.rule_class.min_calibration) * 32
+        return (
+            len(self._rules) * (self._rule_bytes or 0)
+            + len(self._learning) * (learning + ENTRY_BYTES)
+            + len(self.cooldown) * ENTRY_BYTES
+        )
 
 
 def decide_series(

@@ -2,29 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from streamdet.core.errors import InvalidInputError
-from streamdet.core.windows import RingBuffer, sliding_windows
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    capacity=st.integers(1, 20),
-    values=st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=80),
-)
-def test_ring_buffer_window_is_the_latest_values_in_order(capacity: int, values: list[float]):
-    ring = RingBuffer(capacity, n_features=1)
-    for v in values:
-        ring.append([v])
-    if len(values) < capacity:
-        assert not ring.full
-        with pytest.raises(InvalidInputError, match="needs"):
-            ring.window()
-    else:
-        expected = np.asarray(values[-capacity:], dtype=np.float32)
-        np.testing.assert_array_equal(ring.window()[:, 0], expected)
+from streamdet.core.windows import sliding_windows
 
 
 def test_sliding_windows_shape_stride_and_errors():

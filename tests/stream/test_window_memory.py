@@ -1,0 +1,106 @@
+"""The window store's per-series state: what it holds is exactly the last ``seq_len`` events,
+what it costs is measured, and a producer inventing series names cannot push out the series
+that have filled a window."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamdet.core.records import Event, Message
+from streamdet.stream.window_store import WindowStore
+
+
+def event(series: str, offset: int, value: float, partition: int = 0) -> Event:
+    """Stamped by its value (the tests feed values in time order)."""
+    message = Message("t", partition, offset, None, b"", 0)
+    return Event(series, int(1000 * value), np.array([value], np.float32), message)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seq_len=st.integers(1, 12),
+    stride=st.integers(1, 4),
+    partitions=st.lists(st.integers(0, 2), min_size=1, max_size=60),
+)
+def test_windows_and_replay_points_are_the_last_events_in_order(seq_len, stride, partitions):
+    store = WindowStore(seq_len, 1, stride=stride)
+    offsets = {p: 0 for p in range(3)}
+    fed: list[tuple[int, int, float]] = []  # (partition, offset, value)
+    for k, partition in enumerate(partitions):
+        offsets[partition] += 1
+        fed.append((partition, offsets[partition], float(k)))
+        windows = store.add_all(event("a", offsets[partition], float(k), partition))
+        count = len(fed)
+        due = count >= seq_len and (count - seq_len) % stride == 0
+        assert len(windows) == int(due)
+        if due:
+            (window,) = windows
+            last = fed[-seq_len:]
+            assert window.values[:, 0].tolist() == [v for _, _, v in last]
+            assert (window.start_offset, window.end_offset) == (last[0][1], last[-1][1])
+            assert window.partition == partition
+        # The next window needs the last seq_len - 1 events: per partition, the oldest of them.
+        keep = fed[-(seq_len - 1) :] if seq_len > 1 else []
+        expected: dict[int, int] = {}
+        for p, offset, _ in keep:
+            expected[p] = min(expected.get(p, offset), offset)
+        if not keep:
+            expected = {partition: offsets[partition] + 1}
+        assert store.replay_points() == expected
+
+
+def test_a_series_costs_what_the_store_says_and_under_half_of_what_it_did():
+    store = WindowStore(seq_len=50, n_features=1)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for s in range(2000):
+        for offset in range(50):
+            store.add_all(event(f"sensor-{s:05d}", offset, float(offset)))
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    measured = sum(d.size_diff for d in after.compare_to(before, "filename")) / 2000
+    name_bytes = len("sensor-00000") + 49 + 8  # the key: a str object and its hash slot
+    assert abs(measured - name_bytes - store.series_bytes) < 0.1 * store.series_bytes
+    # Three int64 per event twice over and the values twice over took 3,380 bytes.
+    assert store.series_bytes < 1700
+
+
+def test_invented_series_names_never_push_out_series_that_filled_a_window():
+    evicted: list[str] = []
+    store = WindowStore(seq_len=4, n_features=1, max_series=100, on_evict=evicted.append)
+    offset = 0
+    for _ in range(4):
+        for s in range(60):
+            store.add_all(event(f"real-{s}", offset, float(offset)))
+            offset += 1
+    for k in range(10_000):  # one message each: never a window
+        store.add_all(event(f"invented-{k}", offset, float(offset)))
+        offset += 1
+    assert all(store.established(f"real-{s}") for s in range(60))
+    assert len(store) == 100 and store.evicted == 10_000 - 40
+    assert all(name.startswith("invented-") for name in evicted)
+    # A new series that keeps sending gets in although every slot is taken and invented
+    # names keep coming (it is evicted with them at first, but its events are counted).
+    for step in range(12):
+        for s in range(1, 60):
+            store.add_all(event(f"real-{s}", offset, float(offset)))
+            offset += 1
+        for k in range(50):
+            store.add_all(event(f"newcomer-{k}-{step}", offset, float(offset)))
+            offset += 1
+        store.add_all(event("valve", offset, float(offset)))
+        offset += 1
+    assert store.established("valve")
+    assert all(store.established(f"real-{s}") for s in range(60))
+    # With no invention left to forget, the series silent the longest goes first (after any
+    # invention the sketch took for live: at seq_len 4 a collision can; both are silent).
+    store.trim(60)
+    kept = {name for name, _ in store._all()}
+    assert kept == {f"real-{s}" for s in range(1, 60)} | {"valve"}
