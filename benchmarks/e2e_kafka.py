@@ -13,9 +13,11 @@ into the daemon, so nothing can silently stop measuring. For 1 and 1,000 series 
   event's production time to the alert record's timestamp on the alert topic; every window
   alerts in these runs: ``threshold_perc: 0``, no cooldown) and the daemon's own
   receipt -> acknowledged histogram (``streamdet_end_to_end_latency_seconds``);
-* the daemon's RSS per tracked series (RSS with 1,000 series minus RSS before any data).
+* the daemon's RSS per tracked series (RSS with 1,000 series minus RSS before any data), and
+  per throughput run its RSS growth and ``streamdet_state_bytes`` per series.
 
-    python -m benchmarks.e2e_kafka [--events 40000] [--seconds 20] [--smoke]
+    python -m benchmarks.e2e_kafka [--events 40000] [--seconds 20] [--series 1,1000]
+                                   [--no-latency] [--smoke]
 
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts the project's local jar broker.
 ``--smoke`` runs tiny sizes, one throughput and one latency run (the suite runs it so the
@@ -275,6 +277,7 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
     topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
     daemon = Daemon(tmp / name, bootstrap, topic, args.batch)
     try:
+        idle_rss = daemon.rss_mb()
         # A few batches in, the daemon has wanted its batch shape enough to check it.
         began, _, _ = wait_for_windows(daemon, 1, timeout=300)
         wait_for_windows(daemon, min(4 * args.batch, args.events), timeout=300)
@@ -283,9 +286,10 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
             time.sleep(0.1)
             settled = daemon.total("streamdet_scoring_shape_checks_running") == 0
         start, first = daemon.windows_scored(), time.perf_counter()
-        _, last, scored = wait_for_windows(daemon, backlog, timeout=900)
+        _, last, scored = wait_for_windows(daemon, backlog, timeout=3600)
         rss = daemon.rss_mb()
         alerts = daemon.total("streamdet_alerts_total")
+        state = daemon.total("streamdet_state_bytes")
     finally:
         daemon.stop()
     steady = scored - start >= args.events
@@ -297,7 +301,9 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
         f"ceiling; {alerts:.0f} alerts)"
     )
     return {"events_per_s": rate, "windows_scored": scored - start, "steady_state": steady,
-            "ratio_to_ceiling": rate / ceiling, "alerts": alerts, "rss_mb": rss}  # fmt: skip
+            "ratio_to_ceiling": rate / ceiling, "alerts": alerts, "rss_mb": rss,
+            "rss_bytes_per_series": (rss - idle_rss) * 2**20 / n_series,
+            "state_bytes_per_series": state / n_series}  # fmt: skip
 
 
 def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
@@ -350,6 +356,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seq-len", type=int, default=50)
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--series", default="1,1000", help="series counts of the throughput runs (comma-separated)"
+    )
+    parser.add_argument("--no-latency", action="store_true", help="throughput runs only")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes")
     parser.add_argument("--out", help="also write the report (JSON) here")
     args = parser.parse_args(argv)
@@ -369,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
         ceiling = inference_ceiling(model_dir, args.seq_len, args.batch, 1 if args.smoke else 3)
         report["inference_ceiling_windows_per_s"] = ceiling
         stderr_progress(f"pure-inference ceiling: {ceiling:.0f} windows/s at batch {args.batch}")
-        for n_series in (10,) if args.smoke else (1, 1000):
+        counts = (10,) if args.smoke else tuple(int(n) for n in args.series.split(","))
+        for n_series in counts:
             report[f"series_{n_series}"] = throughput(
                 args, bootstrap, admin, tmp, model_dir, n_series, ceiling
             )
@@ -379,6 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
             if k.startswith("series_")  # type: ignore[union-attr]
         )
         fractions = (("half", 0.5),) if args.smoke else (("half", 0.5), ("quarter", 0.25))
+        if args.no_latency:
+            fractions = ()
         for label, fraction in fractions:
             report[f"latency_at_{label}_rate"] = latency(
                 args, bootstrap, admin, tmp, model_dir, backlog_rate * fraction

@@ -139,6 +139,11 @@ def overview() -> dict:
     ], unit="ops", width=8, description="Each failure is retried with backoff; nothing is dropped.")
     lay.add("Series evicted /s", [(f"sum by (topic) (rate(streamdet_series_evicted_total{{{T}}}[{R}]))", "{{topic}}")],
             unit="ops", width=8, description="Series forgotten because a topic tracks max_series already.")
+    lay.add("Per-series state", [
+        (f"sum by (topic) (streamdet_state_bytes{{{T}}})", "{{topic}}"),
+        (f"sum by (topic) (streamdet_state_budget_bytes{{{T}}})", "{{topic}} budget"),
+    ], unit="bytes", width=8,
+            description="Windows, rules, cooldowns, history and scales of every tracked series; past max_state_bytes series are forgotten (invented ones first).")
     lay.add("Schema registry", [
         ("min(streamdet_schema_registry_up)", "registry up"),
         (f"sum by (topic) (streamdet_messages_waiting_for_schema{{{T}}})", "{{topic}} waiting"),

@@ -232,7 +232,8 @@ class DaemonCollector(Collector):
         series = _gauge("streamdet_series_tracked", "Series with a window buffer.", ["topic"])
         evicted = _counter(
             "streamdet_series_evicted",
-            "Series forgotten because the topic tracks max_series already (least recent first).",
+            "Series forgotten because the topic tracks max_series or max_state_bytes already "
+            "(series presumed invented first, then the least recently seen).",
             ["topic"],
         )
         state = _gauge(
