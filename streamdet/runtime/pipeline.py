@@ -177,7 +177,7 @@ class TopicPipeline:
                 due.append(window)
             else:
                 self.backlog.append(window)
-                self.backlog_bytes += window.values.nbytes
+                self.backlog_bytes += window.nbytes
         return due
 
     def _decode(self, message: Message) -> Event | None:
@@ -255,7 +255,7 @@ class TopicPipeline:
         if lifecycle.ready and self.scoring_backoff.ready(time.monotonic()):
             while self.backlog and (budget is None or len(released) < budget):
                 window = self.backlog.popleft()
-                self.backlog_bytes -= window.values.nbytes
+                self.backlog_bytes -= window.nbytes
                 released.append(window)
         # While warming the model needs more events, so the topic is never paused then.
         warming = lifecycle.state == "warming"
@@ -469,7 +469,7 @@ class TopicPipeline:
             self.deferred = [window for window, _ in failures]
             for window in reversed(self.deferred):
                 self.backlog.appendleft(window)
-                self.backlog_bytes += window.values.nbytes
+                self.backlog_bytes += window.nbytes
             log.warning(
                 "topic %s: no window of a batch of %d scored (%s); trying again in %.1fs",
                 self.name,
@@ -540,7 +540,7 @@ class TopicPipeline:
         self.windows.drop_partitions(mine)
         kept = [w for w in self.backlog if w.partition not in mine]
         self.backlog = deque(kept)
-        self.backlog_bytes = sum(w.values.nbytes for w in kept)
+        self.backlog_bytes = sum(w.nbytes for w in kept)
         self.waiting_for_schema = deque(
             m for m in self.waiting_for_schema if m.partition not in mine
         )
