@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
                 {"name": "seq2seq", "params": seq2seq} if m["name"] == "seq2seq" else m
                 for m in params["members"]
             ]
-        detector = detector_class(spec["name"])(**params).fit(windows[:3000])
+        detector = detector_class(spec["name"])(**params)
+        detector.fit(windows[:3000])
         rates = {}
         for batch in batches:
             data = windows[3000 : 3000 + batch]
