@@ -65,8 +65,9 @@ class ThresholdRule(ABC):
     :meth:`decide` and :meth:`from_params`.
 
     ``per_series``: the policy fits each series on its own calibration scores where the
-    model kept them (a pooled threshold belongs to the noisiest series); False fits every
-    series on the pooled scores. ``min_calibration``: the fewest scores :meth:`fit` takes.
+    model kept them (a pooled threshold belongs to the noisiest series); False: one rule,
+    fitted on the pooled scores, decides for every series (so its :meth:`decide` keeps no
+    state). ``min_calibration``: the fewest scores :meth:`fit` takes.
     """
 
     name: ClassVar[str] = ""

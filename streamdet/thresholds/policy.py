@@ -122,6 +122,8 @@ class DecisionPolicy:
             self._template = self._new_rule().fit(np.asarray(pooled, np.float64))
 
     def _rule_for(self, series: str) -> ThresholdRule | None:
+        if not self.rule_class.per_series and self._template is not None:
+            return self._template  # one rule fitted on the pooled scores serves every series
         rule = self._rules.get(series)
         if rule is None:
             own = self._calibration.by_series.get(series)

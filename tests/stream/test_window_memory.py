@@ -28,13 +28,15 @@ def event(series: str, offset: int, value: float, partition: int = 0) -> Event:
     partitions=st.lists(st.integers(0, 2), min_size=1, max_size=60),
 )
 def test_windows_and_replay_points_are_the_last_events_in_order(seq_len, stride, partitions):
-    store = WindowStore(seq_len, 1, stride=stride)
+    store = WindowStore(seq_len, 1, stride=stride, replay_refresh_s=0)
+    lagging = WindowStore(seq_len, 1, stride=stride)  # its replay points refreshed seldom
     offsets = {p: 0 for p in range(3)}
     fed: list[tuple[int, int, float]] = []  # (partition, offset, value)
     for k, partition in enumerate(partitions):
         offsets[partition] += 1
         fed.append((partition, offsets[partition], float(k)))
         windows = store.add_all(event("a", offsets[partition], float(k), partition))
+        lagging.add_all(event("a", offsets[partition], float(k), partition))
         count = len(fed)
         due = count >= seq_len and (count - seq_len) % stride == 0
         assert len(windows) == int(due)
@@ -52,6 +54,11 @@ def test_windows_and_replay_points_are_the_last_events_in_order(seq_len, stride,
         if not keep:
             expected = {partition: offsets[partition] + 1}
         assert store.replay_points() == expected
+        # Points computed earlier are never past the true ones and miss no partition (a
+        # restart re-reads more, never less).
+        stale = lagging.replay_points()
+        assert stale.keys() >= expected.keys()
+        assert all(stale[p] <= expected[p] for p in expected)
 
 
 def test_a_series_costs_what_the_store_says_and_under_half_of_what_it_did():
