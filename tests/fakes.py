@@ -93,7 +93,7 @@ class HeldWork:
     def pending(self) -> Pending:
         return dict(self.held)
 
-    def replay_points(self) -> dict[TopicPartition, int]:
+    def replay_points(self, exact: bool = False) -> dict[TopicPartition, int]:
         return dict(self.replay)
 
 

@@ -25,7 +25,7 @@ this member no longer owns are never committed.
 ...     def commit(self, positions): self.committed.update(positions)
 >>> class Windows:
 ...     def pending(self): return {("t", 0): (8, 9)}
-...     def replay_points(self): return {("t", 0): 7}
+...     def replay_points(self, exact=False): return {("t", 0): 7}
 >>> source = Memory()
 >>> checkpoint = Checkpoint(source, Outbox([], []), [Windows()], interval_s=0)
 >>> for offset in range(10):
@@ -58,8 +58,9 @@ class Stage(Protocol):
         """Per partition, the lowest start and end offsets of work it still holds."""
         ...
 
-    def replay_points(self) -> dict[TopicPartition, int]:
-        """Per partition, the oldest offset it needs re-read after a restart (windows)."""
+    def replay_points(self, exact: bool = False) -> dict[TopicPartition, int]:
+        """Per partition, the oldest offset it needs re-read after a restart (windows). Not
+        ``exact``: possibly older than needed (computed a while ago), never newer."""
         ...
 
 
@@ -124,7 +125,7 @@ class Checkpoint:
     def due(self, now: float) -> bool:
         return now - self._last_commit >= self.interval_s and self.backoff.ready(now)
 
-    def positions(self) -> dict[TopicPartition, Position]:
+    def positions(self, exact: bool = False) -> dict[TopicPartition, Position]:
         """The position of every owned partition with progress since its last commit.
 
         ``max_replay_lag`` caps how far behind the consumed end the window buffers may pin
@@ -134,7 +135,7 @@ class Checkpoint:
         unsettled = merge_pending(self.outbox.pending(), *(s.pending() for s in self.stages))
         replay_points: dict[TopicPartition, int] = {}
         for stage in self.stages:
-            for key, offset in stage.replay_points().items():
+            for key, offset in stage.replay_points(exact).items():
                 replay_points[key] = min(replay_points.get(key, offset), offset)
         owned = self.source.assignment()
         positions = {}
@@ -160,7 +161,7 @@ class Checkpoint:
             return False
         self._last_commit = now
         try:
-            positions = self.positions()
+            positions = self.positions(exact=force)  # the last commit before a stop: exact
             if positions:
                 self.source.commit(positions)
         except Exception as exc:  # any broker or coordinator error: retry, never crash

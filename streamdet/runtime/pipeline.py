@@ -528,8 +528,9 @@ class TopicPipeline:
             note_pending(pending, (self.name, message.partition), message.offset, message.offset)
         return pending
 
-    def replay_points(self) -> dict[TopicPartition, int]:
-        return {(self.name, p): offset for p, offset in self.windows.replay_points().items()}
+    def replay_points(self, exact: bool = False) -> dict[TopicPartition, int]:
+        points = self.windows.replay_points(exact)
+        return {(self.name, p): offset for p, offset in points.items()}
 
     def drop_partitions(self, partitions: set[TopicPartition]) -> None:
         """Another member owns ``partitions`` now: forget their windows (the new owner

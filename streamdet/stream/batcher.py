@@ -61,7 +61,7 @@ class WindowBatcher(MicroBatcher[Window]):
             note_pending(pending, window.key, window.start_offset, window.end_offset)
         return pending
 
-    def replay_points(self) -> dict[TopicPartition, int]:
+    def replay_points(self, exact: bool = False) -> dict[TopicPartition, int]:
         return {}
 
     def drop_partitions(self, partitions: set[TopicPartition]) -> None:

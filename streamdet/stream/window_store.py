@@ -259,10 +259,11 @@ class WindowStore:
             ready.extend(window)
         return ready
 
-    def replay_points(self) -> dict[int, int]:
-        """Per partition, the lowest offset any series still needs: where a restart resumes."""
+    def replay_points(self, exact: bool = False) -> dict[int, int]:
+        """Per partition, the lowest offset any series still needs: where a restart resumes.
+        Not ``exact``: as computed up to ``replay_refresh_s`` ago (never past the true ones)."""
         now = time.monotonic()
-        if self._replay is None or now - self._replay_at >= self.replay_refresh_s:
+        if exact or self._replay is None or now - self._replay_at >= self.replay_refresh_s:
             points: dict[int, int] = {}
             for _, state in self._all():
                 for partition, offset in state.replay_from(self.seq_len).items():
