@@ -38,6 +38,7 @@ class SeriesScaler:
         self._fitted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         # count, mean, sum of squared deviations (Welford), for series without fitted stats
         self._running: BoundedMap[tuple[int, np.ndarray, np.ndarray]] = BoundedMap(max_series)
+        self._entry_bytes: int | None = None
 
     def fit(self, series: dict[str, np.ndarray]) -> dict[str, list[list[float]]]:
         """Statistics of each series' training array (T, F); returns them for the model."""
@@ -96,7 +97,10 @@ class SeriesScaler:
         self._running.pop(series, None)
 
     def state_bytes(self) -> int:
-        """Memory of the running statistics of series the model does not know."""
+        """Memory of the running statistics of series the model does not know (one entry
+        measured, once: they are all alike)."""
         if not self._running:
             return 0
-        return len(self._running) * (approx_bytes(next(iter(self._running.values()))) + ENTRY_BYTES)
+        if self._entry_bytes is None:
+            self._entry_bytes = approx_bytes(next(iter(self._running.values()))) + ENTRY_BYTES
+        return len(self._running) * self._entry_bytes

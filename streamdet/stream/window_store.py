@@ -133,6 +133,9 @@ class WindowStore:
         self.lateness_ms = lateness_ms
         self.max_series = max_series
         self.on_evict = on_evict
+        # Memory one tracked series costs here: its buffers and their bookkeeping (a series
+        # that spans partitions adds 4 bytes an event).
+        self.series_bytes = _Series.size(seq_len, n_features)
         self.dropped_late = 0
         self.evicted = 0
         self._young: OrderedDict[str, _Series] = OrderedDict()  # presumed invented
@@ -160,11 +163,6 @@ class WindowStore:
         state = self._series.get(series)
         return state is not None and state.count >= self.seq_len
 
-    @property
-    def series_bytes(self) -> int:
-        """Memory one tracked series costs here: its buffers and their bookkeeping (a series
-        that spans partitions adds 4 bytes an event)."""
-        return _Series.size(self.seq_len, self.n_features)
 
     def _all(self) -> Iterator[tuple[str, _Series]]:
         return itertools.chain(self._young.items(), self._series.items())
