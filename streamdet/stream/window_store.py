@@ -168,11 +168,12 @@ class WindowStore:
         return itertools.chain(self._young.items(), self._series.items())
 
     def _state(self, series: str) -> _Series:
-        self._frequency.add(series)
         state = self._series.get(series)
         if state is not None:
             self._series.move_to_end(series)
             return state
+        # Counted only until a series is one of the topic's own: that is all it decides.
+        self._frequency.add(series)
         live = self._frequency.count(series) >= self.seq_len
         state = self._young.pop(series, None) if live else self._young.get(series)
         if state is None:
