@@ -411,8 +411,9 @@ class MetricsConfig(Frozen):
 
 
 class SchemaRegistryConfig(Frozen):
-    """A Confluent-compatible schema registry, for topics whose ``format.encoding`` is avro
-    or protobuf (Confluent Schema Registry, Apicurio's ``/apis/ccompat/v7``, Karapace)."""
+    """A schema registry speaking Confluent's REST API, for topics whose ``format.encoding``
+    is avro or protobuf (Confluent Schema Registry; Apicurio's ``/apis/ccompat/v7``, which
+    the tests run)."""
 
     url: str | None = Field(
         default=None, description="e.g. http://registry:8081 or .../apis/ccompat/v7"

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamdet.schema_registry")
 
-# The registry's error code for "no schema with this id" (Confluent's REST API; Apicurio and
-# Karapace answer it too).
+# The registry's error code for "no schema with this id" (Confluent's REST API; Apicurio's
+# compatible API answers it too).
 SCHEMA_NOT_FOUND = 40403
 SUBJECT_OR_VERSION_NOT_FOUND = (40401, 40402)
 # How long the subject's latest version is trusted before it is asked again.
