@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 
+from benchmarks.seq2seq_throughput import best_rate
 from streamdet.core.progress import stderr_progress
 from streamdet.core.windows import sliding_windows
 from streamdet.detectors import detector_class
-from streamdet.detectors.keras_base import settle_scoring_checks
 
 CONFIGURATIONS = {
     "seq2seq alone": {"name": "seq2seq"},
@@ -28,21 +27,6 @@ CONFIGURATIONS = {
         "params": {"members": [{"name": "seq2seq"}, {"name": "pca"}]},
     },
 }
-
-
-def best_rate(score, batch: np.ndarray, min_seconds: float, repeats: int) -> float:
-    """Best windows/s over ``repeats`` timed rounds of at least ``min_seconds`` each."""
-    for _ in range(4):  # trace, compile and have the scoring shapes checked before timing
-        score(batch)
-    settle_scoring_checks()
-    rates = []
-    for _ in range(repeats):
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < min_seconds:
-            score(batch)
-            calls += 1
-        rates.append(calls * len(batch) / (time.perf_counter() - started))
-    return max(rates)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -256,21 +256,24 @@ def stop(run_dir: Path, timeout: float = 20.0) -> None:
     pid_file = run_dir / "broker.pid"
     if not pid_file.exists():
         return
-    pid = int(pid_file.read_text())
+    stop_group(int(pid_file.read_text()), timeout)
+    pid_file.unlink(missing_ok=True)
+
+
+def stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group ``pid`` leads (a server started in its own session), then
+    SIGKILL it if it outlives ``timeout``."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        pid_file.unlink(missing_ok=True)
         return
     deadline = time.time() + timeout
     while time.time() < deadline:
         if not _alive(pid):
-            break
+            return
         time.sleep(0.2)
-    else:
-        os.killpg(pid, signal.SIGKILL)
-        _alive(pid)
-    pid_file.unlink(missing_ok=True)
+    os.killpg(pid, signal.SIGKILL)
+    _alive(pid)
 
 
 def _alive(pid: int) -> bool:

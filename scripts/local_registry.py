@@ -14,6 +14,7 @@ told apart from a missing schema). ``stop`` stops only the process ``start`` wro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_kafka import free_port
+from local_kafka import free_port, stop_group
 
 VERSION = os.environ.get("STREAMDET_REGISTRY_VERSION", "3.0.9")
 ARTIFACT = f"io.apicurio:apicurio-registry-app:{VERSION}:zip:all"
@@ -159,32 +160,10 @@ def stop(run_dir: Path, timeout: float = 20.0) -> None:
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text())
-    try:
-        os.kill(pid, signal.SIGCONT)  # a test may have frozen it
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pid_file.unlink()
-        return
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child (started by another process)
-            finished = 0 if _alive(pid) else pid
-        if finished:
-            break
-        time.sleep(0.2)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    pid_file.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGCONT)  # a test may have frozen it
+    stop_group(pid, timeout)
+    pid_file.unlink(missing_ok=True)
 
 
 def main() -> None:

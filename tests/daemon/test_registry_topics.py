@@ -13,6 +13,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import fastavro
@@ -24,22 +25,14 @@ from kafka import KafkaProducer
 from streamdet.config import SchemaRegistryConfig
 from streamdet.io.schema_registry import SchemaRegistry
 from streamdet.io.sources.simulator import SensorSimulator
+from tests.conftest import REGISTRY_PASSWORD, REGISTRY_USER, _load_script
 from tests.daemon.test_kafka import caught
 from tests.daemon_helpers import AlertReader, dead_letters, start_daemon, stop_daemon
 from tests.helpers import free_port, run_cli, write_daemon_config
+from tests.io.test_schema_registry import READING_V1 as READING
 
 pytestmark = pytest.mark.kafka
 
-READING = {
-    "type": "record",
-    "name": "Reading",
-    "namespace": "plant",
-    "fields": [
-        {"name": "sensor", "type": "string"},
-        {"name": "ts", "type": "long"},
-        {"name": "value", "type": "double"},
-    ],
-}
 # The producers' next release adds a field (with a default: a compatible change).
 READING_V2 = {**READING, "fields": [*READING["fields"], {"name": "site", "type": "string"}]}
 
@@ -61,11 +54,27 @@ def wait_for_metric(port: int, line: str, daemon, log: Path, timeout: float = 60
     raise AssertionError(f"no {line!r} on /metrics: {registry_lines}\n{log.read_text()[-3000:]}")
 
 
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A registry of this test's own (it freezes it: no other test may share it)."""
+    local_registry = _load_script("local_registry")
+    run_dir = tmp_path / "registry"
+    url = local_registry.start(run_dir, REGISTRY_USER, REGISTRY_PASSWORD)
+    try:
+        yield {
+            "url": url,
+            "username": REGISTRY_USER,
+            "password": REGISTRY_PASSWORD,
+            "run_dir": str(run_dir),
+        }
+    finally:
+        local_registry.stop(run_dir)
+
+
 def test_avro_topic_alerts_dead_letters_and_waits_out_a_hanging_registry(
-    kafka_bootstrap, new_topic, schema_registry, tmp_path
+    kafka_bootstrap, new_topic, own_registry, tmp_path
 ):
-    if not schema_registry["run_dir"]:
-        pytest.skip("the registry is not one this test started (it freezes it)")
+    schema_registry = own_registry
     readings, alerts_topic, dlq_topic = new_topic("avro"), new_topic("alerts"), new_topic("dlq")
     registry_section = {
         "url": schema_registry["url"],

@@ -24,9 +24,9 @@ from kafka import KafkaProducer
 from streamdet.config import SchemaRegistryConfig
 from streamdet.io.schema_registry import SchemaRegistry
 from streamdet.io.sources.simulator import SensorSimulator
-from tests.daemon.test_registry_topics import READING
 from tests.daemon_helpers import start_daemon, stop_daemon
 from tests.helpers import free_port
+from tests.io.test_schema_registry import READING_V1 as READING
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))

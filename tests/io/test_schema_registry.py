@@ -175,20 +175,29 @@ def test_hostile_avro_records_are_refused_with_their_reason(schema_registry):
     assert client.up
 
 
-def test_protobuf_records_with_references_nested_types_and_timestamps(schema_registry):
-    client, topic, read = reader_for(schema_registry, "protobuf")
+def register_reading(client: SchemaRegistry) -> int:
+    """PROTO_READING with the units file it imports registered as its reference."""
     units = subject()
     register(client, units, Schema(PROTO_UNITS, "PROTOBUF"))
     schema = Schema(PROTO_READING, "PROTOBUF", [SchemaReference("plant/units.proto", units, 1)])
-    schema_id = register(client, subject(), schema)
+    return register(client, subject(), schema)
+
+
+def compiled_reading(read, schema_id: int):
+    """The Site.Reading message class of the schema as the reader compiled it."""
+    from google.protobuf.message_factory import GetMessageClass
 
     from streamdet.stream.protobuf_records import SCHEMA_FILE
 
-    file = read._file(message(b""), schema_id)  # the compiled schema, as the reader sees it
+    file = read._file(message(b""), schema_id)
     assert file.name == SCHEMA_FILE
-    from google.protobuf.message_factory import GetMessageClass
+    return GetMessageClass(file.message_types_by_name["Site"].nested_types[0])
 
-    reading_type = GetMessageClass(file.message_types_by_name["Site"].nested_types[0])
+
+def test_protobuf_records_with_references_nested_types_and_timestamps(schema_registry):
+    client, topic, read = reader_for(schema_registry, "protobuf")
+    schema_id = register_reading(client)
+    reading_type = compiled_reading(read, schema_id)
 
     def record(indexes: list[int], **fields: object) -> bytes:
         payload = reading_type(**fields)
@@ -212,16 +221,10 @@ def test_protobuf_image_field_holds_the_image_bytes(schema_registry):
     import numpy as np
 
     client, _, _ = reader_for(schema_registry, "protobuf")
-    units = subject()
-    register(client, units, Schema(PROTO_UNITS, "PROTOBUF"))
-    schema = Schema(PROTO_READING, "PROTOBUF", [SchemaReference("plant/units.proto", units, 1)])
-    schema_id = register(client, subject(), schema)
+    schema_id = register_reading(client)
     config = config_for(schema_registry, "protobuf", image_shape=[2, 2, 1])
     read = record_reader(config.topics[0], client)
-    from google.protobuf.message_factory import GetMessageClass
-
-    file = read._file(message(b""), schema_id)
-    reading_type = GetMessageClass(file.message_types_by_name["Site"].nested_types[0])
+    reading_type = compiled_reading(read, schema_id)
     npy = io.BytesIO()
     np.save(npy, np.array([[[0.0], [0.5]], [[1.0], [0.25]]], np.float32))
     payload = reading_type(sensor="cam", image=npy.getvalue())
