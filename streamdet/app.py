@@ -160,6 +160,7 @@ class Application:
         self.source.on_rebalance(
             lambda partitions: self._rebalances.append(("revoked", partitions)),
             lambda partitions: self._rebalances.append(("assigned", partitions)),
+            settle=self.checkpoint.settle,
         )
         self.lag: dict[TopicPartition, int] = {}
         self.broker_up = True
@@ -368,8 +369,9 @@ class Application:
         return bool(mine) and all(self.checkpoint.seen(key) for key in mine)
 
     def _apply_rebalances(self) -> None:
-        """Partitions moved to another member: drop their state (the new owner rebuilds it
-        from the last commit). New partitions: their restart marks are read fresh."""
+        """Partitions moved to another member: drop their state (they were committed as
+        they were handed over; the new owner rebuilds from that commit). New partitions:
+        their restart marks are read fresh."""
         while self._rebalances:
             kind, partitions = self._rebalances.popleft()
             self.progress(f"rebalance: {kind} {sorted(partitions)}")

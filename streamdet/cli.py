@@ -67,13 +67,15 @@ def _run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config, environ={**os.environ, **overrides})
     # Library warnings reach the operator; group membership changes (joins, assignments,
-    # coordinator moves) too, since "why is nothing consumed" starts there.
+    # coordinator moves) too, since "why is nothing consumed" starts there, and the commits
+    # of partitions handed to another member.
     logging.basicConfig(
         level=logging.WARNING,
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("kafka.coordinator").setLevel(logging.INFO)
+    for name in ("kafka.coordinator", "streamdet.kafka"):
+        logging.getLogger(name).setLevel(logging.INFO)
     raise SystemExit(Application(config).run())
 
 

@@ -59,7 +59,7 @@ class MemorySource:
             raise RuntimeError("RebalanceInProgressError")
         self.committed.update(positions)
 
-    def on_rebalance(self, revoked, assigned) -> None:
+    def on_rebalance(self, revoked, assigned, settle=None) -> None:
         """Never rebalanced."""
 
     def pause(self, partitions: set[TopicPartition]) -> None:

@@ -121,12 +121,22 @@ class Checkpoint:
         """New partitions: their restart marks are read fresh on their first message."""
         self.revoke(partitions)
 
+    def settle(self, partitions: set[TopicPartition]) -> dict[TopicPartition, Position]:
+        """Exact positions of ``partitions``, which a rebalance is about to hand to another
+        member (the group may already list them as gone): the source commits them at once.
+        Windows not scored yet and alerts not delivered yet keep them back, so the next
+        owner scores those windows (and re-raises those alerts, with their ``alert_id``)."""
+        return self.positions(exact=True, partitions=partitions)
+
     # ---- committing ----------------------------------------------------------------------
     def due(self, now: float) -> bool:
         return now - self._last_commit >= self.interval_s and self.backoff.ready(now)
 
-    def positions(self, exact: bool = False) -> dict[TopicPartition, Position]:
-        """The position of every owned partition with progress since its last commit.
+    def positions(
+        self, exact: bool = False, partitions: set[TopicPartition] | None = None
+    ) -> dict[TopicPartition, Position]:
+        """The position of every owned partition (or of ``partitions``) with progress since
+        its last commit.
 
         ``max_replay_lag`` caps how far behind the consumed end the window buffers may pin
         the replay point (a silent series would otherwise pin it forever); work not yet
@@ -137,7 +147,7 @@ class Checkpoint:
         for stage in self.stages:
             for key, offset in stage.replay_points(exact).items():
                 replay_points[key] = min(replay_points.get(key, offset), offset)
-        owned = self.source.assignment()
+        owned = self.source.assignment() if partitions is None else partitions
         positions = {}
         for key, next_offset in self._next.items():
             if owned is not None and key not in owned:

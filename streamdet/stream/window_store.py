@@ -163,7 +163,6 @@ class WindowStore:
         state = self._series.get(series)
         return state is not None and state.count >= self.seq_len
 
-
     def _all(self) -> Iterator[tuple[str, _Series]]:
         return itertools.chain(self._young.items(), self._series.items())
 

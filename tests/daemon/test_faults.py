@@ -99,7 +99,8 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **kw: Any) -> Path:
-    """A Kafka-mode config.yaml for ``topics``; ``kafka`` (a dict) adds to its section."""
+    """A Kafka-mode config.yaml for ``topics``; ``kafka`` (a dict) adds to its section;
+    ``commit_interval_ms`` replaces the tests' 200 ms."""
     config = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -112,7 +113,7 @@ def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **
         "dead_letter": {"topic": kw["dlq"]},
         "metrics": {"port": port},
         "models": {"store": str(folder / "models")},
-        "batching": {"commit_interval_ms": 200},
+        "batching": {"commit_interval_ms": kw.get("commit_interval_ms", 200)},
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"

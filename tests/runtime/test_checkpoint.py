@@ -82,6 +82,16 @@ def test_revoked_and_unowned_partitions_are_never_committed():
     assert checkpoint.partitions() == {("t", 0)}
 
 
+def test_partitions_handed_over_are_settled_exactly_even_once_the_group_lists_them_gone():
+    source = MemorySource(owned={("t", 0)})  # cooperative: partition 1 already reassigned
+    windows = HeldWork({("t", 1): (40, 45)}, {("t", 1): 30})
+    checkpoint = checkpoint_of(source, windows)
+    consume(checkpoint, range(50), partition=1)
+    # The windows still waiting keep scored_through before them: the next owner scores them.
+    assert checkpoint.settle({("t", 1)}) == {("t", 1): Position(30, 44, 50)}
+    assert checkpoint.positions() == {}  # a periodic commit never writes a partition not owned
+
+
 def test_a_silent_series_stops_pinning_the_replay_point():
     source = MemorySource()
     windows = HeldWork({("t", 0): (900, 950)}, {("t", 0): 3})

@@ -15,6 +15,8 @@ from typing import Protocol
 from streamdet.core.records import Message, Position, TopicPartition
 
 PartitionsCallback = Callable[[set[TopicPartition]], None]
+# Given partitions about to move to another member: the positions to commit for them now.
+SettleCallback = Callable[[set[TopicPartition]], dict[TopicPartition, Position]]
 
 
 def wall_clock_ms() -> int:
@@ -43,8 +45,15 @@ class Source(Protocol):
         """Store ``positions``; raises if they were not stored."""
         ...
 
-    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
-        """Call ``revoked``/``assigned`` with the partitions a group rebalance moves."""
+    def on_rebalance(
+        self,
+        revoked: PartitionsCallback,
+        assigned: PartitionsCallback,
+        settle: SettleCallback | None = None,
+    ) -> None:
+        """Call ``revoked``/``assigned`` with the partitions a group rebalance moves.
+        Before partitions are handed over, ``settle`` gives their positions and the source
+        commits them, so the next owner neither re-scores nor re-alerts anything."""
         ...
 
     def pause(self, partitions: set[TopicPartition]) -> None:
@@ -88,7 +97,12 @@ class OnePartitionSource:
     def commit(self, positions: dict[TopicPartition, Position]) -> None:
         self.committed.update(positions)
 
-    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+    def on_rebalance(
+        self,
+        revoked: PartitionsCallback,
+        assigned: PartitionsCallback,
+        settle: SettleCallback | None = None,
+    ) -> None:
         """Never rebalanced."""
 
     def pause(self, partitions: set[TopicPartition]) -> None:

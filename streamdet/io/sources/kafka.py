@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
@@ -36,6 +36,7 @@ from streamdet.io.sources.base import (
     Message,
     PartitionsCallback,
     Position,
+    SettleCallback,
     TopicPartition,
     wall_clock_ms,
 )
@@ -49,26 +50,36 @@ ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePart
 log = logging.getLogger("streamdet.kafka")
 
 
-class _Listener(ConsumerRebalanceListener):
-    """Forwards rebalances to the daemon. It runs on kafka-python's IO thread while the
-    daemon's loop is blocked in ``poll``, so the callbacks only change in-memory state
-    (blocking consumer calls are refused on that thread)."""
+class _Listener(AsyncConsumerRebalanceListener):
+    """Forwards rebalances to the daemon. kafka-python runs it on its IO thread while the
+    daemon's loop waits in ``poll`` (or ``close``), so it may read the loop's state; it
+    awaits the commit of partitions it gives up (a blocking commit is refused there), and
+    the heartbeat keeps running meanwhile."""
 
-    def __init__(self, hold: Callable[[set[KafkaPartition]], None]) -> None:
+    def __init__(
+        self,
+        hold: Callable[[set[KafkaPartition]], None],
+        commit_before_moving: Callable[[set[TopicPartition]], Awaitable[None]],
+    ) -> None:
         self.revoked: PartitionsCallback = lambda partitions: None
         self.assigned: PartitionsCallback = lambda partitions: None
         self.hold = hold
+        self.commit_before_moving = commit_before_moving
 
-    def on_partitions_revoked(self, revoked: set[KafkaPartition]) -> None:
-        self.revoked({(tp.topic, tp.partition) for tp in revoked})
+    async def on_partitions_revoked(self, revoked: set[KafkaPartition]) -> None:
+        partitions = {(tp.topic, tp.partition) for tp in revoked}
+        await self.commit_before_moving(partitions)
+        self.revoked(partitions)
 
-    def on_partitions_assigned(self, assigned: set[KafkaPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: set[KafkaPartition]) -> None:
         # Held until the loop thread has read their commits and sought to the replay point
-        # (pausing only changes the consumer's state in memory: allowed on this thread).
+        # (``seek`` and ``committed`` are blocking calls, refused on this thread).
         self.hold(assigned)
         self.assigned({(tp.topic, tp.partition) for tp in assigned})
 
-    def on_partitions_lost(self, lost: set[KafkaPartition]) -> None:
+    async def on_partitions_lost(self, lost: set[KafkaPartition]) -> None:
+        # The group has moved on without us: a commit would be refused, and the next owner
+        # rebuilds from the last one.
         self.revoked({(tp.topic, tp.partition) for tp in lost})
 
 
@@ -79,6 +90,10 @@ class KafkaSource:
         self._awaiting: set[KafkaPartition] = set()
         self._paused_topics: set[str] = set()
         self._marks: dict[TopicPartition, int] = {}
+        self._settle: SettleCallback | None = None
+        # True while the loop thread waits in the consumer (poll, close): only then may a
+        # rebalance callback read the loop's state.
+        self._loop_waiting = False
         with refused_connections(config):
             self._connect(config, topics, max_poll_records)
         self._connected = True
@@ -105,7 +120,7 @@ class KafkaSource:
         # not an empty one (seen on restarts: minutes without consuming).
         for topic in topics:
             self.consumer.partitions_for_topic(topic)
-        self._listener = _Listener(self._hold)
+        self._listener = _Listener(self._hold, self._commit_before_moving)
         self.consumer.subscribe(topics, listener=self._listener)
 
     @property
@@ -151,11 +166,14 @@ class KafkaSource:
         if self._awaiting:
             self._seek_to_replay_points()
         try:
+            self._loop_waiting = True
             records = self.consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
             self._broker_failed("poll", exc)
             time.sleep(timeout_ms / 1000)
             return []
+        finally:
+            self._loop_waiting = False
         messages = [
             Message(r.topic, r.partition, r.offset, r.key, r.value or b"", r.timestamp)
             for batch in records.values()
@@ -188,21 +206,43 @@ class KafkaSource:
         return int(_metadata(committed).get("scored_through", -1))
 
     def commit(self, positions: dict[TopicPartition, Position]) -> None:
-        payload = {
-            KafkaPartition(topic, partition): OffsetAndMetadata(
-                p.consumed,
-                json.dumps({"replay_from": p.replay_from, "scored_through": p.scored_through}),
-                -1,
-            )
-            for (topic, partition), p in positions.items()
-        }
+        payload = _offsets(positions)
         if payload:
             self.consumer.commit(payload, timeout_ms=COMMIT_TIMEOUT_MS)
             self._connected = True
 
-    def on_rebalance(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+    async def _commit_before_moving(self, partitions: set[TopicPartition]) -> None:
+        """Commit ``partitions`` as the loop left them, before the group hands them to
+        another member: what was scored and delivered here is then not re-scored (nor
+        re-alerted) there. Failing that, the next owner rebuilds from the last periodic
+        commit, as after a crash."""
+        if self._settle is None or not self._loop_waiting:
+            return
+        positions = self._settle(partitions)
+        if not positions:
+            return
+        try:
+            await self.consumer.commit_async(_offsets(positions))
+        except KafkaError as exc:
+            log.warning(
+                "kafka: committing %s before handing them over failed (%s: %s); their next "
+                "owner rebuilds from the last commit",
+                sorted(partitions),
+                type(exc).__name__,
+                exc,
+            )
+            return
+        log.info("kafka: committed %s before handing them over", sorted(positions))
+
+    def on_rebalance(
+        self,
+        revoked: PartitionsCallback,
+        assigned: PartitionsCallback,
+        settle: SettleCallback | None = None,
+    ) -> None:
         self._listener.revoked = revoked
         self._listener.assigned = assigned
+        self._settle = settle
 
     def pause(self, partitions: set[TopicPartition]) -> None:
         """Stop fetching ``partitions``; partitions of their topics assigned later (a
@@ -245,9 +285,24 @@ class KafkaSource:
 
     def close(self) -> None:
         try:
+            self._loop_waiting = True
             self.consumer.close(autocommit=False)
         except KafkaError as exc:
             log.warning("kafka: closing the consumer failed: %s", exc)
+        finally:
+            self._loop_waiting = False
+
+
+def _offsets(positions: dict[TopicPartition, Position]) -> dict[KafkaPartition, OffsetAndMetadata]:
+    """The consumed offset, with the replay point and restart mark in its metadata."""
+    return {
+        KafkaPartition(topic, partition): OffsetAndMetadata(
+            p.consumed,
+            json.dumps({"replay_from": p.replay_from, "scored_through": p.scored_through}),
+            -1,
+        )
+        for (topic, partition), p in positions.items()
+    }
 
 
 def _metadata(committed: OffsetAndMetadata | None) -> dict[str, Any]:
