@@ -122,6 +122,7 @@ class Application:
             [self.batcher],
             batching.commit_interval_ms / 1000,
             max_replay_lag=batching.max_replay_lag,
+            transaction=self.io.transaction,
         )
         self.schema_registry = (
             SchemaRegistry(config.schema_registry)
@@ -185,6 +186,7 @@ class Application:
             built.dead_letter_sinks if dead_letter_sinks is None else dead_letter_sinks,
             built.closers,
             built.feedback,
+            built.transaction if source is None else None,
         )
 
     @property

@@ -335,6 +335,23 @@ class AlertsConfig(Frozen):
         description="CloudEvents content mode on the alert topic: binary (the alert as the "
         "value, ce_* headers) or structured (the whole event as the JSON value)",
     )
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="at_least_once: an alert may be published twice after a crash (with the "
+        "same alert_id); exactly_once (Kafka only): alerts and the consumed offsets are "
+        "committed in one Kafka transaction, so a subscriber reading with "
+        "isolation.level=read_committed sees each alert once; alerts then become visible at "
+        "each commit (batching.commit_interval_ms)",
+    )
+    transactional_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="exactly_once: this member's transactional id, the same across its "
+        "restarts (a restart then aborts what a killed process left open at once) and "
+        "different from every other member's; default: streamdet-<group_id>-<"
+        "group_instance_id, or the host name>",
+    )
 
 
 class FeedbackConfig(Frozen):
@@ -556,6 +573,12 @@ class StreamdetConfig(Frozen):
                     f"topics.{k}.format.reader_schema: latest applies to avro only (protobuf "
                     "records are read by field number, JSON has no schema)"
                 )
+        if self.alerts.delivery == "exactly_once" and not self.kafka.bootstrap_servers:
+            raise ValueError(
+                "alerts.delivery: exactly_once needs kafka.bootstrap_servers (a Kafka "
+                "transaction holds the alerts and the consumed offsets); allowed without "
+                "Kafka: at_least_once"
+            )
         feedback = self.feedback.topic
         if feedback is not None:
             if not self.kafka.bootstrap_servers:

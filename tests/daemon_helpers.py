@@ -22,7 +22,9 @@ ALERT_SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "alert.schema.js
 class AlertReader:
     """A separate consumer of the alert topic, collecting in the background."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"
+    ) -> None:
         self.alerts: list[dict] = []
         self.headers: list[dict] = []
         self._stop = False
@@ -32,6 +34,7 @@ class AlertReader:
             auto_offset_reset="earliest",
             group_id=None,
             consumer_timeout_ms=500,
+            isolation_level=isolation_level,
         )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

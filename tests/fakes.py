@@ -100,8 +100,9 @@ class HeldWork:
 class RecordingSink:
     """A sink that stores what it is given; ``fail`` deliveries fail every item."""
 
-    def __init__(self, name: str = "recording") -> None:
+    def __init__(self, name: str = "recording", transactional: bool = False) -> None:
         self.name = name
+        self.transactional = transactional
         self.items: list = []
         self.fail = 0
 

@@ -219,3 +219,17 @@ def test_a_yaml_error_or_a_bad_override_never_prints_the_secret(tmp_path, monkey
     done = run_cli("check-config", "--config", str(ROOT / "config.yaml"))
     assert done.returncode == 2 and "STREAMDET_KAFKA__SECURITY is not valid YAML" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
+
+
+def test_exactly_once_alerts_need_kafka_and_name_the_allowed_values():
+    with pytest.raises(ConfigError, match=r"alerts\.delivery: exactly_once needs kafka"):
+        load_config_text("alerts: {delivery: exactly_once}", environ={})
+    with pytest.raises(ConfigError, match=r"alerts\.delivery.*'at_least_once'.*'exactly_once'"):
+        load_config_text("alerts: {delivery: twice}", environ={})
+    config = load_config_text(
+        "kafka: {bootstrap_servers: 'k:9092', group_id: g}\nalerts: {delivery: exactly_once}",
+        environ={},
+    )
+    from streamdet.io.build import transactional_id
+
+    assert transactional_id(config).startswith("streamdet-g-")

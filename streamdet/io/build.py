@@ -3,6 +3,7 @@ are configured, else the embedded simulator with alerts on stdout and in a file.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from streamdet.io.sources.simulator import SensorSimulator, SimulatorSource
 
 if TYPE_CHECKING:
     from streamdet.io.sources.feedback import FeedbackSource
+    from streamdet.io.transactions import Transaction
 
 
 @dataclass
@@ -26,6 +28,8 @@ class IO:
     closers: list[Any] = field(default_factory=list)
     # Operators' verdicts on alerts, when a feedback topic is configured.
     feedback: FeedbackSource | None = None
+    # alerts.delivery: exactly_once: alerts and consumed offsets in one Kafka transaction.
+    transaction: Transaction | None = None
 
     def close(self) -> None:
         for closer in self.closers:
@@ -39,11 +43,14 @@ def build_io(config: StreamdetConfig) -> IO:
         from streamdet.io.sinks.kafka import KafkaAlertSink, KafkaDeadLetterSink, make_producer
         from streamdet.io.sources.kafka import KafkaSource
 
+        exactly_once = config.alerts.delivery == "exactly_once"
         with refused_connections(config.kafka):
-            producer = make_producer(config.kafka)
+            producer = make_producer(
+                config.kafka, transactional_id=transactional_id(config) if exactly_once else None
+            )
             letters = make_producer(config.kafka, idempotent=False)
         closers = [lambda: producer.close(timeout=5), lambda: letters.close(timeout=5)]
-        feedback = None
+        feedback = transaction = None
         try:
             source = KafkaSource(config.kafka, [t.name for t in config.topics])
             if config.feedback.topic:
@@ -51,6 +58,11 @@ def build_io(config: StreamdetConfig) -> IO:
 
                 feedback = FeedbackSource(config.kafka, config.feedback.topic)
                 closers.append(feedback.close)
+            if exactly_once:
+                from streamdet.io.transactions import KafkaTransaction
+
+                with refused_connections(config.kafka):
+                    transaction = KafkaTransaction(producer, source)
         except Exception:
             producer.close(timeout=1)
             letters.close(timeout=1)
@@ -66,6 +78,7 @@ def build_io(config: StreamdetConfig) -> IO:
             [KafkaDeadLetterSink(letters, config.dead_letter.topic, config.dead_letter.max_bytes)],
             closers,
             feedback,
+            transaction,
         )
     sim = config.simulator
     first = config.topics[0]
@@ -85,3 +98,11 @@ def build_io(config: StreamdetConfig) -> IO:
     )
     source = SimulatorSource(first.name, simulator, sim.rate, sim.max_events)
     return IO(source, [printed], [JsonLinesDeadLetterSink(config.dead_letter.file)])
+
+
+def transactional_id(config: StreamdetConfig) -> str:
+    """``alerts.transactional_id``, else one stable across this member's restarts."""
+    if config.alerts.transactional_id:
+        return config.alerts.transactional_id
+    member = config.kafka.group_instance_id or socket.gethostname()
+    return f"streamdet-{config.kafka.group_id}-{member}"

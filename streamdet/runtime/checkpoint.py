@@ -46,6 +46,7 @@ from typing import Protocol
 from streamdet.core.backoff import Backoff
 from streamdet.core.records import Message, Pending, Position, TopicPartition, merge_pending
 from streamdet.io.sources.base import Source
+from streamdet.io.transactions import Transaction, TransactionRefused
 from streamdet.runtime.outbox import Outbox
 
 log = logging.getLogger("streamdet.checkpoint")
@@ -76,8 +77,11 @@ class Checkpoint:
         max_replay_lag: int | None = None,
         backoff: Backoff | None = None,
         on_failure: Callable[[Exception], None] = lambda exc: None,
+        transaction: Transaction | None = None,
     ) -> None:
         self.source = source
+        # alerts.delivery: exactly_once: alerts and offsets are committed in one transaction.
+        self.transaction = transaction
         self.outbox = outbox
         self.stages = list(stages)
         self.interval_s = interval_s
@@ -125,8 +129,24 @@ class Checkpoint:
         """Exact positions of ``partitions``, which a rebalance is about to hand to another
         member (the group may already list them as gone): the source commits them at once.
         Windows not scored yet and alerts not delivered yet keep them back, so the next
-        owner scores those windows (and re-raises those alerts, with their ``alert_id``)."""
-        return self.positions(exact=True, partitions=partitions)
+        owner scores those windows (and re-raises those alerts, with their ``alert_id``).
+
+        With a transaction, the open one is committed here, with every partition's position
+        (its alerts may be of any of them), and nothing is left for the source to commit."""
+        if self.transaction is None:
+            return self.positions(exact=True, partitions=partitions)
+        owned = self.source.assignment() or set()
+        positions = self.positions(exact=True, partitions=partitions | owned)
+        try:
+            self.transaction.commit(positions)
+        except TransactionRefused:
+            raise
+        except Exception as exc:
+            self._abort(exc, time.monotonic())
+            return {}
+        self.outbox.confirm()
+        self._committed.update(positions)
+        return {}
 
     # ---- committing ----------------------------------------------------------------------
     def due(self, now: float) -> bool:
@@ -166,22 +186,36 @@ class Checkpoint:
     def commit(self, now: float, force: bool = False) -> bool:
         """(1) flush the outbox, (2)-(3) the positions every stage allows, (4) commit;
         False (and a retry after the backoff) if the commit failed."""
-        self.outbox.flush(now, force=force)
-        if not force and not self.due(now):
-            return False
-        self._last_commit = now
         try:
+            if self.transaction is not None:
+                self.transaction.begin()  # the alerts flushed now belong to it
+            self.outbox.flush(now, force=force)
+            if not force and not self.due(now):
+                return False
+            self._last_commit = now
             positions = self.positions(exact=force)  # the last commit before a stop: exact
-            if positions:
+            if self.transaction is not None:
+                self.transaction.commit(positions)
+                self.outbox.confirm()
+            elif positions:
                 self.source.commit(positions)
+        except TransactionRefused:
+            raise
         except Exception as exc:  # any broker or coordinator error: retry, never crash
-            name = type(exc).__name__
-            self.failures[name] = self.failures.get(name, 0) + 1
-            delay = self.backoff.failed(now)
-            log.warning("commit failed (%s: %s); retrying in %.1fs", name, exc, delay)
-            self.on_failure(exc)
+            self._abort(exc, now)
             return False
         self.backoff.succeeded()
         self._committed.update(positions)
         self.last_success = time.time()
         return True
+
+    def _abort(self, exc: Exception, now: float) -> None:
+        """A failed commit: the transaction's alerts go out again in the next one."""
+        if self.transaction is not None:
+            self.transaction.abort()
+            self.outbox.reopen()
+        name = type(exc).__name__
+        self.failures[name] = self.failures.get(name, 0) + 1
+        delay = self.backoff.failed(now)
+        log.warning("commit failed (%s: %s); retrying in %.1fs", name, exc, delay)
+        self.on_failure(exc)

@@ -48,6 +48,8 @@ class Outgoing:
     start_offset: int
     end_offset: int
     waiting: set[str] = field(default_factory=set)
+    # Transactional sinks that took it inside the open transaction (not final until commit).
+    staged: set[str] = field(default_factory=set)
 
 
 class Outbox:
@@ -66,6 +68,14 @@ class Outbox:
         self.on_failure = on_failure
         self.on_settled = on_settled
         self._items: list[Outgoing] = []
+        # Stored by every sink, but by a transactional one inside the open transaction.
+        self._staged: list[Outgoing] = []
+        self._transactional = {
+            sink.name
+            for sinks in self.sinks.values()
+            for sink in sinks
+            if getattr(sink, "transactional", False)
+        }
         self._settling: list[float] = []  # when each scored window's last event arrived
         self.delivered = {"alert": 0, "dead_letter": 0}
         self.failures = {"alert": 0, "dead_letter": 0}
@@ -97,6 +107,21 @@ class Outbox:
         """Scored windows whose verdict is final once everything before them is out."""
         self._settling.extend(window.received_at for window in windows)
 
+    def confirm(self) -> None:
+        """The open transaction committed: what it held is delivered for good."""
+        staged, self._staged = self._staged, []
+        for item in staged:
+            item.staged = set()
+            self._finish(item)
+
+    def reopen(self) -> None:
+        """The open transaction was aborted: what it held goes out again to the
+        transactional sinks (the others have it already), ahead of what came later."""
+        for item in self._staged:
+            item.waiting, item.staged = item.staged, set()
+        self._items = self._staged + self._items
+        self._staged = []
+
     def pending(self) -> Pending:
         """Per partition, the lowest offsets of what is not delivered to every sink."""
         pending: Pending = {}
@@ -116,6 +141,10 @@ class Outbox:
             self._settling = []
         return True
 
+    def _finish(self, item: Outgoing) -> None:
+        self.delivered[item.kind] += 1
+        self.on_delivered(item)
+
     def _send(self, now: float) -> None:
         failed: Exception | None = None
         for kind, sinks in self.sinks.items():
@@ -130,6 +159,8 @@ class Outbox:
                 for item, result in zip(items, results, strict=True):
                     if result is None:
                         item.waiting.discard(sink.name)
+                        if sink.name in self._transactional:
+                            item.staged.add(sink.name)
                         continue
                     failed = result
                     self.failures[kind] += 1
@@ -137,8 +168,10 @@ class Outbox:
         done = [i for i in self._items if not i.waiting]
         self._items = [i for i in self._items if i.waiting]
         for item in done:
-            self.delivered[item.kind] += 1
-            self.on_delivered(item)
+            if item.staged:
+                self._staged.append(item)
+            else:
+                self._finish(item)
         if failed is None:
             self.backoff.succeeded()
             return

@@ -100,7 +100,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **kw: Any) -> Path:
     """A Kafka-mode config.yaml for ``topics``; ``kafka`` (a dict) adds to its section;
-    ``commit_interval_ms`` replaces the tests' 200 ms."""
+    ``commit_interval_ms`` replaces the tests' 200 ms; ``delivery`` adds to ``alerts``."""
     config = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -108,7 +108,12 @@ def write_config(folder: Path, bootstrap: str, topics: list[dict], port: int, **
             **kw.get("kafka", {}),
         },
         "topics": topics,
-        "alerts": {"topic": kw["alerts"], "cooldown_s": kw.get("cooldown_s", 0), "file": None},
+        "alerts": {
+            "topic": kw["alerts"],
+            "cooldown_s": kw.get("cooldown_s", 0),
+            "file": None,
+            **kw.get("delivery", {}),
+        },
         **({"feedback": kw["feedback"]} if "feedback" in kw else {}),
         "dead_letter": {"topic": kw["dlq"]},
         "metrics": {"port": port},

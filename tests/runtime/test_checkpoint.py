@@ -3,6 +3,8 @@ and what happens when committing fails."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from streamdet.core.backoff import Backoff
@@ -144,3 +146,49 @@ def test_an_undelivered_dead_letter_holds_back_its_partition_only():
     for now in (2.0, 3.0, 4.0):
         checkpoint.commit(now=now)
     assert source.committed[("t", 1)] == Position(10, 9, 10) and len(sink.items) == 1
+
+
+class Transaction:
+    """Records what the checkpoint asks of a transaction; ``fail`` commits raise."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.committed: list[dict] = []
+        self.aborted = 0
+        self.fail = 0
+
+    def begin(self) -> None:
+        self.open = True
+
+    def commit(self, positions) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("CoordinatorNotAvailableError")
+        self.committed.append(dict(positions))
+        self.open = False
+
+    def abort(self) -> None:
+        self.aborted += 1
+        self.open = False
+
+
+def test_exactly_once_alerts_count_as_delivered_only_when_their_transaction_commits():
+    topic_sink, file_sink = RecordingSink("alerts-kafka", transactional=True), RecordingSink()
+    delivered = []
+    outbox = Outbox([topic_sink, file_sink], [], on_delivered=delivered.append)
+    transaction = Transaction()
+    source = MemorySource()
+    checkpoint = checkpoint_of(source, outbox=outbox, transaction=transaction)
+    consume(checkpoint, range(10))
+    window = SimpleNamespace(key=("t", 0), start_offset=4, end_offset=9)
+    outbox.add_alert({"alert_id": "a"}, window)
+    transaction.fail = 1
+    assert not checkpoint.commit(now=1.0)
+    # Aborted: sent again to the alert topic alone (the file has it), inside a new one.
+    assert transaction.aborted == 1 and delivered == []
+    assert outbox.pending() == {("t", 0): (4, 9)}
+    assert checkpoint.commit(now=10.0)
+    assert [len(topic_sink.items), len(file_sink.items)] == [2, 1]
+    assert transaction.committed == [{("t", 0): Position(10, 9, 10)}]
+    assert [item.record["alert_id"] for item in delivered] == ["a"]
+    assert source.committed == {}  # offsets go through the transaction only

@@ -127,6 +127,7 @@ class JsonLinesAlertSink:
     """Alerts as JSON lines on a stream (stdout by default) and appended to a file."""
 
     name = "alerts-file"
+    transactional = False
 
     def __init__(
         self, path: str | Path | None, stream: TextIO | None = None, echo: bool = True

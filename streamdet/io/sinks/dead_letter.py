@@ -24,6 +24,7 @@ class DeadLetter:
 
 class JsonLinesDeadLetterSink:
     name = "dead-letters-file"
+    transactional = False
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None

@@ -15,7 +15,9 @@ from streamdet.io.sinks.alerts import kafka_record
 from streamdet.io.sinks.dead_letter import DeadLetter
 
 
-def make_producer(config: KafkaConfig, idempotent: bool = True) -> KafkaProducer:
+def make_producer(
+    config: KafkaConfig, idempotent: bool = True, transactional_id: str | None = None
+) -> KafkaProducer:
     """A producer whose every send is acknowledged by all in-sync replicas.
 
     Retries are bounded by time (``delivery_timeout_ms``), not by a count: a broker outage
@@ -23,11 +25,18 @@ def make_producer(config: KafkaConfig, idempotent: bool = True) -> KafkaProducer
     alert or dead letter and sends it again. ``idempotent`` (alerts) lets the broker drop the
     producer's own retried duplicates; kafka-python then treats a record the topic refuses
     as too large as fatal to the whole producer, so dead letters, which may be as large as
-    any message, get a producer of their own without it.
+    any message, get a producer of their own without it. ``transactional_id``: alerts under
+    ``alerts.delivery: exactly_once``, sent inside the checkpoint's transactions.
     """
+    extra: dict[str, Any] = {}
+    if transactional_id is not None:
+        # A transaction left open by a killed process blocks read_committed subscribers of
+        # the alert topic until its restart (same id) or this timeout aborts it.
+        extra = {"transactional_id": transactional_id, "transaction_timeout_ms": 30_000}
     return KafkaProducer(
         acks="all",
-        enable_idempotence=idempotent,
+        enable_idempotence=idempotent or transactional_id is not None,
+        **extra,
         linger_ms=5,
         delivery_timeout_ms=config.delivery_timeout_ms,
         request_timeout_ms=min(30_000, config.delivery_timeout_ms),
@@ -86,6 +95,8 @@ class KafkaAlertSink:
         self.topic = topic
         self.timeout_s = timeout_s
         self.cloudevents_mode = cloudevents_mode
+        # A transactional producer's sends belong to the checkpoint's open transaction.
+        self.transactional = producer.config.get("transactional_id") is not None
 
     def deliver(self, alerts: Sequence[dict[str, Any]]) -> list[Exception | None]:
         records = [kafka_record(alert, self.cloudevents_mode) for alert in alerts]
@@ -102,6 +113,7 @@ class KafkaDeadLetterSink:
     """
 
     name = "dead-letters-kafka"
+    transactional = False
 
     def __init__(
         self,

@@ -211,6 +211,16 @@ class KafkaSource:
             self.consumer.commit(payload, timeout_ms=COMMIT_TIMEOUT_MS)
             self._connected = True
 
+    def transaction_offsets(
+        self, positions: dict[TopicPartition, Position]
+    ) -> dict[KafkaPartition, OffsetAndMetadata]:
+        """What a transaction commits for ``positions`` (``alerts.delivery: exactly_once``)."""
+        return _offsets(positions)
+
+    def group_metadata(self) -> Any:
+        """This member's generation, which fences the transactions of a replaced member."""
+        return self.consumer.group_metadata()
+
     async def _commit_before_moving(self, partitions: set[TopicPartition]) -> None:
         """Commit ``partitions`` as the loop left them, before the group hands them to
         another member: what was scored and delivered here is then not re-scored (nor

@@ -1,0 +1,96 @@
+"""Exactly-once alerts against a real broker: what a transaction commits is what a
+read_committed subscriber sees, with the offsets; an aborted one is never seen; a member
+whose transactional id another process took stops with an error naming the setting."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+
+from streamdet.config import KafkaConfig
+from streamdet.core.records import Message
+from streamdet.io.sinks.kafka import KafkaAlertSink, make_producer
+from streamdet.io.sources.kafka import KafkaSource
+from streamdet.io.transactions import KafkaTransaction, TransactionRefused
+from streamdet.runtime.checkpoint import Checkpoint
+from streamdet.runtime.outbox import Outbox
+
+pytestmark = pytest.mark.kafka
+
+
+def alert(alert_id: str) -> dict:
+    return {
+        "alert_id": alert_id,
+        "topic": "plant",
+        "series": "pump-0",
+        "detected_at": "2026-12-02T03:00:00.000Z",
+    }
+
+
+def committed_values(bootstrap: str, topic: str, expected: int) -> list[bytes]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        consumer_timeout_ms=2000,
+    )
+    values: list[bytes] = []
+    deadline = time.time() + 30
+    while len(values) < expected and time.time() < deadline:
+        values.extend(record.value for record in consumer)
+    consumer.close()
+    return values
+
+
+def test_transactions_carry_alerts_and_offsets_together_and_fence_a_stale_member(
+    kafka_bootstrap, new_topic
+):
+    data, alerts = new_topic("tx-data"), new_topic("tx-alerts")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for n in range(3):
+        producer.send(data, b"%d" % n)
+    producer.close()
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
+    source = KafkaSource(config, [data])
+    messages: list[Message] = []
+    deadline = time.time() + 60
+    while len(messages) < 3 and time.time() < deadline:
+        messages.extend(source.poll(500))
+    assert len(messages) == 3
+    tx_producer = make_producer(config, transactional_id=f"tx-{data}")
+    outbox = Outbox([KafkaAlertSink(tx_producer, alerts)], [])
+    transaction = KafkaTransaction(tx_producer, source)
+    checkpoint = Checkpoint(source, outbox, [], interval_s=0, transaction=transaction)
+    window = type("W", (), {"key": (data, 0), "start_offset": 0, "end_offset": 0})()
+    try:
+        checkpoint.consumed(messages[0])
+        outbox.add_alert(alert("first"), window)
+        assert checkpoint.commit(now=1.0) and outbox.delivered["alert"] == 1
+        # A transaction aborted (a failed commit, a crash) is never seen by the subscriber.
+        transaction.begin()
+        tx_producer.send(alerts, json.dumps({"alert_id": "aborted"}).encode()).get(10)
+        transaction.abort()
+        # Another process takes the same transactional id: this one is fenced for good.
+        usurper = make_producer(config, transactional_id=f"tx-{data}")
+        KafkaTransaction(usurper, source)
+        checkpoint.consumed(messages[1])
+        outbox.add_alert(alert("second"), window)
+        with pytest.raises(TransactionRefused, match=r"alerts\.transactional_id"):
+            checkpoint.commit(now=2.0)
+        usurper.close(timeout=5)
+    finally:
+        tx_producer.close(timeout=5)
+        source.close()
+    assert [json.loads(v)["alert_id"] for v in committed_values(kafka_bootstrap, alerts, 1)] == [
+        "first"
+    ]
+    reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
+    committed = reader.committed(TopicPartition(data, 0), metadata=True)
+    reader.close()
+    assert committed.offset == 1  # the offsets of the committed transaction, not the fenced one
+    assert json.loads(committed.metadata)["scored_through"] == 0
