@@ -141,7 +141,14 @@ class Daemon:
     """``streamdet run`` as a process, and what it exposes."""
 
     def __init__(
-        self, folder: Path, bootstrap: str, topic: dict, batch: int, cooldown_s: float = 0
+        self,
+        folder: Path,
+        bootstrap: str,
+        topic: dict,
+        batch: int,
+        cooldown_s: float = 0,
+        cpus: str | None = None,
+        wait: bool = True,
     ) -> None:
         self.port = free_port()
         self.alerts_topic = f"{topic['name']}-alerts"
@@ -162,13 +169,16 @@ class Daemon:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
         self.log = (folder / "daemon.log").open("w")
+        # ``cpus``: the daemon pinned to those cores (``taskset -c``), as a pod's CPU limit.
+        pin = ["taskset", "-c", cpus] if cpus is not None else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamdet.cli", "run", "--config", "config.yaml"],
+            [*pin, sys.executable, "-m", "streamdet.cli", "run", "--config", "config.yaml"],
             cwd=folder,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
         )
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.time() + timeout

@@ -44,12 +44,14 @@ def build_io(config: StreamdetConfig) -> IO:
         from streamdet.io.sources.kafka import KafkaSource
 
         exactly_once = config.alerts.delivery == "exactly_once"
+        tid = transactional_id(config) if exactly_once else None
         with refused_connections(config.kafka):
-            producer = make_producer(
-                config.kafka, transactional_id=transactional_id(config) if exactly_once else None
-            )
+            producer = make_producer(config.kafka, transactional_id=tid)
             letters = make_producer(config.kafka, idempotent=False)
-        closers = [lambda: producer.close(timeout=5), lambda: letters.close(timeout=5)]
+        alert_sink = KafkaAlertSink(
+            producer, config.alerts.topic, cloudevents_mode=config.alerts.cloudevents
+        )
+        closers = [lambda: alert_sink.producer.close(timeout=5), lambda: letters.close(timeout=5)]
         feedback = transaction = None
         try:
             source = KafkaSource(config.kafka, [t.name for t in config.topics])
@@ -62,19 +64,19 @@ def build_io(config: StreamdetConfig) -> IO:
                 from streamdet.io.transactions import KafkaTransaction
 
                 with refused_connections(config.kafka):
-                    transaction = KafkaTransaction(producer, source)
+                    transaction = KafkaTransaction(
+                        producer,
+                        source,
+                        remake=lambda: make_producer(config.kafka, transactional_id=tid),
+                        sinks=[alert_sink],
+                    )
         except Exception:
             producer.close(timeout=1)
             letters.close(timeout=1)
             raise
         return IO(
             source,
-            [
-                KafkaAlertSink(
-                    producer, config.alerts.topic, cloudevents_mode=config.alerts.cloudevents
-                ),
-                printed,
-            ],
+            [alert_sink, printed],
             [KafkaDeadLetterSink(letters, config.dead_letter.topic, config.dead_letter.max_bytes)],
             closers,
             feedback,

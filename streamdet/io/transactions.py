@@ -14,8 +14,9 @@ member re-reads from the committed offsets and raises those alerts again, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Protocol
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from kafka import KafkaProducer
 from kafka.errors import (
@@ -71,20 +72,70 @@ class OffsetSource(Protocol):
     def group_metadata(self) -> object: ...
 
 
-class KafkaTransaction:
-    """A transactional producer's transactions, with the consumer's offsets in them."""
+class TransactionStalled(KafkaError):
+    """A transactional call did not finish within its deadline (kafka-python waits for ever:
+    seen after a broker restart, a request to the transaction coordinator never answered)."""
 
-    def __init__(self, producer: KafkaProducer, source: OffsetSource) -> None:
+    retriable = True
+
+
+class KafkaTransaction:
+    """A transactional producer's transactions, with the consumer's offsets in them.
+
+    Every transactional call has a deadline (``timeout_s``). A call that misses it leaves the
+    producer unusable, so it is closed and replaced by a new one with the same
+    transactional id, whose initialisation fences the old one and aborts its transaction;
+    ``sinks`` (the alert sink) are handed the new producer. The checkpoint sends the aborted
+    transaction's alerts again in the next one.
+    """
+
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        source: OffsetSource,
+        remake: Callable[[], KafkaProducer] | None = None,
+        sinks: Sequence[Any] = (),
+        timeout_s: float = 10.0,
+    ) -> None:
         self.producer = producer
         self.source = source
+        self.remake = remake
+        self.sinks = list(sinks)
+        self.timeout_s = timeout_s
+        self.replaced = 0
         # Aborts whatever a killed process with the same transactional id left open.
         producer.init_transactions()
         self._open = False
+        self._stalled = False
 
     def begin(self) -> None:
+        if self._stalled:
+            self._replace()
         if not self._open:
             self._checked(self.producer.begin_transaction)
             self._open = True
+
+    def _replace(self) -> None:
+        """A new producer with the same transactional id (raises while the broker is away;
+        the next ``begin`` tries again)."""
+        if self.remake is None:
+            raise TransactionStalled("the transactional producer is stuck and cannot be remade")
+        fresh = self.remake()
+        try:
+            fresh.init_transactions()
+        except Exception:
+            fresh.close(timeout=0)
+            raise
+        stuck, self.producer = self.producer, fresh
+        for sink in self.sinks:
+            sink.producer = fresh
+        self._stalled, self._open = False, False
+        self.replaced += 1
+        log.warning("replaced the stuck transactional producer (%d so far)", self.replaced)
+        _in_thread(lambda: stuck.close(timeout=0), 5.0)  # never wait on the stuck one
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.producer.close(timeout=timeout)
 
     def commit(self, positions: dict[TopicPartition, Position]) -> None:
         self.begin()
@@ -96,7 +147,7 @@ class KafkaTransaction:
         self._open = False
 
     def abort(self) -> None:
-        if not self._open:
+        if not self._open or self._stalled:
             return
         self._open = False
         try:
@@ -108,7 +159,10 @@ class KafkaTransaction:
 
     def _checked(self, call: Callable[[], object]) -> None:
         try:
-            call()
+            _in_thread(call, self.timeout_s)
+        except TransactionStalled:
+            self._stalled = True
+            raise
         except KafkaError as exc:
             if isinstance(exc, _FATAL) or self._fatal():
                 raise TransactionRefused(exc) from exc
@@ -119,3 +173,24 @@ class KafkaTransaction:
         # its transaction manager knows (no public accessor in kafka-python 3.0).
         manager = getattr(self.producer, "_transaction_manager", None)
         return bool(manager is not None and manager.has_fatal_error())
+
+
+def _in_thread(call: Callable[[], object], timeout_s: float) -> None:
+    """``call()`` with a deadline: raises what it raised, or :class:`TransactionStalled`
+    (the call is left waiting in its daemon thread)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, name="streamdet-transaction", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not outcome:
+        raise TransactionStalled(f"no answer within {timeout_s:.0f}s")
+    if outcome[0] is not None:
+        raise outcome[0]

@@ -5,6 +5,7 @@ whose transactional id another process took stops with an error naming the setti
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -12,10 +13,14 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from streamdet.config import KafkaConfig
-from streamdet.core.records import Message
+from streamdet.core.records import Message, Position
 from streamdet.io.sinks.kafka import KafkaAlertSink, make_producer
 from streamdet.io.sources.kafka import KafkaSource
-from streamdet.io.transactions import KafkaTransaction, TransactionRefused
+from streamdet.io.transactions import (
+    KafkaTransaction,
+    TransactionRefused,
+    TransactionStalled,
+)
 from streamdet.runtime.checkpoint import Checkpoint
 from streamdet.runtime.outbox import Outbox
 
@@ -94,3 +99,61 @@ def test_transactions_carry_alerts_and_offsets_together_and_fence_a_stale_member
     reader.close()
     assert committed.offset == 1  # the offsets of the committed transaction, not the fenced one
     assert json.loads(committed.metadata)["scored_through"] == 0
+
+
+class StuckProducer:
+    """A transactional producer whose offset request is never answered (seen after a broker
+    restart: kafka-python then waits for ever)."""
+
+    def __init__(self, stuck: bool) -> None:
+        self.stuck = stuck
+        self.calls: list[str] = []
+        self.closed = False
+
+    def init_transactions(self) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def send_offsets_to_transaction(self, offsets, metadata) -> None:
+        self.calls.append("offsets")
+        if self.stuck:
+            threading.Event().wait()
+
+    def commit_transaction(self) -> None:
+        self.calls.append("commit")
+
+    def abort_transaction(self) -> None:
+        self.calls.append("abort")
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class Offsets:
+    def transaction_offsets(self, positions):
+        return positions
+
+    def group_metadata(self):
+        return "member"
+
+
+def test_a_stuck_transactional_call_is_given_up_and_the_producer_replaced():
+    stuck, fresh = StuckProducer(stuck=True), StuckProducer(stuck=False)
+    sink = type("Sink", (), {"producer": stuck})()
+    transaction = KafkaTransaction(
+        stuck, Offsets(), remake=lambda: fresh, sinks=[sink], timeout_s=0.2
+    )
+    position = {("t", 0): Position(0, 4, 5)}
+    with pytest.raises(TransactionStalled):
+        transaction.commit(position)
+    transaction.abort()  # nothing to ask the stuck producer
+    assert stuck.calls == ["init", "begin", "offsets"]
+    transaction.commit(position)  # a new producer, same transactional id, fences the old
+    assert sink.producer is fresh and fresh.calls == ["init", "begin", "offsets", "commit"]
+    assert transaction.replaced == 1
+    deadline = time.time() + 5
+    while not stuck.closed and time.time() < deadline:
+        time.sleep(0.05)
+    assert stuck.closed
