@@ -21,10 +21,13 @@ pytestmark = pytest.mark.kafka
 __all__ = ["trained_model"]  # the module-scoped fixture, shared with test_faults
 
 
-@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_five_sigkills_while_50k_events_flow_lose_no_alert(
-    kafka_bootstrap, new_topic, tmp_path, trained_model, delivery
+    kafka_bootstrap, new_topic, tmp_path, trained_model
 ):
+    five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, "at_least_once")
+
+
+def five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, delivery: str) -> None:
     """kill -9 at five random moments while a labelled stream of 50,400 events is produced;
     each restart (static membership: it gets its partitions back at once) resumes from the
     last commit. Every planted spike is alerted at least once; a window alerted twice keeps
