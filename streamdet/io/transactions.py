@@ -134,9 +134,6 @@ class KafkaTransaction:
         log.warning("replaced the stuck transactional producer (%d so far)", self.replaced)
         _in_thread(lambda: stuck.close(timeout=0), 5.0)  # never wait on the stuck one
 
-    def close(self, timeout: float = 5.0) -> None:
-        self.producer.close(timeout=timeout)
-
     def commit(self, positions: dict[TopicPartition, Position]) -> None:
         self.begin()
         if positions:
