@@ -181,7 +181,12 @@ class LimitsConfig(Frozen):
 
 class WindowConfig(Frozen):
     seq_len: int = Field(default=50, ge=2)
-    stride: int = Field(default=1, ge=1)
+    stride: int = Field(
+        default=1,
+        ge=1,
+        description="score one window in about every stride events (below seq_len); which "
+        "ones is decided by event time, so a restart scores the same windows again",
+    )
     out_of_order: Literal["drop", "reorder"] = "drop"
     lateness_ms: int = Field(default=0, ge=0)
     normalise: Literal["global", "per_series"] = Field(
@@ -189,6 +194,15 @@ class WindowConfig(Frozen):
         description="global: the detector's own normalisation over all series; per_series: "
         "each series in its own standard units first (series at different scales)",
     )
+
+    @model_validator(mode="after")
+    def _windows_overlap(self) -> WindowConfig:
+        if self.stride >= self.seq_len:
+            raise ValueError(
+                f"stride {self.stride} must be below seq_len {self.seq_len}: a window is "
+                "due at most stride events after the last one only while windows overlap"
+            )
+        return self
 
 
 class DetectorConfig(Frozen):

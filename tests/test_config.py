@@ -52,6 +52,13 @@ def test_an_image_topic_larger_than_its_pixel_limit_is_refused():
     assert load_config_text(topic.format(limit=12_288), environ={}).topics[0].kind == "image"
 
 
+def test_a_stride_as_long_as_the_window_is_refused():
+    topic = "topics: [{{name: s, detector: {{name: seq2seq}}, window: {{seq_len: 8, stride: {}}}}}]"
+    with pytest.raises(ConfigError, match=r"topics\.0\.window: .*stride 8 must be below seq_len 8"):
+        load_config_text(topic.format(8), environ={})
+    assert load_config_text(topic.format(7), environ={}).topics[0].window.stride == 7
+
+
 def test_environment_overrides_the_file_and_config_is_frozen():
     config = load_config_text(
         "metrics: {port: 1}",

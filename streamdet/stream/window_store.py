@@ -1,13 +1,13 @@
 """Per-series sliding windows over decoded events, with out-of-order handling.
 
->>> store = WindowStore(seq_len=3, n_features=1, stride=2)
+>>> store = WindowStore(seq_len=4, n_features=1, stride=2)
 >>> from streamdet.core.records import Message
 >>> def ev(i, ts):
 ...     return Event("a", ts, np.array([float(i)], np.float32), Message("t", 0, i, None, b"", ts))
->>> ready = [store.add(ev(i, 1000 * i)) for i in range(6)]
+>>> ready = [store.add(ev(i, 1000 * i)) for i in range(9)]
 >>> [r.end_offset for r in ready if r is not None]
-[2, 4]
->>> store.add(ev(6, 0)) is None, store.dropped_late
+[4, 6, 8]
+>>> store.add(ev(9, 0)) is None, store.dropped_late
 (True, 1)
 """
 
@@ -128,7 +128,8 @@ class WindowStore:
     ) -> None:
         self.seq_len = seq_len
         self.n_features = n_features
-        self.stride = stride
+        # One event gives no spacing to place a stride on (rows and images use stride 1).
+        self.stride = stride if seq_len > 1 else 1
         self.out_of_order = out_of_order
         self.lateness_ms = lateness_ms
         self.max_series = max_series
@@ -269,6 +270,39 @@ class WindowStore:
             self._replay, self._replay_at = points, now
         return dict(self._replay)
 
+    def _on_stride(self, state: _Series) -> bool:
+        """Whether the full window ``state`` holds is one of every ``stride``, decided by the
+        window's own events alone: a restart rebuilds windows from a replay point (a count
+        of events would start there), so it finds the same windows due, and an alert raised
+        again keeps its ``alert_id``.
+
+        A window is *on the grid* when its newest event is the first of a cell of event
+        time, or ``stride``, ``2 stride``, ... events after it; a cell lasts ``stride`` times
+        the mean spacing of the window's last ``span`` events. A window is due when it is on
+        the grid, or when none of the ``stride - 1`` windows before it was (their events are
+        still in the ring): evenly spaced events get exactly one window every ``stride``
+        events, and uneven ones never go longer than ``stride`` events without one.
+        """
+        stamps = np.concatenate(
+            (state.positions[state.head :, 0], state.positions[: state.head, 0])
+        )
+        if self._on_grid(stamps, 0):
+            return True
+        if self.seq_len <= self.stride:  # no room in the ring to look back
+            return False
+        return not any(self._on_grid(stamps, back) for back in range(1, self.stride))
+
+    def _on_grid(self, stamps: np.ndarray, back: int) -> bool:
+        """Whether the window ending ``back`` events before the newest is on the grid,
+        judged from its last ``span`` event times (oldest first in ``stamps``)."""
+        span = self.seq_len - self.stride + 1 if self.seq_len > self.stride else self.seq_len
+        times = stamps[len(stamps) - back - span : len(stamps) - back]
+        newest, oldest = int(times[-1]), int(times[0])
+        cell = max(1, self.stride * (newest - oldest) // (span - 1))
+        in_cell = span - int(np.searchsorted(times, newest - newest % cell))
+        # A span inside one cell cannot count its events: on the grid, so none is skipped.
+        return in_cell >= span or (in_cell - 1) % self.stride == 0
+
     def _append(self, state: _Series, event: Event, received_at: float) -> list[Window]:
         msg = event.message
         state.append(event.values, event.timestamp_ms, msg.offset, msg.partition)
@@ -276,7 +310,7 @@ class WindowStore:
         if count == self.seq_len and event.series in self._young:
             del self._young[event.series]  # it filled a window: one of the topic's own
             self._series[event.series] = state
-        if count < self.seq_len or (count - self.seq_len) % self.stride:
+        if count < self.seq_len or (self.stride > 1 and not self._on_stride(state)):
             return []
         oldest, newest = state.positions[state.head], state.positions[state._slot(0)]
         return [

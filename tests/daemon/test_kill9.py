@@ -13,7 +13,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from tests.daemon.test_faults import SEQ_LEN, daemon_config, stream, trained_model
+from tests.daemon.test_faults import SEQ_LEN, daemon_config, step_of, stream, trained_model
 from tests.daemon.test_outages import SENSORS, all_caught, false_alarms
 from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon, wait_until_ready
 
@@ -24,14 +24,18 @@ __all__ = ["trained_model"]  # the module-scoped fixture, shared with test_fault
 def test_five_sigkills_while_50k_events_flow_lose_no_alert(
     kafka_bootstrap, new_topic, tmp_path, trained_model
 ):
-    five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, "at_least_once")
+    five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, "at_least_once", stride=3)
 
 
-def five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, delivery: str) -> None:
+def five_sigkills(
+    kafka_bootstrap, new_topic, tmp_path, trained_model, delivery: str, stride: int = 1
+) -> None:
     """kill -9 at five random moments while a labelled stream of 50,400 events is produced;
     each restart (static membership: it gets its partitions back at once) resumes from the
     last commit. Every planted spike is alerted at least once; a window alerted twice keeps
-    its alert id; every partition ends fully scored. Exactly-once: a read_committed
+    its alert id; every partition ends fully scored. With ``stride`` > 1 each restart scores
+    the same windows as the run before it (a series' alerted windows keep one phase), so a
+    re-raised alert keeps its id. Exactly-once: a read_committed
     subscriber sees no alert twice (the transactional id comes from the static member id,
     so each restart aborts what the killed process left open)."""
     topic = new_topic("crash", partitions=2)
@@ -49,6 +53,7 @@ def five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, delivery:
         dlq=dlq,
         kafka={"group_instance_id": "streamdet-0"},
         delivery={"delivery": delivery},
+        window={"seq_len": SEQ_LEN, "stride": stride},
         # Commits 2 s apart: most kills land with alerts published (or, exactly once, in
         # the open transaction) and not committed.
         commit_interval_ms=2_000,
@@ -108,12 +113,15 @@ def five_sigkills(kafka_bootstrap, new_topic, tmp_path, trained_model, delivery:
     for alert in reader.alerts:
         ids[(alert["partition"], alert["window_end_offset"])].add(alert["alert_id"])
     assert all(len(v) == 1 for v in ids.values())
+    phases = {(a["series"], step_of(a) % stride) for a in reader.alerts}
+    assert len(phases) == len({series for series, _ in phases})  # one phase a series
     duplicates = len(reader.alerts) - len(ids)
     wrong = false_alarms(reader.alerts, spikes)
     if delivery == "exactly_once":
         assert duplicates == 0
     print(
-        f"RELIABILITY kill-9 x5 ({delivery}): {len(events)} events, kills after {kills} s, "
+        f"RELIABILITY kill-9 x5 ({delivery}, stride {stride}): {len(events)} events, "
+        f"kills after {kills} s, "
         f"{len(spikes) * len(SENSORS)} spike/sensor pairs all alerted, {len(reader.alerts)} "
         f"alerts ({duplicates} repeated with the same id), {len(wrong)} outside spikes, "
         f"{len(events) - scored} events unscored"

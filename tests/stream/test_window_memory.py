@@ -5,6 +5,7 @@ that have filled a window."""
 from __future__ import annotations
 
 import gc
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -38,7 +39,12 @@ def test_windows_and_replay_points_are_the_last_events_in_order(seq_len, stride,
         windows = store.add_all(event("a", offsets[partition], float(k), partition))
         lagging.add_all(event("a", offsets[partition], float(k), partition))
         count = len(fed)
-        due = count >= seq_len and (count - seq_len) % stride == 0
+        # Evenly spaced events: one window every ``stride``, at the first event of each
+        # ``stride``-event cell of event time; all of them while the span a window judges
+        # its cell from is too short to count a cell's events.
+        span = seq_len - stride + 1 if seq_len > stride else seq_len
+        short = min(k % stride + 1, span) == span
+        due = count >= seq_len and (seq_len == 1 or k % stride == 0 or short)
         assert len(windows) == int(due)
         if due:
             (window,) = windows
@@ -111,3 +117,44 @@ def test_invented_series_names_never_push_out_series_that_filled_a_window():
     store.trim(60)
     kept = {name for name, _ in store._all()}
     assert kept == {f"real-{s}" for s in range(1, 60)} | {"valve"}
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    seq_len=st.integers(2, 12),
+    stride=st.integers(2, 5),
+    gaps=st.lists(st.sampled_from([0, 1, 1, 1, 2, 7, 40]), min_size=30, max_size=150),
+    series=st.lists(st.sampled_from("abc"), min_size=30, max_size=150),
+    restart=st.floats(0, 1),
+)
+def test_a_restart_from_the_replay_point_scores_the_same_windows(
+    seq_len, stride, gaps, series, restart
+):
+    """With ``stride > 1`` a restart rebuilds windows from the replay point; the windows it
+    finds due are the ones an uninterrupted run found (so a re-raised alert keeps its
+    ``alert_id``), whatever the spacing of the events, and no series goes more than
+    ``stride`` events without a window when a window is longer than the stride."""
+    stamps: dict[str, int] = {}
+    events = []
+    for offset, (name, gap) in enumerate(zip(series, gaps, strict=False)):
+        stamps[name] = stamps.get(name, 0) + 1000 * gap  # repeated and uneven times too
+        events.append(Event(name, stamps[name], np.array([1.0], np.float32),
+                            Message("t", 0, offset, None, b"", 0)))  # fmt: skip
+    cut = int(restart * len(events))
+
+    def due_ends(store: WindowStore, fed: list[Event]) -> set[int]:
+        return {w.end_offset for e in fed for w in store.add_all(e)}
+
+    running = WindowStore(seq_len, 1, stride=stride, replay_refresh_s=0)
+    before = due_ends(running, events[:cut])
+    replay_from = running.replay_points(exact=True).get(0, cut)
+    after = due_ends(running, events[cut:])
+    restarted = WindowStore(seq_len, 1, stride=stride)
+    rebuilt = due_ends(restarted, events[replay_from:])
+    assert {end for end in rebuilt if end >= cut} == after
+    assert rebuilt <= before | after
+    if seq_len > stride:
+        for name in set(series):
+            own = [e.message.offset for e in events if e.series == name]
+            marks = [i for i, offset in enumerate(own) if offset in before | after]
+            assert all(b - a <= stride for a, b in itertools.pairwise(marks))
