@@ -63,6 +63,16 @@ class Transaction(Protocol):
 
     def abort(self) -> None: ...
 
+    @property
+    def in_doubt(self) -> bool:
+        """A commit was sent and its answer never came: it may have gone through."""
+        ...
+
+    def resolve(self) -> dict[TopicPartition, Position] | None:
+        """For the commit in doubt: the positions it committed if it went through, None
+        if it did not. Raises while the broker cannot say (it stays in doubt)."""
+        ...
+
 
 class OffsetSource(Protocol):
     def transaction_offsets(self, positions: dict[TopicPartition, Position]) -> object:
@@ -70,6 +80,11 @@ class OffsetSource(Protocol):
         ...
 
     def group_metadata(self) -> object: ...
+
+    def committed_offsets(self, partitions: set[TopicPartition]) -> object:
+        """The group's committed offsets of ``partitions``, as :meth:`transaction_offsets`
+        gives them (raises while the broker cannot say)."""
+        ...
 
 
 class TransactionStalled(KafkaError):
@@ -87,6 +102,12 @@ class KafkaTransaction:
     transactional id, whose initialisation fences the old one and aborts its transaction;
     ``sinks`` (the alert sink) are handed the new producer. The checkpoint sends the aborted
     transaction's alerts again in the next one.
+
+    A commit whose answer never came is *in doubt*: the broker may have written it (a
+    broker restart between the two, seen in the chaos soak, where sending its alerts again
+    repeated 2,391 of them). :meth:`resolve` settles it once the broker answers: the new
+    producer's initialisation lets the broker finish (or abort) the old transaction, and
+    the group's committed offsets then say whether it went through.
     """
 
     def __init__(
@@ -107,6 +128,7 @@ class KafkaTransaction:
         producer.init_transactions()
         self._open = False
         self._stalled = False
+        self._doubted: dict[TopicPartition, Position] | None = None
 
     def begin(self) -> None:
         if self._stalled:
@@ -135,13 +157,37 @@ class KafkaTransaction:
         _in_thread(lambda: stuck.close(timeout=0), 5.0)  # never wait on the stuck one
 
     def commit(self, positions: dict[TopicPartition, Position]) -> None:
+        if self._doubted is not None:
+            raise TransactionStalled("a commit in doubt is not resolved yet")
         self.begin()
         if positions:
             offsets = self.source.transaction_offsets(positions)
             metadata = self.source.group_metadata()
             self._checked(lambda: self.producer.send_offsets_to_transaction(offsets, metadata))
-        self._checked(self.producer.commit_transaction)
+        try:
+            self._checked(self.producer.commit_transaction)
+        except TransactionStalled:
+            self._doubted = dict(positions)
+            raise
         self._open = False
+
+    @property
+    def in_doubt(self) -> bool:
+        return self._doubted is not None
+
+    def resolve(self) -> dict[TopicPartition, Position] | None:
+        if self._doubted is None:
+            return None
+        self._replace()  # returns once the broker has finished the old transaction
+        doubted = self._doubted
+        committed = self.source.committed_offsets(set(doubted)) if doubted else {}
+        went_through = bool(doubted) and committed == self.source.transaction_offsets(doubted)
+        self._doubted = None
+        log.warning(
+            "the alert transaction whose commit went unanswered %s",
+            "went through" if went_through else "did not go through: its alerts go out again",
+        )
+        return doubted if went_through else None
 
     def abort(self) -> None:
         if not self._open or self._stalled:

@@ -115,7 +115,10 @@ class Checkpoint:
 
     # ---- rebalances ----------------------------------------------------------------------
     def revoke(self, partitions: set[TopicPartition]) -> None:
-        """Forget partitions another member now owns: never commit them again."""
+        """Forget partitions another member now owns: never commit them again, nor deliver
+        their alerts not delivered yet (their commit kept them back, so the new owner
+        raises them again; sent here too, they would reach subscribers twice)."""
+        self.outbox.drop_partitions(partitions)
         for key in partitions:
             self._next.pop(key, None)
             self._marks.pop(key, None)
@@ -188,6 +191,7 @@ class Checkpoint:
         False (and a retry after the backoff) if the commit failed."""
         try:
             if self.transaction is not None:
+                self._resolve()
                 self.transaction.begin()  # the alerts flushed now belong to it
             self.outbox.flush(now, force=force)
             if not force and not self.due(now):
@@ -209,11 +213,26 @@ class Checkpoint:
         self.last_success = time.time()
         return True
 
+    def _resolve(self) -> None:
+        """A commit in doubt (its answer never came), settled before anything else: its
+        alerts are delivered if it went through, and go out again if it did not."""
+        assert self.transaction is not None
+        if not self.transaction.in_doubt:
+            return
+        committed = self.transaction.resolve()
+        if committed is None:
+            self.outbox.reopen()
+            return
+        self.outbox.confirm()
+        self._committed.update(committed)
+
     def _abort(self, exc: Exception, now: float) -> None:
-        """A failed commit: the transaction's alerts go out again in the next one."""
+        """A failed commit: the transaction's alerts go out again in the next one (once
+        known not to have been committed, for a commit in doubt)."""
         if self.transaction is not None:
             self.transaction.abort()
-            self.outbox.reopen()
+            if not self.transaction.in_doubt:
+                self.outbox.reopen()
         name = type(exc).__name__
         self.failures[name] = self.failures.get(name, 0) + 1
         delay = self.backoff.failed(now)

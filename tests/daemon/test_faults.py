@@ -4,6 +4,7 @@ topics. Each daemon runs as a subprocess, as a user runs it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 import shutil
@@ -86,15 +87,24 @@ def topic_config(name: str, **extra: object) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small Seq2Seq model of the normal stream, trained once for the module's daemons."""
-    store = tmp_path_factory.mktemp("store")
-    topic = TopicConfig.model_validate(topic_config("normal"))
-    model = ModelLifecycle(topic, store, 1, progress=lambda m: None)
-    series: dict[str, list[float]] = {s: [] for s in SENSORS}
-    for key, raw in stream(range(600), spikes=set(), seed=99):
-        series[key.decode()].append(json.loads(raw)["value"])
-    model.train({k: np.asarray(v, np.float32)[:, None] for k, v in series.items()})
+def trained_model(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A small Seq2Seq model of the normal stream, trained once per test run and shared by
+    every module's daemons on every worker (each daemon loads a copy of it)."""
+    run_dir = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        run_dir = run_dir.parent  # the run's folder, above each xdist worker's own
+    store = run_dir / "trained-normal"
+    with (run_dir / "trained-normal.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker trains, the other waits and loads
+        if not (store / "trained").exists():
+            shutil.rmtree(store, ignore_errors=True)  # a training cut short
+            topic = TopicConfig.model_validate(topic_config("normal"))
+            model = ModelLifecycle(topic, store, 1, progress=lambda m: None)
+            series: dict[str, list[float]] = {s: [] for s in SENSORS}
+            for key, raw in stream(range(600), spikes=set(), seed=99):
+                series[key.decode()].append(json.loads(raw)["value"])
+            model.train({k: np.asarray(v, np.float32)[:, None] for k, v in series.items()})
+            (store / "trained").touch()
     return store / "normal"
 
 

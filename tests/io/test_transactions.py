@@ -157,3 +157,68 @@ def test_a_stuck_transactional_call_is_given_up_and_the_producer_replaced():
     while not stuck.closed and time.time() < deadline:
         time.sleep(0.05)
     assert stuck.closed
+
+
+class AnswerLost:
+    """A real transactional producer whose commit's answer never comes back (a broker
+    restart between the commit and its answer, as the chaos soak saw): with ``commits`` it
+    commits and then waits for ever, without it it only waits."""
+
+    def __init__(self, producer: KafkaProducer, commits: bool) -> None:
+        self.producer, self.commits = producer, commits
+
+    def __getattr__(self, name: str):
+        return getattr(self.producer, name)
+
+    def commit_transaction(self) -> None:
+        if self.commits:
+            self.producer.commit_transaction()
+        threading.Event().wait()
+
+
+@pytest.mark.parametrize("went_through", [True, False], ids=["went_through", "did_not"])
+def test_a_commit_whose_answer_never_came_is_resolved_before_its_alerts_go_out_again(
+    kafka_bootstrap, new_topic, went_through
+):
+    """Once the broker answers, the member learns from the group's committed offsets whether
+    the unanswered commit went through: its alert is then read exactly once either way
+    (sent again only if it did not; before, it was always sent again)."""
+    data, alerts = new_topic("doubt-data"), new_topic("doubt-alerts")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(data, b"0").get(10)
+    producer.close()
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
+    source = KafkaSource(config, [data])
+    messages: list[Message] = []
+    deadline = time.time() + 60
+    while not messages and time.time() < deadline:
+        messages.extend(source.poll(500))
+    tx_id = f"tx-{data}"
+    first = make_producer(config, transactional_id=tx_id)
+    sink = KafkaAlertSink(AnswerLost(first, commits=went_through), alerts)
+    replacements: list[KafkaProducer] = []
+
+    def remake() -> KafkaProducer:
+        replacements.append(make_producer(config, transactional_id=tx_id))
+        return replacements[-1]
+
+    transaction = KafkaTransaction(sink.producer, source, remake, [sink], timeout_s=3)
+    outbox = Outbox([sink], [])
+    checkpoint = Checkpoint(source, outbox, [], interval_s=0, transaction=transaction)
+    window = type("W", (), {"key": (data, 0), "start_offset": 0, "end_offset": 0})()
+    try:
+        checkpoint.consumed(messages[0])
+        outbox.add_alert(alert("in-doubt"), window)
+        assert not checkpoint.commit(now=1.0)  # no answer within 3 s
+        assert transaction.in_doubt and outbox.delivered["alert"] == 0
+        assert checkpoint.commit(now=10.0)  # resolved, then a commit of its own
+        assert not transaction.in_doubt and outbox.delivered["alert"] == 1
+    finally:
+        for made in replacements:
+            made.close(timeout=5)
+        source.close()
+    values = committed_values(kafka_bootstrap, alerts, 1)  # all of them: read until idle
+    assert [json.loads(v)["alert_id"] for v in values] == ["in-doubt"]
+    reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
+    assert reader.committed(TopicPartition(data, 0)) == 1
+    reader.close()

@@ -217,6 +217,19 @@ class KafkaSource:
         """What a transaction commits for ``positions`` (``alerts.delivery: exactly_once``)."""
         return _offsets(positions)
 
+    def committed_offsets(
+        self, partitions: set[TopicPartition]
+    ) -> dict[KafkaPartition, OffsetAndMetadata]:
+        """The group's committed offsets of ``partitions``, shaped as
+        :meth:`transaction_offsets` gives them (to tell whether a transaction went through)."""
+        committed = {}
+        for topic, partition in sorted(partitions):
+            key = KafkaPartition(topic, partition)
+            found = self.consumer.committed(key, metadata=True, timeout_ms=CALL_TIMEOUT_MS)
+            if found is not None:
+                committed[key] = OffsetAndMetadata(found.offset, found.metadata, -1)
+        return committed
+
     def group_metadata(self) -> Any:
         """This member's generation, which fences the transactions of a replaced member."""
         return self.consumer.group_metadata()
