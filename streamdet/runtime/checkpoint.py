@@ -115,10 +115,7 @@ class Checkpoint:
 
     # ---- rebalances ----------------------------------------------------------------------
     def revoke(self, partitions: set[TopicPartition]) -> None:
-        """Forget partitions another member now owns: never commit them again, nor deliver
-        their alerts not delivered yet (their commit kept them back, so the new owner
-        raises them again; sent here too, they would reach subscribers twice)."""
-        self.outbox.drop_partitions(partitions)
+        """Forget partitions another member now owns: never commit them again."""
         for key in partitions:
             self._next.pop(key, None)
             self._marks.pop(key, None)

@@ -122,17 +122,6 @@ class Outbox:
         self._items = self._staged + self._items
         self._staged = []
 
-    def drop_partitions(self, partitions: set[TopicPartition]) -> None:
-        """Forget what ``partitions`` still has to deliver (another member owns them now
-        and raises it again), staged in an open transaction included: that transaction
-        cannot commit their offsets any more, and its alerts must not go out again here."""
-        gone = [i for i in self._items + self._staged if i.key in partitions]
-        if gone:
-            self._items = [i for i in self._items if i.key not in partitions]
-            self._staged = [i for i in self._staged if i.key not in partitions]
-            log.info("%d undelivered alert(s) or dead letter(s) of %s left to their new owner",
-                     len(gone), sorted(partitions))  # fmt: skip
-
     def pending(self) -> Pending:
         """Per partition, the lowest offsets of what is not delivered to every sink."""
         pending: Pending = {}

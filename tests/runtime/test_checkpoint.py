@@ -84,26 +84,6 @@ def test_revoked_and_unowned_partitions_are_never_committed():
     assert checkpoint.partitions() == {("t", 0)}
 
 
-def test_alerts_of_a_partition_handed_over_are_left_to_its_new_owner():
-    """An alert a failing sink has not taken keeps its partition's commit before it, so the
-    new owner raises it again: the old owner must not deliver it too once the sink is back
-    (under exactly-once a subscriber would read it twice). Other partitions' alerts stay."""
-    sink = RecordingSink("alerts-kafka", transactional=True)
-    outbox = Outbox([sink], [])
-    checkpoint = checkpoint_of(MemorySource(owned={("t", 0), ("t", 1)}), outbox=outbox)
-    consume(checkpoint, range(10), partition=0)
-    consume(checkpoint, range(10), partition=1)
-    for partition in (0, 1):
-        window = SimpleNamespace(key=("t", partition), start_offset=4, end_offset=9)
-        outbox.add_alert({"alert_id": f"a{partition}"}, window)
-    sink.fail = 1
-    outbox.flush(now=0.0)
-    checkpoint.revoke({("t", 1)})
-    assert outbox.pending() == {("t", 0): (4, 9)}
-    outbox.flush(now=60.0)
-    assert [item["alert_id"] for item in sink.items] == ["a0"]
-
-
 def test_partitions_handed_over_are_settled_exactly_even_once_the_group_lists_them_gone():
     source = MemorySource(owned={("t", 0)})  # cooperative: partition 1 already reassigned
     windows = HeldWork({("t", 1): (40, 45)}, {("t", 1): 30})
