@@ -1,9 +1,12 @@
 # streamdet daemon image: slim, non-root, with a healthcheck on /healthz.
+# TensorFlow's build: cpu (the default) or gpu (`docker build --build-arg TENSORFLOW=gpu`,
+# CUDA and cuDNN as wheels; run it with the NVIDIA container toolkit and `--gpus 1`).
 FROM python:3.11-slim AS build
+ARG TENSORFLOW=cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamdet ./streamdet
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[${TENSORFLOW}]"
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 streamdet \

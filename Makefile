@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# TensorFlow's build: cpu (the default) or gpu (CUDA), e.g. `make run TENSORFLOW=gpu`.
+TENSORFLOW ?= cpu
+STAMP := $(VENV)/.installed-$(TENSORFLOW)-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: install run test lint kafka-fetch registry-fetch system-deps clean
 
@@ -12,7 +14,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@case "$(TENSORFLOW)" in cpu|gpu) ;; \
+	  *) echo "TENSORFLOW must be cpu or gpu, got '$(TENSORFLOW)'"; exit 2;; esac
+	@# The other build's package would share tensorflow's files: it goes first.
+	@other=$$([ "$(TENSORFLOW)" = gpu ] && echo tensorflow-cpu || echo tensorflow); \
+	  ! $(BIN)/python -m pip show --quiet $$other 2>/dev/null || \
+	  $(BIN)/python -m pip uninstall --quiet --yes $$other
+	$(BIN)/python -m pip install --quiet -e '.[$(TENSORFLOW),dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

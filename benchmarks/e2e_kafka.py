@@ -47,6 +47,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from benchmarks.paced_producer import value_of
 from streamdet.config import TopicConfig
 from streamdet.core.progress import stderr_progress
+from streamdet.core.tensorflow import scoring_device
 from streamdet.serving.lifecycle import ModelLifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +209,13 @@ class Daemon:
         """A counter summed over its labels."""
         return sum(v for k, v in self.metrics().items() if k.split("{")[0] == name)
 
+    def scoring_device(self) -> str:
+        """The daemon's ``streamdet_scoring_device_info`` labels, as it exposes them."""
+        for name in self.metrics():
+            if name.startswith("streamdet_scoring_device_info{"):
+                return name.partition("{")[2].rstrip("}")
+        return "not reported"
+
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -300,6 +308,7 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
         rss = daemon.rss_mb()
         alerts = daemon.total("streamdet_alerts_total")
         state = daemon.total("streamdet_state_bytes")
+        device = daemon.scoring_device()
     finally:
         daemon.stop()
     steady = scored - start >= args.events
@@ -308,10 +317,11 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
     rate = (scored - start) / (last - first)
     stderr_progress(
         f"{n_series} series: {rate:.0f} events/s end to end ({rate / ceiling:.2f} of the "
-        f"ceiling; {alerts:.0f} alerts)"
+        f"ceiling; {alerts:.0f} alerts; scored on {device})"
     )
     return {"events_per_s": rate, "windows_scored": scored - start, "steady_state": steady,
-            "ratio_to_ceiling": rate / ceiling, "alerts": alerts, "rss_mb": rss,
+            "scoring_device": device, "ratio_to_ceiling": rate / ceiling, "alerts": alerts,
+            "rss_mb": rss,
             "rss_bytes_per_series": (rss - idle_rss) * 2**20 / n_series,
             "state_bytes_per_series": state / n_series}  # fmt: skip
 
@@ -388,7 +398,11 @@ def main(argv: list[str] | None = None) -> dict:
         model_dir = train_model(tmp, args.seq_len, args.latent_dim, 10 if args.smoke else 1000)
         ceiling = inference_ceiling(model_dir, args.seq_len, args.batch, 1 if args.smoke else 3)
         report["inference_ceiling_windows_per_s"] = ceiling
-        stderr_progress(f"pure-inference ceiling: {ceiling:.0f} windows/s at batch {args.batch}")
+        report["inference_ceiling_device"] = scoring_device().describe()
+        stderr_progress(
+            f"pure-inference ceiling: {ceiling:.0f} windows/s at batch {args.batch} on "
+            f"{report['inference_ceiling_device']}"
+        )
         counts = (10,) if args.smoke else tuple(int(n) for n in args.series.split(","))
         for n_series in counts:
             report[f"series_{n_series}"] = throughput(

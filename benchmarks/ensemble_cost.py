@@ -17,6 +17,7 @@ import numpy as np
 
 from benchmarks.seq2seq_throughput import best_rate
 from streamdet.core.progress import stderr_progress
+from streamdet.core.tensorflow import scoring_device
 from streamdet.core.windows import sliding_windows
 from streamdet.detectors import detector_class
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     seq2seq = {"latent_dim": args.latent_dim, "epochs": 1, "stride": 5, "seed": 0}
     batches = [int(b) for b in args.batches.split(",")]
     report: dict = {"seq_len": args.seq_len, "latent_dim": args.latent_dim, "windows_per_s": {}}
+    report["scoring_device"] = scoring_device().describe()
     for label, spec in CONFIGURATIONS.items():
         params = dict(spec.get("params", {}))
         if spec["name"] == "seq2seq":

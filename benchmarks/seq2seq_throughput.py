@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from streamdet.core.tensorflow import scoring_device
 from streamdet.detectors import Seq2SeqDetector
 from streamdet.detectors.keras_base import settle_scoring_checks, tf
 from streamdet.detectors.seq2seq import _shift_right
@@ -96,7 +97,8 @@ def main() -> None:
         "AR+XLA / ceiling",
         "predict() / AR+XLA",
     ]
-    print("\n" + " | ".join(header))
+    print(f"\nscored on {scoring_device().describe()}")
+    print(" | ".join(header))
     for r in results:
         print(
             " | ".join(

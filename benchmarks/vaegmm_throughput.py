@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from streamdet.core.tensorflow import scoring_device
 from streamdet.detectors import VAEGMMDetector
 
 
@@ -56,7 +57,8 @@ def main() -> None:
             json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
             flush=True,
         )
-    print("\nbatch | samples=10 rows/s | samples=1 rows/s | ratio")
+    print(f"\nscored on {scoring_device().describe()}")
+    print("batch | samples=10 rows/s | samples=1 rows/s | ratio")
     for r in rows:
         print(
             f"{r['batch']} | {r['samples_10_rows_per_s']:.0f} | {r['samples_1_rows_per_s']:.0f}"

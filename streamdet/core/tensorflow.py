@@ -7,15 +7,40 @@ streamdet's own output and whatever ``TF_CPP_MIN_LOG_LEVEL`` says for some of th
 ``/dev/null`` and only errors enabled afterwards, unless the user asks for the lines:
 ``STREAMDET_TF_LOGS=1``, or ``TF_CPP_MIN_LOG_LEVEL`` set to 0 or 1. An import that fails
 still raises normally (its traceback is printed after the descriptor is restored).
+
+TensorFlow comes with one of two extras: ``streamdet[cpu]`` (``tensorflow-cpu``, the
+default of every documented install) or ``streamdet[gpu]`` (``tensorflow[and-cuda]``, the
+CUDA build and its libraries as wheels). :func:`scoring_device` says which one scores.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import logging
 import os
+import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import ModuleType
+
+from streamdet.core.errors import StreamdetError
+
+logger = logging.getLogger(__name__)
+
+
+class TensorFlowMissing(StreamdetError, ModuleNotFoundError):
+    """Neither of TensorFlow's builds is installed (streamdet was installed without the
+    ``cpu`` or ``gpu`` extra): the CLI prints this and exits 2."""
+
+    def __init__(self, module: str | None) -> None:
+        super().__init__(
+            "TensorFlow is not installed: install streamdet with one of its builds, "
+            "pip install 'streamdet[cpu]' (the CPU build) or pip install 'streamdet[gpu]' "
+            "(CUDA, for a machine with an NVIDIA GPU and its driver)"
+        )
+        self.name = module
 
 
 @contextlib.contextmanager
@@ -40,13 +65,65 @@ def load_tensorflow() -> tuple[ModuleType, ModuleType]:
         "0",
         "1",
     )
-    if wanted:
-        import keras
-        import tensorflow
-
-        return keras, tensorflow
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _stderr_silenced():
-        import keras
-        import tensorflow
+    try:
+        # TensorFlow first: Keras would otherwise fail deep inside with a less clear name.
+        if wanted:
+            tensorflow = importlib.import_module("tensorflow")
+            return importlib.import_module("keras"), tensorflow
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with _stderr_silenced():
+            tensorflow = importlib.import_module("tensorflow")
+            keras = importlib.import_module("keras")
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.partition(".")[0] != "tensorflow":
+            raise
+        raise TensorFlowMissing(error.name) from error
     return keras, tensorflow
+
+
+@dataclass(frozen=True)
+class ScoringDevice:
+    """Where Keras models score: TensorFlow's first GPU when it sees one, else the CPU."""
+
+    device: str  # TensorFlow's name for it: "GPU:0" or "CPU:0"
+    name: str  # the GPU's model, or the CPU's architecture
+    build: str  # "cuda" (the gpu extra's TensorFlow) or "cpu"
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.name}, TensorFlow {self.build} build)"
+
+
+_device: ScoringDevice | None = None
+
+
+def scoring_device() -> ScoringDevice:
+    """The device Keras models score on (TensorFlow loaded if it was not); asked once."""
+    global _device
+    if _device is None:
+        _, tf = load_tensorflow()
+        build = "cuda" if tf.test.is_built_with_cuda() else "cpu"
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            _device = ScoringDevice("GPU:0", str(details.get("device_name", "GPU")), build)
+        else:
+            if build == "cuda":
+                logger.warning(
+                    "TensorFlow's CUDA build sees no GPU (CUDA_VISIBLE_DEVICES=%r; is the "
+                    "NVIDIA driver installed and the device mounted?): models score on the CPU",
+                    os.environ.get("CUDA_VISIBLE_DEVICES"),
+                )
+            _device = ScoringDevice("CPU:0", platform.machine() or "cpu", build)
+    return _device
+
+
+_announced = False
+
+
+def announce_scoring_device(progress: Callable[[str], None]) -> None:
+    """Say once per process where models score, as soon as one that needs TensorFlow does."""
+    global _announced
+    if _announced or "tensorflow" not in sys.modules:
+        return
+    _announced = True
+    progress(f"models score on {scoring_device().describe()}")

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamdet.core.tensorflow import scoring_device
 from streamdet.runtime.feedback import VERDICTS
 from streamdet.serving.lifecycle import TRAINING_OUTCOMES
 from streamdet.stream.decode import REASONS
@@ -383,6 +384,17 @@ class DaemonCollector(Collector):
         keras_base = sys.modules.get("streamdet.detectors.keras_base")
         checks.add_metric([], 0.0 if keras_base is None else keras_base.scoring_checks_running())
         yield checks
+        device = _gauge(
+            "streamdet_scoring_device_info",
+            "Where Keras models score (value 1): TensorFlow's device, what it is, and the "
+            "TensorFlow build installed (the cpu or gpu extra); absent while no model needs "
+            "TensorFlow.",
+            ["device", "name", "build"],
+        )
+        if "tensorflow" in sys.modules:
+            where = scoring_device()
+            device.add_metric([where.device, where.name, where.build], 1.0)
+        yield device
 
     @staticmethod
     def _recent_alerts(app: Application) -> Metric:

@@ -20,6 +20,7 @@ from streamdet.config import TopicConfig
 from streamdet.core.backoff import Backoff
 from streamdet.core.errors import InvalidInputError, ModelLoadError, StreamdetError
 from streamdet.core.progress import ProgressFn
+from streamdet.core.tensorflow import announce_scoring_device
 from streamdet.core.windows import sliding_windows
 from streamdet.detectors import detector_class
 from streamdet.detectors.base import Detector
@@ -194,6 +195,7 @@ class ModelLifecycle:
         self.events_since_training = 0
         self._warmup = {}
         self.state = "ready"
+        announce_scoring_device(self.progress)
 
     def _current_version(self) -> str | None:
         """The store's current version; None (reported once, counted as a refusal) while

@@ -202,6 +202,10 @@ def test_embedded_daemon_alerts_on_injected_anomalies_serves_metrics_and_stops_c
         "streamdet_model_info",
     ):
         assert name in body, f"{name} missing from /metrics"
+    # This machine has no GPU and the default install is TensorFlow's CPU build.
+    device = [line for line in body.splitlines() if line.startswith("streamdet_scoring_device")]
+    assert len(device) == 1 and 'device="CPU:0"' in device[0] and 'build="cpu"' in device[0]
+    assert "models score on CPU:0" in (folder / "stderr.log").read_text()
 
     started = time.time()
     process.send_signal(signal.SIGTERM)
