@@ -20,9 +20,9 @@ def test_a_permanent_level_shift_is_learnt_by_retraining_and_a_later_spike_still
     """``retrain.every_events``: sensor-0's level rises for good at step 1200. The first
     model alerts at the shift; a retraining on the recent history (alerted windows left out),
     warm-started and compared in shadow, is promoted, and from then on the new level raises
-    nothing, while a spike planted at step 6000 still does. Replayed, so the retrainings
+    nothing, while a spike planted at step 5500 still does. Replayed, so the retrainings
     happen at the same events on any machine (live, their timing depends on its speed)."""
-    sensors, steps, spike_step = 4, 6500, 6000
+    sensors, steps, spike_step = 4, 5600, 5500
     simulator = SensorSimulator(
         sensors=sensors, anomaly_every=5000, first_anomaly=spike_step, permanent_shift_at=1200
     )

@@ -69,8 +69,6 @@ def test_vaegmm_rejects_bad_input_clearly():
 
 def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
     import json
-    import subprocess
-    import sys
 
     X = np.r_[manifold_rows(800, 5), 2 * np.random.default_rng(6).normal(size=(40, 6))]
     y = np.r_[np.zeros(800), np.ones(40)].astype(np.int8)
@@ -94,19 +92,7 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
     assert 0.5 < result["isolation_forest"]["auroc"] <= 1.0
     assert (tmp_path / "out" / "tabular_vaegmm_confusion_scores.png").exists()
     np.savez(tmp_path / "bad.npz", X=X)
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamdet.cli",
-            "evaluate",
-            "tabular",
-            "--npz",
-            str(tmp_path / "bad.npz"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = run_cli("evaluate", "tabular", "--npz", str(tmp_path / "bad.npz"))
     assert bad.returncode == 2 and "must hold arrays 'X' and 'y'" in bad.stderr
 
 
