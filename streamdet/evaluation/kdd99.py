@@ -104,36 +104,37 @@ def dagmm_matrix(names: list[str], rows: list[list[str]]) -> np.ndarray:
     return (data - data.min(axis=0)) / np.where(span > 0, span, 1.0)
 
 
-def page_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
-    """OutlierVAEGMM exactly as alibi-detect's page builds it (its networks, latent_dim 4,
-    2 components, 10 samples, its loss weights and Adam at 1e-4)."""
-    latent_dim, n_gmm = 4, 2
-    tanh = tf.nn.tanh
-    encoder_net = tf.keras.Sequential(
-        [
-            keras.Input((n_features,)),
-            keras.layers.Dense(60, activation=tanh),
-            keras.layers.Dense(30, activation=tanh),
-            keras.layers.Dense(10, activation=tanh),
-            keras.layers.Dense(latent_dim, activation=None),
-        ]
+def _dense_stack(
+    inputs: int,
+    units: tuple[int, ...],
+    activation: Any,
+    output: int | None = None,
+    last: Any = None,
+) -> keras.Sequential:
+    """``Dense`` layers of ``units`` with ``activation``, then one of ``output`` units with
+    ``last`` (the way alibi-detect's pages and examples write their networks)."""
+    layers = [keras.layers.Dense(n, activation=activation) for n in units]
+    if output is not None:
+        layers.append(keras.layers.Dense(output, activation=last))
+    return tf.keras.Sequential([keras.Input((inputs,)), *layers])
+
+
+def _alibi_vaegmm(
+    n_features: int,
+    seed: int,
+    activation: Any,
+    encoder_units: tuple[int, ...],
+    latent_dim: int,
+    code_layer: bool,
+) -> OutlierVAEGMM:
+    """OutlierVAEGMM with alibi-detect's network layout: the decoder mirrors the encoder's
+    units, the density net has 10 units and 2 components, 10 samples."""
+    n_gmm = 2
+    encoder_net = _dense_stack(
+        n_features, encoder_units, activation, latent_dim if code_layer else None
     )
-    decoder_net = tf.keras.Sequential(
-        [
-            keras.Input((latent_dim,)),
-            keras.layers.Dense(10, activation=tanh),
-            keras.layers.Dense(30, activation=tanh),
-            keras.layers.Dense(60, activation=tanh),
-            keras.layers.Dense(n_features, activation=None),
-        ]
-    )
-    gmm_density_net = tf.keras.Sequential(
-        [
-            keras.Input((latent_dim + 2,)),
-            keras.layers.Dense(10, activation=tanh),
-            keras.layers.Dense(n_gmm, activation=tf.nn.softmax),
-        ]
-    )
+    decoder_net = _dense_stack(latent_dim, encoder_units[::-1], activation, n_features)
+    gmm_density_net = _dense_stack(latent_dim + 2, (10,), activation, n_gmm, tf.nn.softmax)
     return OutlierVAEGMM(
         threshold=None,
         encoder_net=encoder_net,
@@ -145,50 +146,22 @@ def page_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
         seed=seed,
         feature_names=list(ALIBI_FEATURES),
     )
+
+
+def page_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
+    """OutlierVAEGMM exactly as alibi-detect's page builds it (encoder 60-30-10-4 and
+    decoder 10-30-60 with tanh, latent_dim 4, 2 components, 10 samples; its loss weights
+    and Adam at 1e-4 are the class's defaults)."""
+    return _alibi_vaegmm(n_features, seed, tf.nn.tanh, (60, 30, 10), 4, code_layer=True)
 
 
 def example_vaegmm(n_features: int, seed: int) -> OutlierVAEGMM:
     """OutlierVAEGMM as alibi-detect's KDD Cup example notebook (``od_aegmm_kddcup``)
-    trains it for the F1 it publishes: encoder 20-15-7 and decoder 7-15-20 with ReLU, latent
-    2, 2 components, a density net of 10 ReLU units, 10 samples (the relative Euclidean
-    distance and cosine similarity features, streamdet's default too)."""
-    latent_dim, n_gmm = 2, 2
-    relu = tf.nn.relu
-    encoder_net = tf.keras.Sequential(
-        [
-            keras.Input((n_features,)),
-            keras.layers.Dense(20, activation=relu),
-            keras.layers.Dense(15, activation=relu),
-            keras.layers.Dense(7, activation=relu),
-        ]
-    )
-    decoder_net = tf.keras.Sequential(
-        [
-            keras.Input((latent_dim,)),
-            keras.layers.Dense(7, activation=relu),
-            keras.layers.Dense(15, activation=relu),
-            keras.layers.Dense(20, activation=relu),
-            keras.layers.Dense(n_features, activation=None),
-        ]
-    )
-    gmm_density_net = tf.keras.Sequential(
-        [
-            keras.Input((latent_dim + 2,)),
-            keras.layers.Dense(10, activation=relu),
-            keras.layers.Dense(n_gmm, activation=tf.nn.softmax),
-        ]
-    )
-    return OutlierVAEGMM(
-        threshold=None,
-        encoder_net=encoder_net,
-        decoder_net=decoder_net,
-        gmm_density_net=gmm_density_net,
-        n_gmm=n_gmm,
-        latent_dim=latent_dim,
-        samples=10,
-        seed=seed,
-        feature_names=list(ALIBI_FEATURES),
-    )
+    trains it for the F1 it publishes: encoder 20-15-7 and decoder 7-15-20 with ReLU (no
+    code layer of its own), latent 2, 2 components, a density net of 10 ReLU units, 10
+    samples (the relative Euclidean distance and cosine similarity features, streamdet's
+    default too)."""
+    return _alibi_vaegmm(n_features, seed, tf.nn.relu, (20, 15, 7), 2, code_layer=False)
 
 
 # The example draws its 400,000 normal training rows with replacement (alibi-detect's
