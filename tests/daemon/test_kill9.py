@@ -103,7 +103,7 @@ def five_sigkills(
                 if committed is not None:
                     scored += json.loads(committed.metadata)["scored_through"] + 1
         consumer.close()
-        assert stop_daemon(daemon) < 10
+        stop_daemon(daemon)
     finally:
         if daemon.poll() is None:
             daemon.kill()

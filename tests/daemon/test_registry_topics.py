@@ -171,7 +171,7 @@ def test_avro_topic_alerts_dead_letters_and_waits_out_a_hanging_registry(
         for reason in set(hostile.values()):
             line = f'streamdet_invalid_events_total{{reason="{reason}",topic="{readings}"}}'
             assert line in body
-        assert stop_daemon(daemon) < 10
+        stop_daemon(daemon)
     finally:
         os.kill(registry_pid, signal.SIGCONT)
         if daemon.poll() is None:

