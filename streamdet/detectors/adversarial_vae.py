@@ -554,6 +554,8 @@ class AdversarialVAEDetector(KerasDetector):
             progress=progress,
             seed=p["seed"],
             log_metric=metric,
+            optimizer=optimizer,
+            variables=variables,
         )
         self._compile_score()
         self.training = self._training_summary(

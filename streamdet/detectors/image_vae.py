@@ -282,6 +282,8 @@ class ImageVAEDetector(KerasDetector):
                 seed=p["seed"],
                 first_epoch=epoch + 1,
                 total_epochs=n_epochs,
+                optimizer=optimizer,
+                variables=variables,
             )
             if validation is not None:
                 totals = np.zeros(2)

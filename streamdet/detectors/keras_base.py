@@ -383,8 +383,17 @@ def train_epochs(
     total_epochs: int | None = None,
     log_metric: tuple[str, Any] | None = None,
     selection: EpochSelection | None = None,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    variables: list[Any] | None = None,
 ) -> list[dict[str, float]]:
     """Run a compiled ``step(*batch) -> {loss_name: tensor}`` over shuffled mini-batches.
+
+    Every mini-batch has the same number of rows (at most ``batch_size``; an epoch leaves
+    out fewer rows than it has batches, a different random few each epoch) and the step's
+    ``optimizer`` is built on ``variables`` first, so ``step`` is traced once: a partial
+    last batch costs a second trace, and creating the optimizer's slots inside the first
+    call a third (``tf.function`` traces a call that creates variables twice). A trace is
+    seconds of CPU; a retraining pays it every time.
 
     Prints one line per epoch through ``progress`` and returns the per-epoch mean losses.
     ``first_epoch`` and ``total_epochs`` number the lines when a caller runs the epochs
@@ -396,10 +405,13 @@ def train_epochs(
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
     n = len(arrays[0])
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(variables or [])
+    batches_per_epoch = max(-(-n // batch_size), 1)
     dataset = (
         tf.data.Dataset.from_tensor_slices(arrays)
-        .shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        .shuffle(max(min(n, 50_000), 1), seed=seed, reshuffle_each_iteration=True)
+        .batch(max(n // batches_per_epoch, 1), drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
     history: list[dict[str, float]] = []

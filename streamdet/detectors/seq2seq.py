@@ -502,6 +502,8 @@ class Seq2SeqDetector(KerasDetector):
             seed=p["seed"],
             log_metric=metric,
             selection=selection,
+            optimizer=optimizer,
+            variables=model.trainable_variables,
         )
         self.training = self._training_summary(
             history, started, training_windows=len(data), epochs=len(history)

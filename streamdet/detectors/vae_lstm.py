@@ -284,6 +284,8 @@ class VAELSTMDetector(KerasDetector):
             label="vae_lstm VAE",
             progress=progress,
             seed=p["seed"],
+            optimizer=optimizer,
+            variables=variables,
         )
 
     def _train_lstm(
@@ -310,6 +312,8 @@ class VAELSTMDetector(KerasDetector):
             label="vae_lstm LSTM",
             progress=progress,
             seed=p["seed"],
+            optimizer=optimizer,
+            variables=lstm.trainable_variables,
         )
 
     def _embed(self, sequences: np.ndarray) -> np.ndarray:

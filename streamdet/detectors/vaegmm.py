@@ -542,6 +542,8 @@ class VAEGMMDetector(KerasDetector):
             progress=progress,
             seed=p["seed"],
             log_metric=metric,
+            optimizer=optimizer,
+            variables=variables,
         )
         self._estimate_gmm(data)
         self._compile_energy()

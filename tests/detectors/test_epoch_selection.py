@@ -123,3 +123,52 @@ def test_seq2seq_patience_stops_training_early():
     )
     training = detector.fit(series, verbose=False)
     assert training["epochs"] == training["best_epoch"] + 2 < 10
+
+
+def test_a_training_traces_its_step_once_with_equal_batches_and_a_built_optimizer():
+    """950 rows at batch_size 64: 15 batches of 63 (the 5 rows left out differ between
+    epochs), and the optimizer's slots exist before the first call, so ``tf.function``
+    traces the step once instead of three times (seconds of CPU each, every retraining)."""
+    import tensorflow as tf
+
+    model = _one_weight_model()
+    optimizer = keras.optimizers.Adam(1e-2)
+    sizes: list[int] = []
+    seen: list[set[float]] = []
+
+    @tf.function
+    def step(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - 1.0))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return {"loss": loss}
+
+    def record(x: np.ndarray) -> dict[str, tf.Tensor]:
+        sizes.append(len(x))
+        seen[-1].update(np.asarray(x)[:, 0].tolist())
+        return step(x)
+
+    rows = np.arange(950, dtype=np.float32)[:, None]
+    for epoch in range(3):
+        seen.append(set())
+        train_epochs(
+            record,
+            (rows,),
+            epochs=1,
+            batch_size=64,
+            label="t",
+            progress=silent,
+            seed=epoch,
+            optimizer=optimizer,
+            variables=model.trainable_variables,
+        )
+    assert set(sizes) == {63} and len(sizes) == 3 * 15
+    assert all(len(rows_seen) == 945 for rows_seen in seen)
+    assert len(set.union(*seen)) > 945  # a different few left out each epoch
+    assert step.experimental_get_tracing_count() == 1
+    # Fewer rows than one batch: one batch of all of them.
+    sizes.clear()
+    seen.append(set())
+    train_epochs(record, (rows[:10],), epochs=1, batch_size=64, label="t", progress=silent)
+    assert sizes == [10]
