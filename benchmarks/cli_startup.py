@@ -3,7 +3,10 @@
 Each runs as a user runs it (a fresh ``python -m streamdet.cli`` process), ``--runs`` times
 after one warm-up run (so the OS file cache is warm, as on a machine that has run it
 before); the median and the slowest are reported, with ``import tensorflow`` timed the same
-way beside them (what every command paid before they stopped loading it).
+way beside them (what every command paid before they stopped loading it), and the
+loading that ``run``, ``train`` and ``evaluate`` pay: TensorFlow and Keras through
+``load_tensorflow()`` (without Keras' scikit-learn and matplotlib imports) beside a plain
+``import tensorflow, keras``.
 
     python -m benchmarks.cli_startup [--runs 10] [--config config.yaml]
 """
@@ -43,6 +46,12 @@ def main() -> None:
         "models list": [*cli, "models", "list", "--config", args.config],
         "--help": [*cli, "--help"],
         "import tensorflow (for comparison)": [sys.executable, "-c", "import tensorflow"],
+        "import tensorflow, keras (plain)": [sys.executable, "-c", "import tensorflow, keras"],
+        "load_tensorflow() (run, train, evaluate)": [
+            sys.executable,
+            "-c",
+            "from streamdet.core.tensorflow import load_tensorflow; load_tensorflow()",
+        ],
     }
     report = {name: timed(command, args.runs) for name, command in commands.items()}
     for name, figures in report.items():

@@ -8,6 +8,11 @@ streamdet's own output and whatever ``TF_CPP_MIN_LOG_LEVEL`` says for some of th
 ``STREAMDET_TF_LOGS=1``, or ``TF_CPP_MIN_LOG_LEVEL`` set to 0 or 1. An import that fails
 still raises normally (its traceback is printed after the descriptor is restored).
 
+Keras imports scikit-learn and matplotlib as it loads when they are installed (for its
+scikit-learn wrappers and image-gallery plots, which streamdet never uses): about 1.8 s of
+every process's start. While Keras loads, those imports fail for Keras' own modules only
+(:class:`_KerasOptionalImports`); every other module, in any thread, imports them as usual.
+
 TensorFlow comes with one of two extras: ``streamdet[cpu]`` (``tensorflow-cpu``, the
 default of every documented install) or ``streamdet[gpu]`` (``tensorflow[and-cuda]``, the
 CUDA build and its libraries as wheels). :func:`scoring_device` says which one scores.
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import platform
@@ -57,6 +64,37 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+class _KerasOptionalImports(importlib.abc.MetaPathFinder):
+    """Makes ``import sklearn`` / ``import matplotlib`` fail when a Keras module asks
+    (Keras then leaves out what needs them), and only then."""
+
+    SKIPPED = frozenset({"sklearn", "matplotlib"})
+    MACHINERY = ("importlib", "_frozen_importlib", "_frozen_importlib_external")
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] not in self.SKIPPED:
+            return None
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_globals.get("__name__", "").startswith(self.MACHINERY):
+            frame = frame.f_back
+        importer = "" if frame is None else frame.f_globals.get("__name__", "")
+        if importer.partition(".")[0] == "keras":
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+@contextlib.contextmanager
+def _without_keras_optional_imports() -> Iterator[None]:
+    finder = _KerasOptionalImports()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def load_tensorflow() -> tuple[ModuleType, ModuleType]:
     """``(keras, tensorflow)``, imported once, quietly."""
     if "tensorflow" in sys.modules and "keras" in sys.modules:
@@ -68,10 +106,11 @@ def load_tensorflow() -> tuple[ModuleType, ModuleType]:
     try:
         # TensorFlow first: Keras would otherwise fail deep inside with a less clear name.
         if wanted:
-            tensorflow = importlib.import_module("tensorflow")
-            return importlib.import_module("keras"), tensorflow
+            with _without_keras_optional_imports():
+                tensorflow = importlib.import_module("tensorflow")
+                return importlib.import_module("keras"), tensorflow
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with _stderr_silenced():
+        with _stderr_silenced(), _without_keras_optional_imports():
             tensorflow = importlib.import_module("tensorflow")
             keras = importlib.import_module("keras")
     except ModuleNotFoundError as error:
