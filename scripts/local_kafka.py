@@ -156,7 +156,17 @@ def _java(run_dir: Path) -> list[str]:
     ]
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the broker's port between choosing it and the broker binding
+    it (two test workers choosing ports at once)."""
+
+
 def _launch(run_dir: Path, port: int, timeout: float) -> tuple[str, int]:
+    """Start the broker and wait for its own "Kafka Server started" line: an open port alone
+    may belong to another process that took the port first (the broker then exits with
+    "Address already in use", raised as :class:`PortTaken`)."""
+    log = run_dir / "server.log"
+    seen = log.stat().st_size if log.exists() else 0
     out = (run_dir / "stdout.log").open("ab")
     process = subprocess.Popen(
         [*_java(run_dir), "kafka.Kafka", str(run_dir / "server.properties")],
@@ -165,7 +175,20 @@ def _launch(run_dir: Path, port: int, timeout: float) -> tuple[str, int]:
         start_new_session=True,
     )
     (run_dir / "broker.pid").write_text(str(process.pid))
-    wait_for_port(port, timeout, process)
+    deadline = time.time() + timeout
+    while True:
+        written = log.read_bytes()[seen:] if log.exists() else b""
+        if b"Address already in use" in written:
+            stop_group(process.pid)
+            raise PortTaken(f"a port of the broker in {run_dir} was taken by another process")
+        if b"Kafka Server started" in written:
+            break
+        if process.poll() is not None:
+            raise RuntimeError(f"the Kafka broker exited early with code {process.returncode}")
+        if time.time() > deadline:
+            raise TimeoutError(f"the Kafka broker did not start within {timeout:.0f}s")
+        time.sleep(0.3)
+    wait_for_port(port, max(deadline - time.time(), 1.0), process)
     bootstrap = f"127.0.0.1:{port}"
     (run_dir / "bootstrap").write_text(bootstrap)
     say(f"broker up at {bootstrap} (pid {process.pid}, logs in {run_dir})")
@@ -185,6 +208,24 @@ listener.name.sasl_ssl.ssl.keystore.location={keystore}
 
 
 def start(
+    run_dir: Path,
+    port: int | None = None,
+    timeout: float = 90.0,
+    sasl_ssl: dict | None = None,
+) -> tuple[str, int]:
+    """:func:`start_once`, again on fresh ports (up to three times) when another process
+    took one of the chosen ports first."""
+    for attempt in range(3):
+        try:
+            return start_once(run_dir, port, timeout, sasl_ssl)
+        except PortTaken:
+            if port is not None or attempt == 2:
+                raise
+            say("a chosen port was taken meanwhile; starting again on fresh ports")
+    raise AssertionError("unreachable")
+
+
+def start_once(
     run_dir: Path,
     port: int | None = None,
     timeout: float = 90.0,

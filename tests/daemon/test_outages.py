@@ -191,3 +191,18 @@ def test_a_30s_broker_outage_loses_nothing(own_broker, tmp_path, trained_model):
         f"{len(before | after) * len(SENSORS)} spike/sensor pairs all alerted, "
         f"{len(reader.alerts)} alerts ({len(reader.alerts) - len(ids)} repeated), 0 lost"
     )
+
+
+def test_a_broker_whose_port_another_process_took_is_not_reported_up(tmp_path):
+    """Another process listening on the chosen port once made a broker that had exited with
+    "Address already in use" look started (CI: an outage test then bootstrapped for ever)."""
+    import socket
+
+    local_kafka = _load_local_kafka()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(local_kafka.PortTaken):
+            local_kafka.start(tmp_path / "broker", port=port)
+    assert not (tmp_path / "broker" / "bootstrap").exists()
