@@ -406,7 +406,9 @@ def train_epochs(
         raise InvalidInputError(f"batch_size must be >= 1; got {batch_size}")
     n = len(arrays[0])
     if optimizer is not None and not optimizer.built:
-        optimizer.build(variables or [])
+        if variables is None:
+            raise ValueError("train_epochs: an optimizer to build needs the variables it updates")
+        optimizer.build(variables)
     batches_per_epoch = max(-(-n // batch_size), 1)
     dataset = (
         tf.data.Dataset.from_tensor_slices(arrays)
