@@ -13,9 +13,9 @@
 
 from __future__ import annotations
 
+import array
 import heapq
 import itertools
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -25,76 +25,228 @@ import numpy as np
 from streamdet.core.bounded import FrequencySketch
 from streamdet.core.records import Event, Window
 
-# The object with its slots, its empty list of held events and its slot in an OrderedDict
-# (measured with tracemalloc: tests/stream/test_window_memory.py checks the total).
-_OVERHEAD_BYTES = 400
+# A series' slot in its tier's OrderedDict and the int naming its row (measured with
+# tracemalloc: tests/stream/test_window_memory.py checks the total).
+_OVERHEAD_BYTES = 150
+# Per-series scalars: head, last partition (int32); count, last timestamp and the two
+# bases (int64); the row's name pointer.
+_SCALAR_BYTES = 2 * 4 + 4 * 8 + 8
+_INT32 = np.iinfo(np.int32)
+_FIRST_ROWS = 64
 
 
-class _Series:
-    """One series' last ``seq_len`` events: values, and the timestamp and offset of each (the
-    partition of each only once the series has spanned partitions). One copy of each in a
-    ring; reading a window copies it out in order (a window is copied anyway)."""
+class _Rows:
+    """Every series' last ``seq_len`` events in rows of a few shared arrays: values
+    (float32), and timestamps and offsets as int32 deltas from a per-row base. A million
+    series cost a few shared arrays instead of a million small ones (each with its header,
+    its allocation and its object): 12 bytes an event instead of 20, and ~200 bytes a
+    series instead of ~600.
 
-    __slots__ = ("count", "head", "last_partition", "last_ts", "partitions", "pending",
-                 "positions", "values")  # fmt: skip
+    A row's base moves to its oldest event when a delta leaves int32; when even the span
+    of one row does not fit (events more than 24 days apart in one window, or offsets more
+    than 2**31 apart) every row widens to int64 once, for good.
 
-    def __init__(self, seq_len: int, n_features: int) -> None:
-        self.values = np.zeros((seq_len, n_features), np.float32)
-        # timestamp and offset of every buffered event, at full integer precision
-        self.positions = np.zeros((seq_len, 2), np.int64)
-        self.partitions: np.ndarray | None = None
-        self.head = 0  # the slot the next event goes to: the oldest once the ring is full
-        self.count = 0
-        self.last_ts = -(2**62)
-        self.pending: list[tuple[int, int, Event]] = []
-        self.last_partition = -1
+    The arrays grow by doubling, up to ``max_rows``; ``np.zeros`` maps fresh pages for a
+    large array, so rows not used yet cost no memory. Rows of forgotten series are reused.
+    """
 
-    @staticmethod
-    def size(seq_len: int, n_features: int) -> int:
-        """Bytes one series costs: its arrays with their headers, the object, its list of
-        held events (empty) and its slot in the store's dict."""
-        arrays = seq_len * n_features * 4 + seq_len * 16 + 2 * sys.getsizeof(np.zeros(0))
-        return arrays + _OVERHEAD_BYTES
+    def __init__(self, seq_len: int, n_features: int, max_rows: int) -> None:
+        self.seq_len = seq_len
+        self.n_features = n_features
+        self.max_rows = max_rows
+        rows = min(_FIRST_ROWS, max_rows)
+        self.values = np.zeros((rows, seq_len, n_features), np.float32)
+        # Timestamps and offsets minus the row's base, flat (row * seq_len + slot).
+        self.stamps = np.zeros(rows * seq_len, np.int32)
+        self.offsets = np.zeros(rows * seq_len, np.int32)
+        # Scalars in typed arrays: read from Python as ints, without numpy's scalar boxing.
+        self.head = array.array("i", bytes(4 * rows))  # the next event's slot
+        self.count = array.array("q", bytes(8 * rows))
+        self.last_ts = array.array("q", bytes(8 * rows))
+        self.last_partition = array.array("i", bytes(4 * rows))
+        self.stamp_base = array.array("q", bytes(8 * rows))
+        self.offset_base = array.array("q", bytes(8 * rows))
+        self.names: list[str | None] = [None] * rows
+        self.free = list(range(rows - 1, -1, -1))
+        # Rare per-row state, kept aside: the partition of every event of a series that
+        # spans partitions, and events held for reordering.
+        self.partitions: dict[int, np.ndarray] = {}
+        self.pending: dict[int, list[tuple[int, int, Event]]] = {}
+        self._views()
 
-    def append(self, values: np.ndarray, timestamp_ms: int, offset: int, partition: int) -> None:
-        slot = self.head
-        self.values[slot] = values
-        self.positions[slot] = (timestamp_ms, offset)
-        if self.partitions is None and self.last_partition not in (-1, partition):
-            self.partitions = np.full(len(self.positions), self.last_partition, np.int32)
-        if self.partitions is not None:
-            self.partitions[slot] = partition
-        self.last_partition = partition
-        self.last_ts = timestamp_ms
-        self.head = (slot + 1) % len(self.positions)
-        self.count += 1
+    def _views(self) -> None:
+        # Element access through a memoryview costs a third of numpy's.
+        self._stamp_view = memoryview(self.stamps)
+        self._offset_view = memoryview(self.offsets)
+        self._value_view = memoryview(self.values.reshape(-1))
+        self._wide = self.stamps.dtype == np.int64
 
-    def _slot(self, back: int) -> int:
+    @property
+    def capacity(self) -> int:
+        return len(self.names)
+
+    def per_row_bytes(self) -> int:
+        position = self.stamps.itemsize + self.offsets.itemsize
+        return self.seq_len * (4 * self.n_features + position) + _SCALAR_BYTES
+
+    def take(self, name: str) -> int:
+        """A row for a new series, every scalar reset (its events are not: count says
+        how many are real)."""
+        if not self.free:
+            self._grow()
+        row = self.free.pop()
+        self.names[row] = name
+        self.head[row] = 0
+        self.count[row] = 0
+        self.last_ts[row] = -(2**62)
+        self.last_partition[row] = -1
+        return row
+
+    def release(self, row: int) -> None:
+        self.names[row] = None
+        self.partitions.pop(row, None)
+        self.pending.pop(row, None)
+        self.free.append(row)
+
+    def _grow(self) -> None:
+        old = self.capacity
+        new = min(2 * old, max(self.max_rows, old + 1))
+        for name in ("values", "stamps", "offsets"):
+            current = getattr(self, name)
+            shape = (new, *current.shape[1:]) if current.ndim > 1 else (new * self.seq_len,)
+            grown = np.zeros(shape, current.dtype)
+            grown[: len(current)] = current
+            setattr(self, name, grown)
+        extra = new - old
+        for scalars in (self.head, self.count, self.last_ts, self.last_partition,
+                        self.stamp_base, self.offset_base):  # fmt: skip
+            scalars.frombytes(bytes(scalars.itemsize * extra))
+        self.names.extend([None] * extra)
+        self.free.extend(range(new - 1, old - 1, -1))
+        self._views()
+
+    def append(self, row: int, values: np.ndarray, timestamp_ms: int, offset: int,
+               partition: int) -> int:  # fmt: skip
+        """Add an event to ``row``; returns how many events the row has seen."""
+        slot = self.head[row]
+        at = row * self.seq_len + slot
+        count = self.count[row]
+        if count == 0:
+            self.stamp_base[row] = timestamp_ms
+            self.offset_base[row] = offset
+        if self.n_features == 1:
+            self._value_view[at] = values.item()
+        else:
+            self.values[row, slot] = values
+        stamp = timestamp_ms - self.stamp_base[row]
+        if self._wide or -(2**31) <= stamp < 2**31:
+            self._stamp_view[at] = stamp
+        else:
+            self._put_far(True, row, slot, timestamp_ms)
+        position = offset - self.offset_base[row]
+        if self._wide or -(2**31) <= position < 2**31:
+            self._offset_view[at] = position
+        else:
+            self._put_far(False, row, slot, offset)
+        last_partition = self.last_partition[row]
+        if (last_partition not in (partition, -1)) or row in self.partitions:
+            spanned = self.partitions.get(row)
+            if spanned is None:
+                spanned = self.partitions[row] = np.full(self.seq_len, last_partition, np.int32)
+            spanned[slot] = partition
+        self.last_partition[row] = partition
+        self.last_ts[row] = timestamp_ms
+        self.head[row] = slot + 1 if slot + 1 < self.seq_len else 0
+        self.count[row] = count + 1
+        return count + 1
+
+    def _put_far(self, stamp: bool, row: int, slot: int, value: int) -> None:
+        """Store a value whose delta leaves int32: move the row's base to its lowest kept
+        value, or widen every row when the row's own span does not fit."""
+        deltas = self.stamps if stamp else self.offsets
+        bases = self.stamp_base if stamp else self.offset_base
+        # The events that stay (the one in ``slot`` is being replaced).
+        held = min(self.count[row], self.seq_len - 1)
+        kept_at = row * self.seq_len + (slot - 1 - np.arange(held)) % self.seq_len
+        kept = deltas[kept_at].astype(np.int64) + bases[row]
+        candidates = [value, *kept.tolist()]
+        lowest, highest = min(candidates), max(candidates)
+        if highest - lowest > _INT32.max:
+            self.stamps = self.stamps.astype(np.int64)
+            self.offsets = self.offsets.astype(np.int64)
+            self._views()
+            deltas = self.stamps if stamp else self.offsets
+        else:
+            deltas[kept_at] = kept - lowest
+            bases[row] = lowest
+        deltas[row * self.seq_len + slot] = value - bases[row]
+
+    def slot(self, row: int, back: int) -> int:
         """The slot of the event ``back`` events before the newest (0: the newest)."""
-        return (self.head - 1 - back) % len(self.positions)
+        return (self.head[row] - 1 - back) % self.seq_len
 
-    def window(self) -> np.ndarray:
+    def stamp(self, row: int, slot: int) -> int:
+        return self._stamp_view[row * self.seq_len + slot] + self.stamp_base[row]
+
+    def offset(self, row: int, slot: int) -> int:
+        return self._offset_view[row * self.seq_len + slot] + self.offset_base[row]
+
+    def window(self, row: int) -> np.ndarray:
         """The last ``seq_len`` values, oldest first (a copy)."""
-        return np.concatenate((self.values[self.head :], self.values[: self.head]))
+        head = self.head[row]
+        values = self.values[row]
+        return np.concatenate((values[head:], values[:head]))
 
-    def replay_from(self, seq_len: int) -> dict[int, int]:
-        """Per partition, the oldest offset the next window (or a held event) still needs."""
+    def ordered_stamps(self, row: int) -> np.ndarray:
+        head, start = self.head[row], row * self.seq_len
+        stamps = self.stamps[start : start + self.seq_len].astype(np.int64) + self.stamp_base[row]
+        return np.concatenate((stamps[head:], stamps[:head]))
+
+    def replay_from(self, row: int) -> dict[int, int]:
+        """Per partition, the oldest offset the next window (or a held event) of ``row``
+        still needs."""
         needed: dict[int, int] = {}
-        if self.count:
-            keep = min(seq_len - 1, self.count)
+        count = self.count[row]
+        if count:
+            keep = min(self.seq_len - 1, count)
+            spanned = self.partitions.get(row)
             if keep == 0:
-                needed[self.last_partition] = int(self.positions[self._slot(0), 1]) + 1
-            elif self.partitions is None:
-                needed[self.last_partition] = int(self.positions[self._slot(keep - 1), 1])
+                needed[self.last_partition[row]] = self.offset(row, self.slot(row, 0)) + 1
+            elif spanned is None:
+                needed[self.last_partition[row]] = self.offset(row, self.slot(row, keep - 1))
             else:
                 for back in range(keep):
-                    slot = self._slot(back)
-                    partition, offset = int(self.partitions[slot]), int(self.positions[slot, 1])
+                    slot = self.slot(row, back)
+                    partition, offset = int(spanned[slot]), self.offset(row, slot)
                     needed[partition] = min(needed.get(partition, offset), offset)
-        for _, _, held in self.pending:
+        for _, _, held in self.pending.get(row, ()):
             partition, offset = held.message.partition, held.message.offset
             needed[partition] = min(needed.get(partition, offset), offset)
         return needed
+
+    def replay_all(self) -> dict[int, int]:
+        """Per partition, the oldest offset any row still needs: the common rows (one
+        partition, nothing held) at once in numpy, the rare ones one by one."""
+        count = np.frombuffer(self.count, np.int64)
+        used = np.flatnonzero(count > 0)
+        rare = set(self.partitions) | set(self.pending)
+        if rare:
+            used = used[~np.isin(used, np.fromiter(rare, np.int64, len(rare)))]
+        points: dict[int, int] = {}
+        if len(used):
+            keep = np.minimum(self.seq_len - 1, count[used])
+            back = np.maximum(keep - 1, 0)
+            head = np.frombuffer(self.head, np.int32)[used]
+            at = used * self.seq_len + (head - 1 - back) % self.seq_len
+            bases = np.frombuffer(self.offset_base, np.int64)[used]
+            offsets = self.offsets[at].astype(np.int64) + bases + (keep == 0)
+            partitions = np.frombuffer(self.last_partition, np.int32)[used]
+            for partition in np.unique(partitions).tolist():
+                points[partition] = int(offsets[partitions == partition].min())
+        for row in rare:
+            for partition, offset in self.replay_from(row).items():
+                points[partition] = min(points.get(partition, offset), offset)
+        return points
 
 
 class WindowStore:
@@ -136,11 +288,12 @@ class WindowStore:
         self.on_evict = on_evict
         # Memory one tracked series costs here: its buffers and their bookkeeping (a series
         # that spans partitions adds 4 bytes an event).
-        self.series_bytes = _Series.size(seq_len, n_features)
+        self._rows = _Rows(seq_len, n_features, max_series)
         self.dropped_late = 0
         self.evicted = 0
-        self._young: OrderedDict[str, _Series] = OrderedDict()  # presumed invented
-        self._series: OrderedDict[str, _Series] = OrderedDict()  # sent seq_len events
+        # Series name -> its row, least recently updated first.
+        self._young: OrderedDict[str, int] = OrderedDict()  # presumed invented
+        self._series: OrderedDict[str, int] = OrderedDict()  # sent seq_len events
         self._frequency = FrequencySketch(max_series)
         self._tiebreak = itertools.count()
         self._held = 0  # events held for reordering, over every series
@@ -156,58 +309,74 @@ class WindowStore:
     def __len__(self) -> int:
         return len(self._young) + len(self._series)
 
+    @property
+    def series_bytes(self) -> int:
+        """Memory one tracked series costs here: its rows, its scalars and its slot in the
+        name map (a series that spans partitions adds 4 bytes an event; int64 positions,
+        once widened, 8)."""
+        return self._rows.per_row_bytes() + _OVERHEAD_BYTES
+
     def established(self, series: str) -> bool:
         """Whether ``series`` has filled a window since it was last forgotten (always, for
         one-event windows: rows and images keep no per-series buffer)."""
         if self.seq_len == 1 and self.out_of_order == "accept":
             return True
-        state = self._series.get(series)
-        return state is not None and state.count >= self.seq_len
+        row = self._series.get(series)
+        return row is not None and self._rows.count[row] >= self.seq_len
 
-    def _all(self) -> Iterator[tuple[str, _Series]]:
+    def _all(self) -> Iterator[tuple[str, int]]:
         return itertools.chain(self._young.items(), self._series.items())
 
-    def _state(self, series: str) -> _Series:
-        state = self._series.get(series)
-        if state is not None:
+    def _row(self, series: str) -> int:
+        row = self._series.get(series)
+        if row is not None:
             self._series.move_to_end(series)
-            return state
+            return row
         # Counted only until a series is one of the topic's own: that is all it decides.
         self._frequency.add(series)
         live = self._frequency.count(series) >= self.seq_len
-        state = self._young.pop(series, None) if live else self._young.get(series)
-        if state is None:
-            state = _Series(self.seq_len, self.n_features)
+        row = self._young.pop(series, None) if live else self._young.get(series)
+        if row is None:
+            self.trim(self.max_series - 1)
+            row = self._rows.take(series)
         if live:
-            self._series[series] = state
+            self._series[series] = row
         else:
-            self._young[series] = state
+            self._young[series] = row
             self._young.move_to_end(series)
-        self.trim(self.max_series)
-        return state
+        return row
 
     def trim(self, max_series: int) -> None:
         """Forget series until at most ``max_series`` are tracked (young ones first)."""
         while len(self) > max_series:
             tier = self._young if self._young else self._series
-            name, state = tier.popitem(last=False)
-            self._held -= len(state.pending)
+            name, row = tier.popitem(last=False)
+            self._forget(row)
             self.evicted += 1
             self.on_evict(name)
+
+    def _forget(self, row: int) -> None:
+        self._held -= len(self._rows.pending.get(row, ()))
+        self._rows.release(row)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget series last fed by ``partitions`` (another consumer now owns them), and
         events of those partitions held for reordering."""
-        for tier in (self._young, self._series):
-            for name in [n for n, s in tier.items() if s.last_partition in partitions]:
-                del tier[name]
-                self.on_evict(name)  # its other state goes too (not counted as evicted)
-        for _, state in self._all():
-            kept = [p for p in state.pending if p[2].message.partition not in partitions]
-            if len(kept) != len(state.pending):
-                state.pending = kept
-                heapq.heapify(state.pending)
-        self._held = sum(len(state.pending) for _, state in self._all())
+        rows = self._rows
+        last = np.frombuffer(rows.last_partition, np.int32)
+        for row in np.flatnonzero(np.isin(last, list(partitions))).tolist():
+            name = rows.names[row]
+            if name is None:
+                continue
+            del (self._series if name in self._series else self._young)[name]
+            self._forget(row)
+            self.on_evict(name)  # its other state goes too (not counted as evicted)
+        for row, pending in list(rows.pending.items()):
+            kept = [p for p in pending if p[2].message.partition not in partitions]
+            if len(kept) != len(pending):
+                heapq.heapify(kept)
+                rows.pending[row] = kept
+        self._held = sum(len(pending) for pending in rows.pending.values())
         self._replay = None
 
     def unreleased(self) -> dict[int, int]:
@@ -216,8 +385,8 @@ class WindowStore:
         if not self._held:
             return {}
         lowest: dict[int, int] = {}
-        for _, state in self._all():
-            for _, _, held in state.pending:
+        for pending in self._rows.pending.values():
+            for _, _, held in pending:
                 partition, offset = held.message.partition, held.message.offset
                 lowest[partition] = min(lowest.get(partition, offset), offset)
         return lowest
@@ -236,26 +405,25 @@ class WindowStore:
             return [_single(event, received_at)]
         if self._replay is not None and event.message.partition not in self._replay:
             self._replay = None
-        state = self._state(event.series)
+        row = self._row(event.series)
         if self.out_of_order == "accept":  # rows of tabular topics: order carries no meaning
-            return self._append(state, event, received_at)
-        if self.out_of_order == "drop":
-            if event.timestamp_ms < state.last_ts:
-                self.dropped_late += 1
-                return []
-            return self._append(state, event, received_at)
-        if event.timestamp_ms < state.last_ts:
+            return self._append(row, event, received_at)
+        if event.timestamp_ms < self._rows.last_ts[row]:
             self.dropped_late += 1
             return []
-        heapq.heappush(state.pending, (event.timestamp_ms, next(self._tiebreak), event))
+        if self.out_of_order == "drop":
+            return self._append(row, event, received_at)
+        pending = self._rows.pending.setdefault(row, [])
+        heapq.heappush(pending, (event.timestamp_ms, next(self._tiebreak), event))
         self._held += 1
-        newest = max(ts for ts, _, _ in state.pending)
+        newest = max(ts for ts, _, _ in pending)
         ready = []
-        while state.pending and state.pending[0][0] <= newest - self.lateness_ms:
-            _, _, held = heapq.heappop(state.pending)
+        while pending and pending[0][0] <= newest - self.lateness_ms:
+            _, _, held = heapq.heappop(pending)
             self._held -= 1
-            window = self._append(state, held, received_at)
-            ready.extend(window)
+            ready.extend(self._append(row, held, received_at))
+        if not pending:
+            del self._rows.pending[row]
         return ready
 
     def replay_points(self, exact: bool = False) -> dict[int, int]:
@@ -263,15 +431,11 @@ class WindowStore:
         Not ``exact``: as computed up to ``replay_refresh_s`` ago (never past the true ones)."""
         now = time.monotonic()
         if exact or self._replay is None or now - self._replay_at >= self.replay_refresh_s:
-            points: dict[int, int] = {}
-            for _, state in self._all():
-                for partition, offset in state.replay_from(self.seq_len).items():
-                    points[partition] = min(points.get(partition, offset), offset)
-            self._replay, self._replay_at = points, now
+            self._replay, self._replay_at = self._rows.replay_all(), now
         return dict(self._replay)
 
-    def _on_stride(self, state: _Series) -> bool:
-        """Whether the full window ``state`` holds is one of every ``stride``, decided by the
+    def _on_stride(self, row: int) -> bool:
+        """Whether the full window ``row`` holds is one of every ``stride``, decided by the
         window's own events alone: a restart rebuilds windows from a replay point (a count
         of events would start there), so it finds the same windows due, and an alert raised
         again keeps its ``alert_id``.
@@ -283,9 +447,7 @@ class WindowStore:
         still in the ring): evenly spaced events get exactly one window every ``stride``
         events, and uneven ones never go longer than ``stride`` events without one.
         """
-        stamps = np.concatenate(
-            (state.positions[state.head :, 0], state.positions[: state.head, 0])
-        )
+        stamps = self._rows.ordered_stamps(row)
         if self._on_grid(stamps, 0):
             return True
         if self.seq_len <= self.stride:  # no room in the ring to look back
@@ -303,25 +465,25 @@ class WindowStore:
         # A span inside one cell cannot count its events: on the grid, so none is skipped.
         return in_cell >= span or (in_cell - 1) % self.stride == 0
 
-    def _append(self, state: _Series, event: Event, received_at: float) -> list[Window]:
+    def _append(self, row: int, event: Event, received_at: float) -> list[Window]:
         msg = event.message
-        state.append(event.values, event.timestamp_ms, msg.offset, msg.partition)
-        count = state.count
+        rows = self._rows
+        count = rows.append(row, event.values, event.timestamp_ms, msg.offset, msg.partition)
         if count == self.seq_len and event.series in self._young:
             del self._young[event.series]  # it filled a window: one of the topic's own
-            self._series[event.series] = state
-        if count < self.seq_len or (self.stride > 1 and not self._on_stride(state)):
+            self._series[event.series] = row
+        if count < self.seq_len or (self.stride > 1 and not self._on_stride(row)):
             return []
-        oldest, newest = state.positions[state.head], state.positions[state._slot(0)]
+        oldest, newest = rows.head[row], rows.slot(row, 0)
         return [
             Window(
                 topic=msg.topic,
                 series=event.series,
-                values=state.window(),
-                start_ts_ms=int(oldest[0]),
-                end_ts_ms=int(newest[0]),
-                start_offset=int(oldest[1]),
-                end_offset=int(newest[1]),
+                values=rows.window(row),
+                start_ts_ms=rows.stamp(row, oldest),
+                end_ts_ms=rows.stamp(row, newest),
+                start_offset=rows.offset(row, oldest),
+                end_offset=rows.offset(row, newest),
                 partition=msg.partition,
                 received_at=received_at,
             )

@@ -94,7 +94,8 @@ def test_state_stays_within_its_budget_and_invented_names_evict_only_themselves(
     assert pipeline.state_bytes() <= BUDGET
     assert measured < 1.2 * BUDGET, f"{measured} bytes held for a budget of {BUDGET}"
     assert all(pipeline.windows.established(name) for name in real), "a real series was evicted"
-    assert pipeline.windows.evicted > 5000 and pipeline.shed_for_bytes > 0
+    # The budget left by the real series' rules holds a thousand-odd window rows at most.
+    assert pipeline.windows.evicted > 4000 and pipeline.shed_for_bytes > 0
 
     # New series that keep sending while the first ones went silent: they get in (their
     # events are counted while they are forgotten with the inventions), and the silent ones
