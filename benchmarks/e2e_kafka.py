@@ -12,14 +12,12 @@ into the daemon, so nothing can silently stop measuring. For 1 and 1,000 series 
 * at half and a quarter of the measured rate, live: p50/p99 produce -> alert latency (a
   spike's production time to its alert record's timestamp on the alert topic; every 97th
   event is a spike, each series alerts once a minute at most) and the daemon's own
-  receipt -> acknowledged histogram (``streamdet_end_to_end_latency_seconds``); with
-  ``--warm-up`` after the same traffic once, so that a new process's one-time scoring-shape
-  checks are not measured;
+  receipt -> acknowledged histogram (``streamdet_end_to_end_latency_seconds``);
 * the daemon's RSS per tracked series (RSS with 1,000 series minus RSS before any data), and
   per throughput run its RSS growth and ``streamdet_state_bytes`` per series.
 
     python -m benchmarks.e2e_kafka [--events 40000] [--seconds 20] [--series 1,1000]
-                                   [--no-latency] [--warm-up] [--smoke]
+                                   [--no-latency] [--smoke]
 
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts the project's local jar broker.
 ``--smoke`` runs tiny sizes, one throughput and one latency run (the suite runs it so the
@@ -345,23 +343,10 @@ def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
         idle_rss = daemon.rss_mb()
         produce(bootstrap, name, series, series, start_step=args.seq_len - 1)
         wait_for_windows(daemon, series, timeout=300)
-        n_events = min(max(int(rate * args.seconds), series), args.events)
-        step = args.seq_len
-        scored = series
-        if args.warm_up:
-            # The same traffic first: a new process checks the scoring shapes that live
-            # batches want (once, in the background: seconds of CPU each), as a deployed
-            # daemon does in its first minute, not for months.
-            # Spikes on other series than the measured ones (their cooldown is a minute).
-            produce(bootstrap, name, series, n_events, rate, step, spike_every + 4)
-            scored += n_events
-            step += n_events // series
-            wait_for_windows(daemon, scored, timeout=300)
-            while daemon.total("streamdet_scoring_shape_checks_running") > 0:
-                time.sleep(0.1)
         before, since_ms = daemon.metrics(), time.time() * 1000
-        produce(bootstrap, name, series, n_events, rate, step, spike_every)
-        wait_for_windows(daemon, scored + n_events, timeout=300)
+        n_events = min(max(int(rate * args.seconds), series), args.events)
+        produce(bootstrap, name, series, n_events, rate, args.seq_len, spike_every)
+        wait_for_windows(daemon, series + n_events, timeout=300)
         after, full_rss = daemon.metrics(), daemon.rss_mb()
     finally:
         daemon.stop()
@@ -376,7 +361,6 @@ def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
         "daemon_histogram_p50_s_at_most": histogram_quantile(before, after, histogram, 0.5),
         "daemon_histogram_p99_s_at_most": histogram_quantile(before, after, histogram, 0.99),
         "rss_bytes_per_series": (full_rss - idle_rss) * 2**20 / series,
-        "warmed_up": args.warm_up,
     }
     p50, p99 = result["produce_to_alert_p50_ms"], result["produce_to_alert_p99_ms"]
     stderr_progress(
@@ -396,12 +380,6 @@ def main(argv: list[str] | None = None) -> dict:
         "--series", default="1,1000", help="series counts of the throughput runs (comma-separated)"
     )
     parser.add_argument("--no-latency", action="store_true", help="throughput runs only")
-    parser.add_argument(
-        "--warm-up",
-        action="store_true",
-        help="latency runs: the same live traffic once before measuring (the new process's "
-        "one-time scoring-shape checks out of the way)",
-    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes")
     parser.add_argument("--out", help="also write the report (JSON) here")
     args = parser.parse_args(argv)
