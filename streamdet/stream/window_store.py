@@ -104,6 +104,7 @@ class _Rows:
 
     def release(self, row: int) -> None:
         self.names[row] = None
+        self.count[row] = 0  # holds no events: no replay point until it is taken again
         self.partitions.pop(row, None)
         self.pending.pop(row, None)
         self.free.append(row)

@@ -235,3 +235,17 @@ def test_a_row_moves_its_base_and_widens_only_when_one_window_spans_more_than_in
     (window,) = store.add_all(Event("a", far, np.array([12], np.float32), message))
     assert (window.start_ts_ms, window.end_ts_ms) == (stamps[-2], far)
     assert store.series_bytes == narrow + 3 * 8  # every row's positions widened to int64
+
+
+def test_series_forgotten_for_bytes_or_a_revoke_no_longer_hold_back_the_replay_point():
+    store = WindowStore(seq_len=4, n_features=1, replay_refresh_s=0)
+    for offset in range(8):  # "old" first: the oldest offsets on partition 0
+        store.add_all(event("old", offset, float(offset)))
+    for offset in range(8, 16):
+        store.add_all(event("new", offset, float(offset)))
+        store.add_all(event("moved", offset, float(offset), partition=1))
+    assert store.replay_points() == {0: 5, 1: 13}
+    store.trim(2)  # "old" goes: the least recently updated (as for the byte budget)
+    store.drop_partitions({1})  # another member now owns partition 1
+    assert store.replay_points() == {0: 13}
+    assert len(store) == 1
