@@ -123,6 +123,8 @@ class Application:
             batching.commit_interval_ms / 1000,
             max_replay_lag=batching.max_replay_lag,
             transaction=self.io.transaction,
+            # Possibly on the consumer's IO thread (a rebalance): applied by the loop.
+            on_rewind=lambda partitions: self._rebalances.append(("rewound", partitions)),
         )
         self.schema_registry = (
             SchemaRegistry(config.schema_registry)
@@ -373,14 +375,19 @@ class Application:
     def _apply_rebalances(self) -> None:
         """Partitions moved to another member: drop their state (they were committed as
         they were handed over; the new owner rebuilds from that commit). New partitions:
-        their restart marks are read fresh."""
+        their restart marks are read fresh. Partitions rewound (an aborted alert
+        transaction): their state is dropped and rebuilt from their last commit."""
         while self._rebalances:
             kind, partitions = self._rebalances.popleft()
-            self.progress(f"rebalance: {kind} {sorted(partitions)}")
+            if kind == "rewound":
+                self.progress(f"read again from the last commit: {sorted(partitions)}")
+            else:
+                self.progress(f"rebalance: {kind} {sorted(partitions)}")
             if kind == "assigned":
                 self.checkpoint.assign(partitions)
                 continue
-            self.checkpoint.revoke(partitions)
+            if kind == "revoked":
+                self.checkpoint.revoke(partitions)
             self.batcher.drop_partitions(partitions)
             for pipeline in self.pipelines.values():
                 pipeline.drop_partitions(partitions)

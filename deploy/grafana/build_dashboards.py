@@ -136,7 +136,9 @@ def overview() -> dict:
         (f"sum(rate(streamdet_alert_publish_failures_total[{R}]))", "alert publications"),
         (f"sum(rate(streamdet_commit_failures_total[{R}])) or vector(0)", "commits"),
         (f"sum(rate(streamdet_dead_letter_failures_total[{R}]))", "dead letters"),
-    ], unit="ops", width=8, description="Each failure is retried with backoff; nothing is dropped.")
+        (f"sum(rate(streamdet_transaction_rewinds_total[{R}])) or vector(0)", "alert transactions re-read"),
+    ], unit="ops", width=8, description="Each failure is retried with backoff; nothing is dropped. "
+            "Under exactly-once, an aborted alert transaction re-reads its partitions from their last commit.")
     lay.add("Series evicted /s", [(f"sum by (topic) (rate(streamdet_series_evicted_total{{{T}}}[{R}]))", "{{topic}}")],
             unit="ops", width=8, description="Series forgotten because a topic tracks max_series already.")
     lay.add("Per-series state", [

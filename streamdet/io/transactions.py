@@ -8,7 +8,11 @@ been replaced by a rebalance is fenced by the broker, KIP-447). A subscriber rea
 alert topic with ``isolation.level=read_committed`` sees an alert only once its offsets are
 committed: after a kill -9 the open transaction is aborted (at once by the restarted member,
 which has the same transactional id, or after ``transaction_timeout_ms``), the restarted
-member re-reads from the committed offsets and raises those alerts again, once.
+member re-reads from the committed offsets and raises those alerts again, once. A live
+member does the same after any aborted transaction that held alerts: it reads its partitions
+again from their last commit (:meth:`KafkaTransaction.rewind`) instead of sending the aborted
+alerts again, so an alert is only ever committed with the offsets of the input that raised it,
+whoever owns the partition by then.
 """
 
 from __future__ import annotations
@@ -63,6 +67,11 @@ class Transaction(Protocol):
 
     def abort(self) -> None: ...
 
+    def rewind(self, partitions: set[TopicPartition]) -> None:
+        """Read ``partitions`` again from their last commit (what an aborted transaction
+        held is raised again from there)."""
+        ...
+
     @property
     def in_doubt(self) -> bool:
         """A commit was sent and its answer never came: it may have gone through."""
@@ -86,6 +95,10 @@ class OffsetSource(Protocol):
         gives them (raises while the broker cannot say)."""
         ...
 
+    def rewind(self, partitions: set[TopicPartition]) -> None:
+        """Read ``partitions`` again from their last commit."""
+        ...
+
 
 class TransactionStalled(KafkaError):
     """A transactional call did not finish within its deadline (kafka-python waits for ever:
@@ -100,8 +113,8 @@ class KafkaTransaction:
     Every transactional call has a deadline (``timeout_s``). A call that misses it leaves the
     producer unusable, so it is closed and replaced by a new one with the same
     transactional id, whose initialisation fences the old one and aborts its transaction;
-    ``sinks`` (the alert sink) are handed the new producer. The checkpoint sends the aborted
-    transaction's alerts again in the next one.
+    ``sinks`` (the alert sink) are handed the new producer. The checkpoint then has the
+    aborted transaction's partitions read again from their last commit (:meth:`rewind`).
 
     A commit whose answer never came is *in doubt*: the broker may have written it (a
     broker restart between the two, seen in the chaos soak, where sending its alerts again
@@ -188,6 +201,9 @@ class KafkaTransaction:
             "went through" if went_through else "did not go through: its alerts go out again",
         )
         return doubted if went_through else None
+
+    def rewind(self, partitions: set[TopicPartition]) -> None:
+        self.source.rewind(partitions)
 
     def abort(self) -> None:
         if not self._open or self._stalled:

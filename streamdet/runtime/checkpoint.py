@@ -78,6 +78,7 @@ class Checkpoint:
         backoff: Backoff | None = None,
         on_failure: Callable[[Exception], None] = lambda exc: None,
         transaction: Transaction | None = None,
+        on_rewind: Callable[[set[TopicPartition]], None] = lambda partitions: None,
     ) -> None:
         self.source = source
         # alerts.delivery: exactly_once: alerts and offsets are committed in one transaction.
@@ -88,6 +89,9 @@ class Checkpoint:
         self.max_replay_lag = max_replay_lag
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.on_failure = on_failure
+        # Told which partitions are read again from their last commit (drop their windows).
+        self.on_rewind = on_rewind
+        self.rewinds = 0
         self.failures: dict[str, int] = {}
         self._next: dict[TopicPartition, int] = {}
         self._marks: dict[TopicPartition, int] = {}
@@ -115,7 +119,22 @@ class Checkpoint:
 
     # ---- rebalances ----------------------------------------------------------------------
     def revoke(self, partitions: set[TopicPartition]) -> None:
-        """Forget partitions another member now owns: never commit them again."""
+        """Forget partitions another member now owns (or the group took back): never commit
+        them again.
+
+        With a transaction, what they still have to deliver is left to whoever reads them
+        next (their commit kept it back, so it is raised again there). An open transaction
+        that already holds alerts can no longer be committed with their offsets: it is
+        aborted and every partition read again from its last commit."""
+        if self.transaction is not None:
+            held = self.outbox.staged
+            self.outbox.discard(partitions)
+            if held and not self.transaction.in_doubt:
+                self.transaction.abort()
+                self._rewind(f"{sorted(partitions)} left this member inside a transaction")
+        self._forget(partitions)
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
         for key in partitions:
             self._next.pop(key, None)
             self._marks.pop(key, None)
@@ -123,7 +142,7 @@ class Checkpoint:
 
     def assign(self, partitions: set[TopicPartition]) -> None:
         """New partitions: their restart marks are read fresh on their first message."""
-        self.revoke(partitions)
+        self._forget(partitions)
 
     def settle(self, partitions: set[TopicPartition]) -> dict[TopicPartition, Position]:
         """Exact positions of ``partitions``, which a rebalance is about to hand to another
@@ -212,25 +231,48 @@ class Checkpoint:
 
     def _resolve(self) -> None:
         """A commit in doubt (its answer never came), settled before anything else: its
-        alerts are delivered if it went through, and go out again if it did not."""
+        alerts are delivered if it went through, and raised again if it did not."""
         assert self.transaction is not None
         if not self.transaction.in_doubt:
             return
         committed = self.transaction.resolve()
         if committed is None:
-            self.outbox.reopen()
+            if self.outbox.staged:
+                self._rewind("the alert transaction whose commit went unanswered was not committed")
             return
         self.outbox.confirm()
         self._committed.update(committed)
 
+    def _rewind(self, reason: str) -> None:
+        """The alerts of an aborted transaction: every partition is read again from its last
+        commit (by this member, or by its next owner if it moves meanwhile), which raises
+        them again, with their ids, in a transaction that commits them with their offsets.
+        (Sent again from the outbox instead, they reached subscribers twice whenever a
+        partition moved in between: the chaos soak's duplicates after broker restarts.)"""
+        assert self.transaction is not None
+        partitions = (self.source.assignment() or set()) | set(self._next)
+        dropped = self.outbox.discard()
+        self._forget(partitions)
+        self.rewinds += 1
+        self.transaction.rewind(partitions)
+        self.on_rewind(partitions)
+        log.warning(
+            "%s: %d undelivered alert(s) or dead letter(s) dropped, %d partition(s) read "
+            "again from their last commit",
+            reason,
+            dropped,
+            len(partitions),
+        )
+
     def _abort(self, exc: Exception, now: float) -> None:
-        """A failed commit: the transaction's alerts go out again in the next one (once
-        known not to have been committed, for a commit in doubt)."""
-        if self.transaction is not None:
-            self.transaction.abort()
-            if not self.transaction.in_doubt:
-                self.outbox.reopen()
+        """A failed commit: what the transaction held is raised again from the last commit
+        (once known not to have been committed, for a commit in doubt)."""
         name = type(exc).__name__
+        if self.transaction is not None:
+            held = self.outbox.staged
+            self.transaction.abort()
+            if held and not self.transaction.in_doubt:
+                self._rewind(f"the alert transaction was aborted ({name})")
         self.failures[name] = self.failures.get(name, 0) + 1
         delay = self.backoff.failed(now)
         log.warning("commit failed (%s: %s); retrying in %.1fs", name, exc, delay)

@@ -337,6 +337,13 @@ class DaemonCollector(Collector):
         )
         for error, count in _stable(lambda: dict(app.checkpoint.failures).items()):
             commits.add_metric([error], count)
+        rewinds = _counter(
+            "streamdet_transaction_rewinds",
+            "Alert transactions aborted with alerts in them (alerts.delivery: exactly_once): "
+            "each time the partitions were read again from their last commit.",
+            [],
+        )
+        rewinds.add_metric([], app.checkpoint.rewinds)
         publish = _counter(
             "streamdet_alert_publish_failures",
             "Alert deliveries that failed and were retried (alerts are kept until sent).",
@@ -372,7 +379,7 @@ class DaemonCollector(Collector):
         )
         if app.checkpoint.last_success is not None:
             last_commit.add_metric([], app.checkpoint.last_success)
-        yield from (lag, broker, commits, publish, dead, last_commit, undelivered, held)
+        yield from (lag, broker, commits, rewinds, publish, dead, last_commit, undelivered, held)
         yield self._recent_alerts(app)
         checks = _gauge(
             "streamdet_scoring_shape_checks_running",

@@ -114,13 +114,22 @@ class Outbox:
             item.staged = set()
             self._finish(item)
 
-    def reopen(self) -> None:
-        """The open transaction was aborted: what it held goes out again to the
-        transactional sinks (the others have it already), ahead of what came later."""
-        for item in self._staged:
-            item.waiting, item.staged = item.staged, set()
-        self._items = self._staged + self._items
-        self._staged = []
+    @property
+    def staged(self) -> bool:
+        """Something went out inside the open transaction."""
+        return bool(self._staged)
+
+    def discard(self, partitions: set[TopicPartition] | None = None) -> int:
+        """Forget what ``partitions`` (every partition: None) still has to deliver, staged in
+        the open transaction included: their input is read again from their last commit
+        (by this member or the partition's next owner), which raises it again. Sent from
+        here too, a read_committed subscriber would read it twice. How many were dropped."""
+        gone = [i for i in self._items + self._staged if partitions is None or i.key in partitions]
+        if gone:
+            kept = set(map(id, gone))
+            self._items = [i for i in self._items if id(i) not in kept]
+            self._staged = [i for i in self._staged if id(i) not in kept]
+        return len(gone)
 
     def pending(self) -> Pending:
         """Per partition, the lowest offsets of what is not delivered to every sink."""

@@ -45,11 +45,13 @@ class Calibration:
 class Cooldown:
     """Holds an alert back if its series alerted less than ``cooldown_ms`` of event time
     before *or after* this window: one event stamped far in the future cannot silence a
-    series for hours.
+    series for hours. The window that raised the last alert is admitted again: it is being
+    scored again after the partition was re-read from its last commit (an aborted alert
+    transaction), and its alert must go out again, with the same id.
 
     >>> cooldown = Cooldown(1000, max_series=10)
-    >>> [cooldown.admit("a", ts) for ts in (0, 999, 1000, 5)]
-    [True, False, True, False]
+    >>> [cooldown.admit("a", ts) for ts in (0, 999, 1000, 5, 1000)]
+    [True, False, True, False, True]
     """
 
     def __init__(self, cooldown_ms: int, max_series: int) -> None:
@@ -58,7 +60,7 @@ class Cooldown:
 
     def admit(self, series: str, end_ts_ms: int) -> bool:
         last = self._last_alert.get(series)
-        if last is not None and abs(end_ts_ms - last) < self.cooldown_ms:
+        if last is not None and end_ts_ms != last and abs(end_ts_ms - last) < self.cooldown_ms:
             return False
         self._last_alert.touch(series, end_ts_ms)
         return True

@@ -46,6 +46,7 @@ PROCESS_WIDE = (
     "streamdet_broker_up",
     "streamdet_alert_publish_failures",
     "streamdet_commit_failures",
+    "streamdet_transaction_rewinds",
     "streamdet_dead_letter_failures",
     "streamdet_schema_registry_up",
 )

@@ -176,23 +176,29 @@ class AnswerLost:
         threading.Event().wait()
 
 
+def poll_until(source: KafkaSource, wanted: int) -> list[Message]:
+    messages: list[Message] = []
+    deadline = time.time() + 60
+    while len(messages) < wanted and time.time() < deadline:
+        messages.extend(source.poll(500))
+    return messages
+
+
 @pytest.mark.parametrize("went_through", [True, False], ids=["went_through", "did_not"])
 def test_a_commit_whose_answer_never_came_is_resolved_before_its_alerts_go_out_again(
     kafka_bootstrap, new_topic, went_through
 ):
     """Once the broker answers, the member learns from the group's committed offsets whether
     the unanswered commit went through: its alert is then read exactly once either way
-    (sent again only if it did not; before, it was always sent again)."""
+    (if it did not, the partition is read again from its last commit and the alert raised
+    again from there; before, the outbox always sent it again)."""
     data, alerts = new_topic("doubt-data"), new_topic("doubt-alerts")
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     producer.send(data, b"0").get(10)
     producer.close()
     config = KafkaConfig(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
     source = KafkaSource(config, [data])
-    messages: list[Message] = []
-    deadline = time.time() + 60
-    while not messages and time.time() < deadline:
-        messages.extend(source.poll(500))
+    messages = poll_until(source, 1)
     tx_id = f"tx-{data}"
     first = make_producer(config, transactional_id=tx_id)
     sink = KafkaAlertSink(AnswerLost(first, commits=went_through), alerts)
@@ -212,7 +218,16 @@ def test_a_commit_whose_answer_never_came_is_resolved_before_its_alerts_go_out_a
         assert not checkpoint.commit(now=1.0)  # no answer within 3 s
         assert transaction.in_doubt and outbox.delivered["alert"] == 0
         assert checkpoint.commit(now=10.0)  # resolved, then a commit of its own
-        assert not transaction.in_doubt and outbox.delivered["alert"] == 1
+        assert not transaction.in_doubt
+        if went_through:
+            assert outbox.delivered["alert"] == 1 and checkpoint.rewinds == 0
+        else:
+            assert outbox.delivered["alert"] == 0 and checkpoint.rewinds == 1
+            again = poll_until(source, 1)  # offset 0 read again: nothing was committed
+            assert [m.offset for m in again] == [0]
+            checkpoint.consumed(again[0])
+            outbox.add_alert(alert("in-doubt"), window)
+            assert checkpoint.commit(now=20.0) and outbox.delivered["alert"] == 1
     finally:
         for made in replacements:
             made.close(timeout=5)
@@ -222,3 +237,51 @@ def test_a_commit_whose_answer_never_came_is_resolved_before_its_alerts_go_out_a
     reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
     assert reader.committed(TopicPartition(data, 0)) == 1
     reader.close()
+
+
+def test_a_partition_lost_inside_a_transaction_is_read_again_and_its_alert_committed_once(
+    kafka_bootstrap, new_topic
+):
+    """The group took a partition back (a session that expired in a broker outage) while
+    the open transaction held its alert: the transaction is aborted and the partition read
+    again from its last commit, here by the same member once it is handed back (the case
+    where dropping the alert alone lost it, chaos soak of session 14). The subscriber reads
+    the alert raised again once, and the offsets of the first commit stay the replay point."""
+    data, alerts = new_topic("lost-data"), new_topic("lost-alerts")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for n in range(4):
+        producer.send(data, b"%d" % n).get(10)
+    producer.close()
+    config = KafkaConfig(bootstrap_servers=kafka_bootstrap, group_id=f"g-{data}")
+    source = KafkaSource(config, [data])
+    tx_producer = make_producer(config, transactional_id=f"tx-{data}")
+    outbox = Outbox([KafkaAlertSink(tx_producer, alerts)], [])
+    checkpoint = Checkpoint(
+        source, outbox, [], interval_s=0, transaction=KafkaTransaction(tx_producer, source)
+    )
+    key = (data, 0)
+    try:
+        messages = poll_until(source, 4)
+        for message in messages[:2]:
+            checkpoint.consumed(message)
+        assert checkpoint.commit(now=1.0)  # offsets 0-1 committed, no alert
+        for message in messages[2:]:
+            checkpoint.consumed(message)
+        window = type("W", (), {"key": key, "start_offset": 2, "end_offset": 3})()
+        outbox.add_alert(alert("lost"), window)
+        checkpoint.transaction.begin()
+        outbox.flush(now=2.0)  # inside the open transaction, not committed yet
+        assert outbox.staged
+        checkpoint.revoke({key})  # what the daemon does when kafka-python reports it lost
+        assert checkpoint.rewinds == 1 and len(outbox) == 0 and not outbox.staged
+        again = poll_until(source, 2)
+        assert [m.offset for m in again] == [2, 3]
+        for message in again:
+            checkpoint.consumed(message)
+        outbox.add_alert(alert("lost"), window)
+        assert checkpoint.commit(now=3.0) and outbox.delivered["alert"] == 1
+    finally:
+        tx_producer.close(timeout=5)
+        source.close()
+    values = committed_values(kafka_bootstrap, alerts, 1)
+    assert [json.loads(v)["alert_id"] for v in values] == ["lost"]

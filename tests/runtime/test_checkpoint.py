@@ -156,6 +156,7 @@ class Transaction:
         self.committed: list[dict] = []
         self.aborted = 0
         self.fail = 0
+        self.rewound: list[set] = []
 
     def begin(self) -> None:
         self.open = True
@@ -171,6 +172,9 @@ class Transaction:
         self.aborted += 1
         self.open = False
 
+    def rewind(self, partitions) -> None:
+        self.rewound.append(set(partitions))
+
     in_doubt = False  # the real one's commits in doubt: tests/io/test_transactions.py
 
     def resolve(self) -> None:
@@ -181,19 +185,78 @@ def test_exactly_once_alerts_count_as_delivered_only_when_their_transaction_comm
     topic_sink, file_sink = RecordingSink("alerts-kafka", transactional=True), RecordingSink()
     delivered = []
     outbox = Outbox([topic_sink, file_sink], [], on_delivered=delivered.append)
-    transaction = Transaction()
+    transaction, rewound = Transaction(), []
     source = MemorySource()
-    checkpoint = checkpoint_of(source, outbox=outbox, transaction=transaction)
+    checkpoint = checkpoint_of(
+        source, outbox=outbox, transaction=transaction, on_rewind=rewound.append
+    )
     consume(checkpoint, range(10))
     window = SimpleNamespace(key=("t", 0), start_offset=4, end_offset=9)
     outbox.add_alert({"alert_id": "a"}, window)
     transaction.fail = 1
     assert not checkpoint.commit(now=1.0)
-    # Aborted: sent again to the alert topic alone (the file has it), inside a new one.
-    assert transaction.aborted == 1 and delivered == []
-    assert outbox.pending() == {("t", 0): (4, 9)}
+    # Aborted with the alert in it: not sent again from here; the partition is read again
+    # from its last commit, which raises the alert again.
+    assert transaction.aborted == 1 and delivered == [] and len(outbox) == 0
+    assert transaction.rewound == rewound == [{("t", 0)}] and checkpoint.rewinds == 1
+    assert checkpoint.positions() == {}
+    consume(checkpoint, range(10))
+    outbox.add_alert({"alert_id": "a"}, window)
     assert checkpoint.commit(now=10.0)
-    assert [len(topic_sink.items), len(file_sink.items)] == [2, 1]
+    assert [len(topic_sink.items), len(file_sink.items)] == [2, 2]  # the file: at least once
     assert transaction.committed == [{("t", 0): Position(10, 9, 10)}]
     assert [item.record["alert_id"] for item in delivered] == ["a"]
     assert source.committed == {}  # offsets go through the transaction only
+
+
+def test_a_failed_commit_with_nothing_in_its_transaction_reads_nothing_again():
+    sink = RecordingSink("alerts-kafka", transactional=True)
+    outbox, transaction = Outbox([sink], []), Transaction()
+    checkpoint = checkpoint_of(MemorySource(), outbox=outbox, transaction=transaction)
+    consume(checkpoint, range(10))
+    transaction.fail = 1
+    assert not checkpoint.commit(now=1.0)
+    assert transaction.aborted == 1 and transaction.rewound == []
+    assert checkpoint.commit(now=10.0)
+    assert transaction.committed == [{("t", 0): Position(10, 9, 10)}]
+
+
+def exactly_once_with_two_partitions():
+    sink = RecordingSink("alerts-kafka", transactional=True)
+    outbox, transaction = Outbox([sink], []), Transaction()
+    source = MemorySource(owned={("t", 0), ("t", 1)})
+    checkpoint = checkpoint_of(source, outbox=outbox, transaction=transaction)
+    for partition in (0, 1):
+        consume(checkpoint, range(10), partition=partition)
+        window = SimpleNamespace(key=("t", partition), start_offset=4, end_offset=9)
+        outbox.add_alert({"alert_id": f"a{partition}"}, window)
+    return sink, outbox, transaction, source, checkpoint
+
+
+def test_a_partition_handed_over_leaves_its_undelivered_alerts_to_its_next_owner():
+    """Under exactly-once, an alert the sink has not taken kept its partition's commit
+    before it, so the next owner raises it again: sent from here too, a read_committed
+    subscriber would read it twice. The other partition's alert stays."""
+    sink, outbox, transaction, source, checkpoint = exactly_once_with_two_partitions()
+    sink.fail = 1
+    outbox.flush(now=0.0)
+    source.owned = {("t", 0)}
+    checkpoint.revoke({("t", 1)})
+    assert outbox.pending() == {("t", 0): (4, 9)} and transaction.rewound == []
+    assert checkpoint.commit(now=60.0)
+    assert [item["alert_id"] for item in sink.items] == ["a0"]
+
+
+def test_a_partition_lost_inside_a_transaction_aborts_it_and_reads_every_partition_again():
+    """Membership lost (the group moved on during a broker outage): the open transaction
+    holds alerts of a partition that is no longer ours. Committed with the other
+    partitions' offsets they would be read twice (its next owner raises them too), so it
+    is aborted and everything read again from the last commit."""
+    _sink, outbox, transaction, source, checkpoint = exactly_once_with_two_partitions()
+    outbox.flush(now=0.0)  # both alerts inside the open transaction
+    assert outbox.staged
+    source.owned = {("t", 0)}
+    checkpoint.revoke({("t", 1)})
+    assert transaction.aborted == 1 and len(outbox) == 0 and not outbox.staged
+    assert transaction.rewound == [{("t", 0), ("t", 1)}]
+    assert checkpoint.partitions() == set()

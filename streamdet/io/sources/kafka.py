@@ -138,6 +138,12 @@ class KafkaSource:
         self._awaiting |= set(partitions)
         self.consumer.pause(*partitions)
 
+    def rewind(self, partitions: set[TopicPartition]) -> None:
+        """Read ``partitions`` again from their last commit, as if newly assigned: held until
+        the commit is read and the consumer sought back to its replay point (an aborted
+        alert transaction). Safe from the rebalance listener's thread, as ``_hold`` is."""
+        self._hold({KafkaPartition(*tp) for tp in partitions} & self.consumer.assignment())
+
     def _seek_to_replay_points(self) -> None:
         """For each partition awaiting it: read its commit, seek back to ``replay_from``,
         then let it flow (unless its topic is paused). A partition whose commit cannot be
@@ -156,8 +162,14 @@ class KafkaSource:
             meta = _metadata(committed)
             self._marks[(tp.topic, tp.partition)] = int(meta.get("scored_through", -1))
             replay_from = meta.get("replay_from")
+            # Where a new owner starts; said explicitly, because a rewound partition's
+            # consumer is elsewhere already.
             if isinstance(replay_from, int) and replay_from >= 0:
                 self.consumer.seek(tp, replay_from)
+            elif committed is not None:
+                self.consumer.seek(tp, committed.offset)
+            else:
+                self.consumer.seek_to_beginning(tp)  # auto_offset_reset="earliest"
             self._awaiting.discard(tp)
             if tp.topic not in self._paused_topics:
                 self.consumer.resume(tp)
@@ -176,7 +188,8 @@ class KafkaSource:
             self._loop_waiting = False
         messages = [
             Message(r.topic, r.partition, r.offset, r.key, r.value or b"", r.timestamp)
-            for batch in records.values()
+            for tp, batch in records.items()
+            if tp not in self._awaiting  # fetched before a rewind: read again after the seek
             for r in batch
         ]
         if messages:
