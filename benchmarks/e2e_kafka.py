@@ -150,6 +150,7 @@ class Daemon:
         cooldown_s: float = 0,
         cpus: str | None = None,
         wait: bool = True,
+        max_delay_ms: int = 20,
     ) -> None:
         self.port = free_port()
         self.alerts_topic = f"{topic['name']}-alerts"
@@ -165,7 +166,7 @@ class Daemon:
             "dead_letter": {"topic": f"{topic['name']}-dlq"},
             "metrics": {"port": self.port},
             "models": {"store": str(folder / "store")},
-            "batching": {"max_batch": batch, "max_delay_ms": 20},
+            "batching": {"max_batch": batch, "max_delay_ms": max_delay_ms},
         }
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -293,7 +294,7 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
     total = backlog + n_series * (args.seq_len - 1)
     produce(bootstrap, name, n_series, total)
     topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
-    daemon = Daemon(tmp / name, bootstrap, topic, args.batch)
+    daemon = Daemon(tmp / name, bootstrap, topic, args.batch, max_delay_ms=args.max_delay_ms)
     try:
         idle_rss = daemon.rss_mb()
         # A few batches in, the daemon has wanted its batch shape enough to check it.
@@ -338,7 +339,9 @@ def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
     admin.create_topics([NewTopic(name, 1, 1), NewTopic(f"{name}-alerts", 1, 1)])
     produce(bootstrap, name, series, series * (args.seq_len - 1))
     topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
-    daemon = Daemon(tmp / name, bootstrap, topic, args.batch, cooldown_s=60)
+    daemon = Daemon(
+        tmp / name, bootstrap, topic, args.batch, cooldown_s=60, max_delay_ms=args.max_delay_ms
+    )
     try:
         idle_rss = daemon.rss_mb()
         produce(bootstrap, name, series, series, start_step=args.seq_len - 1)
@@ -377,6 +380,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latent-dim", type=int, default=64)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument(
+        "--max-delay-ms", type=int, default=20, help="the daemon's batching.max_delay_ms"
+    )
+    parser.add_argument(
         "--series", default="1,1000", help="series counts of the throughput runs (comma-separated)"
     )
     parser.add_argument("--no-latency", action="store_true", help="throughput runs only")
@@ -392,6 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seq_len": args.seq_len,
         "latent_dim": args.latent_dim,
         "max_batch": args.batch,
+        "max_delay_ms": args.max_delay_ms,
         "measured_from": "a streamdet run process: /metrics and the alert topic only",
     }
     try:
