@@ -81,22 +81,20 @@ def worker(detector: str, side: str, min_seconds: float, repeats: int) -> dict[s
         od.infer_threshold(train[:256], threshold_perc=95)
         batches = SEQ2SEQ_BATCHES
         data = sine_windows(max(batches))
-    else:
+    else:  # the networks of alibi-detect's VAEGMM page (streamdet's defaults too)
         layers = keras.layers
         encoder = keras.Sequential(
             [
                 keras.Input((FEATURES,)),
-                layers.Dense(20, activation="tanh"),
-                layers.Dense(15, activation="tanh"),
-                layers.Dense(7, activation="tanh"),
+                layers.Dense(60, activation="tanh"),
+                layers.Dense(30, activation="tanh"),
             ]
         )
         decoder = keras.Sequential(
             [
                 keras.Input((2,)),
-                layers.Dense(7, activation="tanh"),
-                layers.Dense(15, activation="tanh"),
-                layers.Dense(20, activation="tanh"),
+                layers.Dense(30, activation="tanh"),
+                layers.Dense(60, activation="tanh"),
                 layers.Dense(FEATURES),
             ]
         )
