@@ -332,7 +332,9 @@ class TopicPipeline:
         thresholds = []
         alerted: list[ScoredWindow] = []
         for window, score, feature in predicted:
-            decision = self.policy.decide(window.series, score, window.end_ts_ms)
+            decision = self.policy.decide(
+                window.series, score, window.end_ts_ms, (window.partition, window.end_offset)
+            )
             result = ScoredWindow(window, score, decision, feature, bundle.version)
             scored.append(result)
             self.drift.observe(score)

@@ -45,24 +45,30 @@ class Calibration:
 class Cooldown:
     """Holds an alert back if its series alerted less than ``cooldown_ms`` of event time
     before *or after* this window: one event stamped far in the future cannot silence a
-    series for hours. The window that raised the last alert is admitted again: it is being
-    scored again after the partition was re-read from its last commit (an aborted alert
-    transaction), and its alert must go out again, with the same id.
+    series for hours. The window that raised the last alert (``window``: its partition and
+    end offset) is admitted again: it is being scored again after its partition was re-read
+    from its last commit (an aborted alert transaction), and its alert must go out again,
+    with the same id. Another window with the same end time is held back as usual.
 
     >>> cooldown = Cooldown(1000, max_series=10)
-    >>> [cooldown.admit("a", ts) for ts in (0, 999, 1000, 5, 1000)]
-    [True, False, True, False, True]
+    >>> [cooldown.admit("a", ts) for ts in (0, 999, 1000, 5)]
+    [True, False, True, False]
+    >>> [cooldown.admit("b", 0, window) for window in ((0, 7), (0, 8), (0, 7))]
+    [True, False, True]
     """
 
     def __init__(self, cooldown_ms: int, max_series: int) -> None:
         self.cooldown_ms = cooldown_ms
-        self._last_alert: BoundedMap[int] = BoundedMap(max_series)
+        self._last_alert: BoundedMap[tuple[int, tuple[int, int] | None]] = BoundedMap(max_series)
 
-    def admit(self, series: str, end_ts_ms: int) -> bool:
+    def admit(self, series: str, end_ts_ms: int, window: tuple[int, int] | None = None) -> bool:
         last = self._last_alert.get(series)
-        if last is not None and end_ts_ms != last and abs(end_ts_ms - last) < self.cooldown_ms:
-            return False
-        self._last_alert.touch(series, end_ts_ms)
+        if last is not None:
+            last_ts, last_window = last
+            same_window = window is not None and window == last_window
+            if not same_window and abs(end_ts_ms - last_ts) < self.cooldown_ms:
+                return False
+        self._last_alert.touch(series, (end_ts_ms, window))
         return True
 
     def forget(self, series: str) -> None:
@@ -151,15 +157,22 @@ class DecisionPolicy:
             self._rules.touch(series, self._new_rule().fit(np.asarray(seen)))
         return Decision(False, 0.0, math.nan, self.name)
 
-    def decide(self, series: str, score: float, end_ts_ms: int) -> Decision:
+    def decide(
+        self,
+        series: str,
+        score: float,
+        end_ts_ms: int,
+        window: tuple[int, int] | None = None,
+    ) -> Decision:
         """The window's decision: flagged by the rule, and alerting unless the series'
-        severity bar (operators' false-alarm verdicts) or the cooldown holds it back."""
+        severity bar (operators' false-alarm verdicts) or the cooldown holds it back
+        (``window``, its partition and end offset, as :meth:`Cooldown.admit` takes it)."""
         decision = self.judge(series, score)
         if not decision.flagged:
             return decision
         if decision.severity < self.severity_bars.get(series, 1.0):
             return replace(decision, held_by_feedback=True)
-        return decision.alerted(self.cooldown.admit(series, end_ts_ms))
+        return decision.alerted(self.cooldown.admit(series, end_ts_ms, window))
 
     def forget(self, series: str) -> None:
         self._rules.pop(series, None)
