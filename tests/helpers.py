@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
+import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +98,32 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["streamdet", *args], code, out.getvalue(), err.getvalue())
 
 
+def _port_band() -> Iterator[int]:
+    """Ports below the kernel's ephemeral range, a band of its own per xdist worker.
+
+    A port the kernel hands out for ``bind(0)`` is free only until the daemon that is given
+    it binds it: meanwhile the kernel may hand it to another test's daemon or broker, or to a
+    client's outgoing connection (CI once lost a run to that). Below the ephemeral range the
+    kernel hands out nothing by itself, and each worker counts through its own band.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    width, bands = 400, 30
+    start = max(1024, min(20000, low - width * bands)) + (worker % bands) * width
+    return itertools.cycle(range(start, min(start + width, low)))
+
+
+_PORTS = _port_band()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for a daemon's metrics endpoint)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on 127.0.0.1 now that no other test of this run is given."""
+    for _ in range(400):
+        port = next(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port in this worker's band")
