@@ -62,6 +62,50 @@ def test_the_daemons_source_reads_topics_compressed_with_every_codec(
     assert json.loads(messages[-1].value)["value"] == 49
 
 
+def test_a_partition_paused_with_records_in_hand_reads_on_after_resume(kafka_bootstrap, new_topic):
+    """kafka-python keeps a paused partition's fetched records and, past its first drained
+    batch, never hands them back nor fetches the partition again: a partition held for its
+    replay point or paused by back-pressure stopped for good (the hour-long chaos soak)."""
+    topic = new_topic("pause-resume", partitions=2)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    def produce(partition: int, count: int) -> None:
+        for i in range(count):
+            producer.send(topic, value=b"%d" % i, partition=partition)
+        producer.flush()
+
+    produce(0, 200)
+    produce(1, 200)
+    source = KafkaSource(
+        KafkaConfig(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}"),
+        [topic],
+        max_poll_records=10,
+    )
+    offsets: dict[int, list[int]] = {0: [], 1: []}
+
+    def read_until(done, seconds: float = 60) -> None:
+        deadline = time.time() + seconds
+        while not done() and time.time() < deadline:
+            for message in source.poll(200):
+                offsets[message.partition].append(message.offset)
+
+    try:
+        read_until(lambda: 0 < len(offsets[0]) < 200)  # partition 0's fetch is in hand
+        source.pause({(topic, 0)})
+        read_until(lambda: len(offsets[1]) == 200)
+        produce(1, 50)  # another partition's records pass through while 0 is paused
+        read_until(lambda: len(offsets[1]) == 250)
+        held = len(offsets[0])
+        source.resume({(topic, 0)})
+        read_until(lambda: len(offsets[0]) == 200)
+    finally:
+        source.close()
+        producer.close()
+    assert held < 200
+    assert offsets[0] == list(range(200)), f"stuck at {len(offsets[0])} after resume"
+    assert offsets[1] == list(range(250))
+
+
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_an_alert_reads_back_as_a_cloudevent_with_the_sdk(kafka_bootstrap, new_topic, mode):
     """The daemon's alert sink on a real topic; a subscriber reads each record back with the

@@ -55,6 +55,24 @@ ASSIGNORS = {"cooperative-sticky": CooperativeStickyAssignor, "range": RangePart
 log = logging.getLogger("streamdet.kafka")
 
 
+def release_parked_records(consumer: KafkaConsumer) -> None:
+    """Let kafka-python hand back the records it kept for a partition while it was paused.
+
+    kafka-python 3 keeps what it had fetched for a partition that is paused (KAFKA-7548,
+    dpkp/kafka-python#2981) and gives it back after ``resume`` only when its in-line slot is
+    empty, ``None``; but that slot keeps the last partition's drained records, which are
+    falsy and never ``None`` again. The paused-then-resumed partition is then never fetched
+    again: a partition held for its replay point (each assignment, each rewind) or paused
+    by back-pressure read nothing for good (found in the hour-long chaos soak, one member,
+    10 minutes, until the run ended). Emptying a drained slot is what the fetcher itself
+    does before taking the next records; a kafka-python without these fields is left as is.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    in_line = getattr(fetcher, "_next_partition_records", None)
+    if in_line is not None and not in_line and getattr(fetcher, "_paused_partition_records", None):
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
 class _Listener(AsyncConsumerRebalanceListener):
     """Forwards rebalances to the daemon. kafka-python runs it on its IO thread while the
     daemon's loop waits in ``poll`` (or ``close``), so it may read the loop's state; it
@@ -182,6 +200,7 @@ class KafkaSource:
     def poll(self, timeout_ms: int) -> list[Message]:
         if self._awaiting:
             self._seek_to_replay_points()
+        release_parked_records(self.consumer)
         try:
             self._loop_waiting = True
             records = self.consumer.poll(timeout_ms=timeout_ms)
