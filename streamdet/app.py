@@ -47,6 +47,11 @@ from streamdet.stream.record_readers import record_reader
 
 log = logging.getLogger("streamdet.app")
 RECENT_ALERTS = 20  # the latest alerts shown on the Detector dashboard
+# A partition with records waiting that the consumer has not fetched for this long is
+# logged; past the second limit ``/healthz`` fails, so the process is restarted with a new
+# consumer (a kafka-python defect once left one partition unread for good).
+STALLED_WARN_S = 120.0
+STALLED_UNHEALTHY_S = 600.0
 
 
 def n_features(topic: Any) -> int:
@@ -166,6 +171,7 @@ class Application:
             settle=self.checkpoint.settle,
         )
         self.lag: dict[TopicPartition, int] = {}
+        self.stalled: dict[TopicPartition, float] = {}
         self.broker_up = True
         self.metrics.watch(self)
         self._stop = False
@@ -398,6 +404,7 @@ class Application:
             self._last_lag = now
             self.lag = self.source.lag()
             self.broker_up = self.source.connected()
+            self._watch_stalls(self.source.stalled())
         if now - self._last_report < 10:
             return
         self._last_report = now
@@ -409,13 +416,37 @@ class Application:
                 f"{self.alerts_published} alert(s) so far"
             )
 
+    def _watch_stalls(self, stalled: dict[TopicPartition, float]) -> None:
+        """Say when a partition starts or stops waiting unread past ``STALLED_WARN_S``."""
+        for (topic, partition), seconds in stalled.items():
+            was = self.stalled.get((topic, partition), 0.0) >= STALLED_WARN_S
+            if seconds >= STALLED_WARN_S and not was:
+                log.warning(
+                    "kafka: %s/%d has had %d message(s) waiting for %.0fs and the consumer "
+                    "does not fetch them (not paused); /healthz fails after %.0fs",
+                    topic,
+                    partition,
+                    self.lag.get((topic, partition), 0),
+                    seconds,
+                    STALLED_UNHEALTHY_S,
+                )
+            elif was and seconds < STALLED_WARN_S:
+                log.warning("kafka: %s/%d is read again", topic, partition)
+        self.stalled = stalled
+
     # ---- health -------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
-        """The loop turned recently (it polls at least every ``poll_timeout_ms``)."""
+        """The loop turned recently (it polls at least every ``poll_timeout_ms``) and no
+        partition's records have waited unfetched past ``STALLED_UNHEALTHY_S``."""
         idle = time.monotonic() - self._last_loop
         limit = max(30.0, 10 * self.config.batching.poll_timeout_ms / 1000)
         if idle > limit:
             return False, f"the consume loop has not turned for {idle:.0f}s"
+        wedged = sorted(
+            key for key, seconds in self.stalled.items() if seconds >= STALLED_UNHEALTHY_S
+        )
+        if wedged:
+            return False, f"partitions with records the consumer does not fetch: {wedged}"
         return True, "consume loop running"
 
     def ready(self) -> tuple[bool, str]:

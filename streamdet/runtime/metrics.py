@@ -324,6 +324,14 @@ class DaemonCollector(Collector):
         )
         for (topic, partition), behind in _stable(lambda: dict(app.lag).items()):
             lag.add_metric([topic, str(partition)], behind)
+        stalled = _gauge(
+            "streamdet_partition_stalled_seconds",
+            "Seconds a partition has had messages waiting that the consumer does not fetch "
+            "(0 while it is read, caught up or paused).",
+            ["topic", "partition"],
+        )
+        for (topic, partition), seconds in _stable(lambda: dict(app.stalled).items()):
+            stalled.add_metric([topic, str(partition)], seconds)
         broker = _gauge(
             "streamdet_broker_up",
             "1 while the Kafka broker answers (always 1 for the embedded simulator).",
@@ -379,7 +387,8 @@ class DaemonCollector(Collector):
         )
         if app.checkpoint.last_success is not None:
             last_commit.add_metric([], app.checkpoint.last_success)
-        yield from (lag, broker, commits, rewinds, publish, dead, last_commit, undelivered, held)
+        yield from (lag, stalled, broker, commits, rewinds, publish, dead, last_commit)
+        yield from (undelivered, held)
         yield self._recent_alerts(app)
         checks = _gauge(
             "streamdet_scoring_shape_checks_running",

@@ -9,6 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from streamdet.config import KafkaConfig
+from streamdet.io.sources import kafka as kafka_source
 from streamdet.io.sources.kafka import KafkaSource
 
 pytestmark = pytest.mark.kafka
@@ -62,10 +63,17 @@ def test_the_daemons_source_reads_topics_compressed_with_every_codec(
     assert json.loads(messages[-1].value)["value"] == 49
 
 
-def test_a_partition_paused_with_records_in_hand_reads_on_after_resume(kafka_bootstrap, new_topic):
+@pytest.mark.parametrize("as_released", [True, False], ids=["streamdet", "kafka-python-alone"])
+def test_a_partition_paused_with_records_in_hand_reads_on_after_resume(
+    kafka_bootstrap, new_topic, monkeypatch, as_released
+):
     """kafka-python keeps a paused partition's fetched records and, past its first drained
     batch, never hands them back nor fetches the partition again: a partition held for its
-    replay point or paused by back-pressure stopped for good (the hour-long chaos soak)."""
+    replay point or paused by back-pressure stopped for good (the hour-long chaos soak).
+    With kafka-python's behaviour alone the partition stays unread, and ``stalled`` (the
+    metric, the log line, ``/healthz``) reports it."""
+    if not as_released:
+        monkeypatch.setattr(kafka_source, "release_parked_records", lambda consumer: None)
     topic = new_topic("pause-resume", partitions=2)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
 
@@ -82,12 +90,16 @@ def test_a_partition_paused_with_records_in_hand_reads_on_after_resume(kafka_boo
         max_poll_records=10,
     )
     offsets: dict[int, list[int]] = {0: [], 1: []}
+    stalled: dict = {}
 
     def read_until(done, seconds: float = 60) -> None:
+        nonlocal stalled
         deadline = time.time() + seconds
         while not done() and time.time() < deadline:
             for message in source.poll(200):
                 offsets[message.partition].append(message.offset)
+            source.lag()
+            stalled = source.stalled()
 
     try:
         read_until(lambda: 0 < len(offsets[0]) < 200)  # partition 0's fetch is in hand
@@ -97,13 +109,22 @@ def test_a_partition_paused_with_records_in_hand_reads_on_after_resume(kafka_boo
         read_until(lambda: len(offsets[1]) == 250)
         held = len(offsets[0])
         source.resume({(topic, 0)})
-        read_until(lambda: len(offsets[0]) == 200)
+        if as_released:
+            read_until(lambda: len(offsets[0]) == 200)
+        else:
+            read_until(lambda: stalled.get((topic, 0), 0) > 3, seconds=30)
     finally:
         source.close()
         producer.close()
     assert held < 200
-    assert offsets[0] == list(range(200)), f"stuck at {len(offsets[0])} after resume"
     assert offsets[1] == list(range(250))
+    assert stalled[(topic, 1)] == 0
+    if as_released:
+        assert offsets[0] == list(range(200)), f"stuck at {len(offsets[0])} after resume"
+        assert stalled[(topic, 0)] == 0
+    else:
+        assert offsets[0] == list(range(held)), "kafka-python alone reads on: drop the fix"
+        assert stalled[(topic, 0)] > 3
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])

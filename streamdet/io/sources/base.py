@@ -66,6 +66,11 @@ class Source(Protocol):
         """Messages behind the log end per owned partition (empty if unknown)."""
         ...
 
+    def stalled(self) -> dict[TopicPartition, float]:
+        """Per owned partition, the seconds it has had records waiting that the client does
+        not fetch (0 when read, caught up or paused)."""
+        ...
+
     def connected(self) -> bool:
         """False while the broker cannot be reached."""
         ...
@@ -112,6 +117,9 @@ class OnePartitionSource:
         self._paused = self._paused and (self.topic, 0) not in partitions
 
     def lag(self) -> dict[TopicPartition, int]:
+        return {}
+
+    def stalled(self) -> dict[TopicPartition, float]:
         return {}
 
     def connected(self) -> bool:

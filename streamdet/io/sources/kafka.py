@@ -113,6 +113,9 @@ class KafkaSource:
         self._awaiting: set[KafkaPartition] = set()
         self._paused_topics: set[str] = set()
         self._marks: dict[TopicPartition, int] = {}
+        # Per assigned partition: its position, since when, and whether it was waiting to be
+        # read (behind the log end, not paused, not held) — refreshed by ``lag``.
+        self._progress: dict[KafkaPartition, tuple[int, float, bool]] = {}
         self._settle: SettleCallback | None = None
         # True while the loop thread waits in the consumer (poll, close): only then may a
         # rebalance callback read the loop's state.
@@ -323,22 +326,50 @@ class KafkaSource:
         """Messages behind the log end, per assigned partition ({} if the broker is away)."""
         assigned = list(self.consumer.assignment())
         if not assigned:
+            self._progress = {}
             return {}
         try:
             ends = self.consumer.end_offsets(assigned, timeout_ms=CALL_TIMEOUT_MS)
-            lag = {
-                (tp.topic, tp.partition): max(
-                    int(ends[tp]) - int(self.consumer.position(tp, timeout_ms=CALL_TIMEOUT_MS)),
-                    0,
-                )
+            positions = {
+                tp: int(self.consumer.position(tp, timeout_ms=CALL_TIMEOUT_MS))
                 for tp in assigned
                 if tp in ends
             }
         except (KafkaError, KeyError, ValueError) as exc:
             self._broker_failed("reading end offsets", exc)
+            self._progress = {}  # an outage is not a stall: count again once it answers
             return {}
         self._connected = True
-        return lag
+        self._note_progress(positions, {tp: int(end) for tp, end in ends.items()})
+        return {
+            (tp.topic, tp.partition): max(ends[tp] - position, 0)
+            for tp, position in positions.items()
+        }
+
+    def _note_progress(
+        self, positions: dict[KafkaPartition, int], ends: dict[KafkaPartition, int]
+    ) -> None:
+        now = time.monotonic()
+        held = set(self.consumer.paused()) | self._awaiting
+        progress = {}
+        for tp, position in positions.items():
+            waiting = position < ends[tp] and tp not in held
+            before = self._progress.get(tp)
+            if waiting and before is not None and before[2] and before[0] == position:
+                progress[tp] = before
+            else:
+                progress[tp] = (position, now, waiting)
+        self._progress = progress
+
+    def stalled(self) -> dict[TopicPartition, float]:
+        """Per assigned partition, the seconds it has waited to be read without its position
+        moving (0 while it is read, caught up, paused or held), as of the last :meth:`lag`.
+        A partition the broker has records for and the client does not fetch shows here."""
+        now = time.monotonic()
+        return {
+            (tp.topic, tp.partition): (now - since) if waiting else 0.0
+            for tp, (_, since, waiting) in self._progress.items()
+        }
 
     def connected(self) -> bool:
         return self._connected
