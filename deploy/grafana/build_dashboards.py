@@ -116,6 +116,9 @@ def overview() -> dict:
             unit="ops")
     lay.add("Consumer lag", [(f"sum by (topic, partition) (streamdet_consumer_lag_messages{{{T}}})", "{{topic}}/{{partition}}")],
             unit="short", description="Messages behind the log end, per partition.")
+    lay.add("Partitions waiting unfetched", [(f"max by (topic, partition) (streamdet_partition_stalled_seconds{{{T}}})", "{{topic}}/{{partition}}")],
+            unit="s", description="How long a partition's messages have waited while the consumer fetched none (not paused). "
+            "Alert at 5 minutes; /healthz fails at 10, so the process is restarted with a new consumer.")
     lay.add("End-to-end latency", [
         (f"histogram_quantile(0.5, sum by (le) (rate(streamdet_end_to_end_latency_seconds_bucket[{R}])))", "p50"),
         (f"histogram_quantile(0.99, sum by (le) (rate(streamdet_end_to_end_latency_seconds_bucket[{R}])))", "p99"),
