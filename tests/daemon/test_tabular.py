@@ -26,7 +26,7 @@ def rows(n: int, seed: int) -> np.ndarray:
 
 
 def test_tabular_kind_accepts_only_tabular_detectors():
-    allowed = "allowed for kind tabular: adversarial_vae, ensemble, pca, vaegmm"
+    allowed = "allowed for kind tabular: adversarial_vae, ensemble, iforest, pca, vaegmm"
     with pytest.raises(ConfigError, match=allowed):
         load_config_text(
             "topics: [{name: t, kind: tabular, detector: {name: seq2seq}}]", environ={}

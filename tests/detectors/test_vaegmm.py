@@ -90,7 +90,9 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
     result = json.loads((tmp_path / "out" / "tabular.json").read_text())
     assert result["vaegmm"]["auroc"] > 0.9
     assert 0.5 < result["isolation_forest"]["auroc"] <= 1.0
+    assert result["ensemble"]["auroc"] > 0.9
     assert (tmp_path / "out" / "tabular_vaegmm_confusion_scores.png").exists()
+    assert (tmp_path / "out" / "tabular_ensemble_roc_pr.png").exists()
     np.savez(tmp_path / "bad.npz", X=X)
     bad = run_cli("evaluate", "tabular", "--npz", str(tmp_path / "bad.npz"))
     assert bad.returncode == 2 and "must hold arrays 'X' and 'y'" in bad.stderr
@@ -127,6 +129,8 @@ def test_evaluate_tabular_all_prints_one_table_over_seeds(tmp_path):
     assert len(far["vaegmm"]["auroc"]["values"]) == 2
     assert far["vaegmm"]["f1"] == far["vaegmm"]["policies"]["spot"]["f1"]
     assert far["isolation_forest"]["auroc"]["mean"] > 0.9
+    assert len(far["ensemble"]["auroc"]["values"]) == 2
+    assert summary["ensemble_at_least_isolation_forest"].endswith("/2 tables (mean AUROC)")
     assert (tmp_path / "out" / "far" / "seed1" / "tabular.json").exists()
     assert (tmp_path / "out" / "tabular_all_auroc.png").stat().st_size > 1000
 
