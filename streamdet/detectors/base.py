@@ -176,6 +176,18 @@ class Detector(ABC):
             raise InvalidInputError(f"{self.name}: input contains NaN or inf (first at {where})")
         return array
 
+    def _training_instances(self, X: np.ndarray, kinds: str) -> np.ndarray:
+        """The newest ``params["max_training"]`` instances of ``X``, checked; the instance
+        shape becomes the model's (``kinds`` names what fit takes, for the error)."""
+        array = np.asarray(X, dtype=np.float32)
+        if array.ndim < 2 or len(array) < 2:
+            raise InvalidInputError(
+                f"{self.name}: fit needs at least 2 instances ({kinds}); got shape {array.shape}"
+            )
+        array = self._check_instances(array[-self.params["max_training"] :], array.shape[1:])
+        self.input_shape = tuple(array.shape[1:])
+        return array
+
     def _normalise(self, array: np.ndarray) -> np.ndarray:
         assert self.mean is not None and self.std is not None
         return ((array - self.mean) / self.std).astype(np.float32)

@@ -113,14 +113,7 @@ class IsolationForestDetector(Detector):
         from sklearn.ensemble import IsolationForest
 
         started = time.perf_counter()
-        array = np.asarray(X, dtype=np.float32)
-        if array.ndim < 2 or len(array) < 2:
-            raise InvalidInputError(
-                f"iforest: fit needs at least 2 instances (rows or windows); got shape "
-                f"{array.shape}"
-            )
-        array = self._check_instances(array[-self.params["max_training"] :], array.shape[1:])
-        self.input_shape = tuple(array.shape[1:])
+        array = self._training_instances(X, "rows or windows")
         self._fit_normalisation(array, normalise=False)
         data = array.reshape(len(array), -1)
         samples = min(self.params["max_samples"], len(data))

@@ -123,14 +123,7 @@ class PCADetector(Detector):
         """Fit the components on normal instances (``epochs`` is accepted and ignored: a
         retraining passes it to every detector)."""
         started = time.perf_counter()
-        array = np.asarray(X, dtype=np.float32)
-        if array.ndim < 2 or len(array) < 2:
-            raise InvalidInputError(
-                f"pca: fit needs at least 2 instances (windows, rows or images); got shape "
-                f"{array.shape}"
-            )
-        array = self._check_instances(array[-self.params["max_training"] :], array.shape[1:])
-        self.input_shape = tuple(array.shape[1:])
+        array = self._training_instances(X, "windows, rows or images")
         self._fit_normalisation(array, self.params["normalise"])
         data = self._flat(array)
         center = data.mean(axis=0)
