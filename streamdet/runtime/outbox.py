@@ -132,17 +132,23 @@ class Outbox:
         return len(gone)
 
     def pending(self) -> Pending:
-        """Per partition, the lowest offsets of what is not delivered to every sink."""
+        """Per partition, the lowest offsets of what is not delivered to every sink, but for
+        what is inside the open transaction already (committed with its offsets, or read
+        again if the transaction is aborted)."""
         pending: Pending = {}
         for item in self._items:
-            note_pending(pending, item.key, item.start_offset, item.end_offset)
+            if not item.staged:
+                note_pending(pending, item.key, item.start_offset, item.end_offset)
         return pending
 
-    def flush(self, now: float, force: bool = False) -> bool:
+    def flush(
+        self, now: float, force: bool = False, through: dict[TopicPartition, int] | None = None
+    ) -> bool:
         """Send what is pending (after the backoff, unless ``force``: the last flush before
-        the daemon exits); True when nothing is left."""
+        the daemon exits); True when nothing is left. With ``through``, only what stands
+        for input at or below its partition's offset there is sent (the rest waits)."""
         if self._items and (force or self.backoff.ready(now)):
-            self._send(now)
+            self._send(now, through)
         if self._items:
             return False
         if self._settling:
@@ -154,11 +160,14 @@ class Outbox:
         self.delivered[item.kind] += 1
         self.on_delivered(item)
 
-    def _send(self, now: float) -> None:
+    def _send(self, now: float, through: dict[TopicPartition, int] | None = None) -> None:
         failed: Exception | None = None
+        ready = [
+            i for i in self._items if through is None or i.end_offset <= through.get(i.key, -1)
+        ]
         for kind, sinks in self.sinks.items():
             for sink in sinks:
-                items = [i for i in self._items if i.kind == kind and sink.name in i.waiting]
+                items = [i for i in ready if i.kind == kind and sink.name in i.waiting]
                 if not items:
                     continue
                 try:

@@ -260,3 +260,23 @@ def test_a_partition_lost_inside_a_transaction_aborts_it_and_reads_every_partiti
     assert transaction.aborted == 1 and len(outbox) == 0 and not outbox.staged
     assert transaction.rewound == [{("t", 0), ("t", 1)}]
     assert checkpoint.partitions() == set()
+
+
+def test_a_transaction_carries_only_alerts_at_or_below_the_mark_it_commits():
+    """A window of one series scored and alerted while an earlier window of another waits
+    (a backlog released in slices): committed now, the alert would sit past the commit's
+    scored_through, and a re-read from that commit would raise it a second time."""
+    sink = RecordingSink("alerts-kafka", transactional=True)
+    outbox, transaction = Outbox([sink], []), Transaction()
+    waiting = HeldWork({("t", 0): (4, 9)})
+    checkpoint = checkpoint_of(MemorySource(), waiting, outbox=outbox, transaction=transaction)
+    consume(checkpoint, range(20))
+    later = SimpleNamespace(key=("t", 0), start_offset=10, end_offset=15)
+    outbox.add_alert({"alert_id": "later"}, later)
+    assert checkpoint.commit(now=1.0)
+    assert transaction.committed[-1][("t", 0)].scored_through == 8
+    assert sink.items == [] and len(outbox) == 1  # waits for the earlier window
+    waiting.held = {}
+    assert checkpoint.commit(now=2.0)
+    assert [item["alert_id"] for item in sink.items] == ["later"]
+    assert transaction.committed[-1][("t", 0)].scored_through == 19
