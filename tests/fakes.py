@@ -71,6 +71,9 @@ class MemorySource:
     def lag(self) -> dict[TopicPartition, int]:
         return {}
 
+    def stalled(self) -> dict[TopicPartition, float]:
+        return {}
+
     def connected(self) -> bool:
         return True
 

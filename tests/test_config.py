@@ -25,7 +25,7 @@ def test_bad_value_names_the_yaml_path_and_the_allowed_values():
         load_config_text(text, environ={})
     message = str(info.value)
     assert "topics.0.detector.name: 'lstm' is not valid" in message
-    allowed = "adversarial_vae, ensemble, image_vae, pca, seq2seq, vae_lstm, vaegmm"
+    allowed = "adversarial_vae, ensemble, iforest, image_vae, pca, seq2seq, vae_lstm, vaegmm"
     assert f"allowed: {allowed}" in message
     assert message.count("vaegmm") == 1  # the allowed values are named once
 

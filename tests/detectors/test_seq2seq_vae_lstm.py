@@ -97,7 +97,9 @@ def test_unfitted_detectors_refuse_clearly():
         Seq2SeqDetector(seq_len=10).save("/tmp/never")
     with pytest.raises(InvalidInputError, match="no seq_len"):
         Seq2SeqDetector().fit(np.zeros(100))
-    allowed = "allowed: adversarial_vae, ensemble, image_vae, pca, seq2seq, vae_lstm, vaegmm"
+    allowed = (
+        "allowed: adversarial_vae, ensemble, iforest, image_vae, pca, seq2seq, vae_lstm, vaegmm"
+    )
     with pytest.raises(ConfigError, match=allowed):
         create_detector("lstm")
 
