@@ -42,6 +42,24 @@ def test_unknown_keys_and_incomplete_sasl_are_refused():
         )
 
 
+def test_sensitivity_sets_each_rules_own_knob_and_a_bad_one_names_its_path():
+    def threshold(section: str):
+        text = f"topics:\n  - name: s\n    detector: {{name: seq2seq}}\n    threshold: {section}\n"
+        return load_config_text(text, environ={}).topics[0].threshold
+
+    assert threshold("{policy: likelihood, sensitivity: fewer_false_alarms}").risk == 1e-5
+    assert threshold("{policy: spot, sensitivity: catch_everything}").risk == 1e-3
+    assert threshold("{sensitivity: fewer_false_alarms}").threshold_perc == 99.9  # percentile
+    assert threshold("{policy: robust, sensitivity: balanced}") == threshold("{policy: robust}")
+    with pytest.raises(ConfigError) as info:
+        threshold("{policy: likelihood, sensitivity: loud}")
+    message = str(info.value)
+    assert "topics.0.threshold: " in message
+    assert "fewer_false_alarms, balanced, catch_everything; got 'loud'" in message
+    with pytest.raises(ConfigError, match="give sensitivity or risk, not both"):
+        threshold("{policy: dspot, sensitivity: balanced, risk: 0.01}")
+
+
 def test_an_image_topic_larger_than_its_pixel_limit_is_refused():
     topic = (
         "topics: [{{name: cams, kind: image, detector: {{name: image_vae}}, "

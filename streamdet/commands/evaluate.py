@@ -131,6 +131,7 @@ def _nab(args: argparse.Namespace) -> None:
     for variant, report in summary["variants"].items():
         for name, r in report["profiles"].items():
             alerts = report["daemon_alerts"][name]
+            preset = report.get("sensitivity_alerts", {}).get(name)
             rows.append(
                 [
                     variant,
@@ -141,10 +142,13 @@ def _nab(args: argparse.Namespace) -> None:
                     alerts["score"],
                     alerts["tp_windows"],
                     alerts["fp_rows"],
+                    f"{preset['sensitivity']}: {format_spread(preset['score'], 2)}"
+                    if preset
+                    else "-",
                 ]
             )
     header = ["model", "profile", "NAB score", "TP win", "FP rows"]
-    print(table(rows, [*header, "alerts: score", "TP win", "FP rows"]))
+    print(table(rows, [*header, "alerts: score", "TP win", "FP rows", "alerts at sensitivity"]))
 
 
 def _vae_lstm_nab(args: argparse.Namespace) -> None:

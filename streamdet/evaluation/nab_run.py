@@ -43,7 +43,7 @@ from streamdet.evaluation.nab import (
 )
 from streamdet.io.sinks.scores import ScoreRecorder
 from streamdet.io.sources.replay import ReplaySource
-from streamdet.thresholds import Cooldown, RuleParams, rule_params
+from streamdet.thresholds import RULES, Cooldown, RuleParams, rule_params
 
 PUBLISHED_STANDARD = {
     "note": "NAB scoreboard, full 58-file corpus, standard profile",
@@ -73,6 +73,14 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
         "learning_rate_vae": 1e-3,
         "learning_rate_lstm": 1e-3,
     },
+}
+
+
+# The ``threshold.sensitivity`` an operator with each of NAB's cost profiles would choose.
+PROFILE_SENSITIVITY = {
+    "standard": "balanced",
+    "reward_low_FP_rate": "fewer_false_alarms",
+    "reward_low_FN_rate": "catch_everything",
 }
 
 
@@ -286,6 +294,50 @@ def _protocol(
     return results
 
 
+def _sensitivity_alerts(
+    corpus: list[NABFile],
+    replays: list[Replayed],
+    lifecycle: Lifecycle,
+    profiles: list[CostProfile],
+) -> dict[str, Any]:
+    """Per profile, the alerts of the topic with the profile's ``threshold.sensitivity``
+    instead of its configured knob, where the rule's severity scale answers that from this
+    replay (``ThresholdRule.severity_at``; the replay's retrainings left out the windows
+    flagged at the configured setting, as in the protocol's sweep)."""
+    configured = lifecycle.threshold
+    params_class = type(configured)
+    rule = RULES[configured.policy]
+    without_knobs = {
+        k: v for k, v in configured.model_dump().items() if k not in params_class.sensitivity_knobs
+    }
+    results: dict[str, Any] = {}
+    for profile in profiles:
+        level = PROFILE_SENSITIVITY.get(profile.name)
+        if level is None:
+            continue
+        theta = rule.severity_at(configured, rule_params({**without_knobs, "sensitivity": level}))
+        if theta is None:
+            continue
+        files = [
+            FileScores(
+                f.key,
+                cooldown_detections(
+                    r.severity, event_seconds(f), theta, cooldown_seconds(f, lifecycle)
+                ).astype(float),
+                f.windows,
+                f.probation,
+            )
+            for f, r in zip(corpus, replays, strict=True)
+        ]
+        scored = score_at(files, profile, 0.5)
+        results[profile.name] = {
+            "sensitivity": level,
+            "severity_threshold": theta,
+            **{k: scored[k] for k in ("score", "tp_windows", "fn_windows", "fp_rows")},
+        }
+    return results
+
+
 def run(
     data: str | Path,
     out: str | Path,
@@ -347,6 +399,7 @@ def run(
                 name: {k: r[k] for k in ("score", "tp_windows", "fn_windows", "fp_rows")}
                 for name, r in alerts.items()
             },
+            "sensitivity_alerts": _sensitivity_alerts(corpus, replays, chosen, profiles),
             "retrainings": trainings,
         }
         theta = protocol["standard"]["threshold"] if "standard" in protocol else 1.0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from streamdet.core.errors import InvalidInputError
 
@@ -52,12 +52,54 @@ class Decision:
         return replace(self, alert=alert)
 
 
+# ``threshold.sensitivity``: one word for how readily a topic pages, mapped onto the rule's
+# own knob (``risk``, or the percentile rule's ``threshold_perc``). ``balanced`` is every
+# rule's default; the other two map to NAB's reward-low-FP and reward-low-FN profiles.
+# Chosen on NAB's artificial files only (docs/BENCHMARKS.md, "Sensitivity presets").
+SENSITIVITY_RISK: dict[str, float] = {
+    "fewer_false_alarms": 1e-5,
+    "balanced": 1e-4,
+    "catch_everything": 1e-3,
+}
+# The percentile rule flags a share of the calibration scores: the same tenfold steps.
+SENSITIVITY_PERCENTILE: dict[str, float] = {
+    "fewer_false_alarms": 99.9,
+    "balanced": 99.0,
+    "catch_everything": 90.0,
+}
+
+
 class RuleParams(BaseModel):
-    """Base of every rule's parameters: frozen, unknown keys refused, ``policy`` names it."""
+    """Base of every rule's parameters: frozen, unknown keys refused, ``policy`` names it.
+
+    ``sensitivity`` (one of :data:`SENSITIVITY_RISK`) sets the rule's own knob instead of a
+    number; giving both is refused, so a config never says two things.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     policy: str
+
+    # The keys ``sensitivity`` stands for in this rule's parameters (the first is set).
+    sensitivity_knobs: ClassVar[tuple[str, ...]] = ("risk",)
+    sensitivity_values: ClassVar[dict[str, float]] = SENSITIVITY_RISK
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sensitivity_sets_the_knob(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "sensitivity" not in data:
+            return data
+        data = dict(data)
+        level = data.pop("sensitivity")
+        if level not in cls.sensitivity_values:
+            raise ValueError(
+                f"sensitivity must be one of {', '.join(cls.sensitivity_values)}; got {level!r}"
+            )
+        given = [knob for knob in cls.sensitivity_knobs if knob in data]
+        if given:
+            raise ValueError(f"give sensitivity or {given[0]}, not both")
+        data[cls.sensitivity_knobs[0]] = cls.sensitivity_values[level]
+        return data
 
 
 class ThresholdRule(ABC):
@@ -96,6 +138,13 @@ class ThresholdRule(ABC):
     def flags(self, scores: np.ndarray) -> np.ndarray:
         """Flags for a sequence of scores, from a copy of the fitted state."""
         return np.array([d.flagged for d in self.decide_all(scores)], dtype=bool)
+
+    @classmethod
+    def severity_at(cls, params: RuleParams, other: RuleParams) -> float | None:
+        """The severity, on the scale of this rule with ``params``, from which the same rule
+        with ``other`` parameters flags, where the scale makes that exact (so one run's
+        severities answer for another setting); None where it does not."""
+        return 1.0 if params == other else None
 
 
 def finite_scores(scores: np.ndarray, rule: str, minimum: int) -> np.ndarray:

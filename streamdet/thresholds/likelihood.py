@@ -58,6 +58,8 @@ class LikelihoodParams(RuleParams):
     mean, under a normal fit to the last ``history`` scores, falls to ``risk`` (the older
     setting ``likelihood: 0.9999`` is read as ``risk: 1.0e-4``)."""
 
+    sensitivity_knobs = ("risk", "likelihood")
+
     policy: Literal["likelihood"] = "likelihood"
     risk: float = Field(default=1e-4, gt=0, lt=0.5, description="the tail probability that alerts")
     history: int = Field(default=2000, ge=20, description="scores the normal fit is made on")
@@ -227,6 +229,22 @@ class AnomalyLikelihood(ThresholdRule):
         return Decision(
             flagged=severity >= 1.0, severity=severity, threshold=threshold, rule=self.name
         )
+
+    @classmethod
+    def severity_at(cls, params: RuleParams, other: RuleParams) -> float | None:
+        """Every score enters the history whatever was decided, so a rule that differs only
+        in ``risk`` flags where this one's severity reaches ``log(other risk) / log(risk)``.
+
+        >>> mine = LikelihoodParams(risk=1e-4)
+        >>> round(AnomalyLikelihood.severity_at(mine, LikelihoodParams(risk=1e-5)), 9)
+        1.25
+        >>> AnomalyLikelihood.severity_at(mine, LikelihoodParams(risk=1e-4, history=50)) is None
+        True
+        """
+        assert isinstance(params, LikelihoodParams) and isinstance(other, LikelihoodParams)
+        if params.model_copy(update={"risk": other.risk}) != other:
+            return None
+        return math.log(other.risk) / math.log(params.risk)
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
         """Likelihoods for a whole array of raw scores, from a fresh state."""

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from streamdet.core.errors import InvalidInputError
 from streamdet.thresholds.base import (
+    SENSITIVITY_PERCENTILE,
     Decision,
     RuleParams,
     ThresholdRule,
@@ -93,6 +94,9 @@ class PercentileParams(RuleParams):
     """``percentile`` (the default; ``detector`` is its former name): alert when the score
     passes the ``threshold_perc`` percentile of the model's calibration scores, raised by
     ``margin_perc`` % of its magnitude."""
+
+    sensitivity_knobs = ("threshold_perc",)
+    sensitivity_values = SENSITIVITY_PERCENTILE
 
     policy: Literal["percentile"] = "percentile"
     threshold_perc: float = Field(default=99.0, ge=0, le=100)

@@ -183,6 +183,18 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     assert frozen["profiles"]["standard"]["tp_windows"] == 2
     assert frozen["profiles"]["standard"]["score"] > 50
     assert frozen["daemon_alerts"]["standard"]["tp_windows"] == 2
+    # Each profile's alerts at the threshold.sensitivity that maps to it: balanced is the
+    # configured risk (so the daemon's own alerts); the other two a tenfold step each way.
+    presets = frozen["sensitivity_alerts"]
+    assert {p: presets[p]["sensitivity"] for p in presets} == {
+        "standard": "balanced",
+        "reward_low_FP_rate": "fewer_false_alarms",
+        "reward_low_FN_rate": "catch_everything",
+    }
+    assert presets["standard"]["score"] == frozen["daemon_alerts"]["standard"]["score"]
+    low_fn, low_fp = presets["reward_low_FN_rate"], presets["reward_low_FP_rate"]
+    assert low_fn["severity_threshold"] < 1.0 < low_fp["severity_threshold"]
+    assert "alerts at sensitivity" in done.stdout and "catch_everything" in done.stdout
     rows = (out / "frozen" / "results" / "synthetic__s0.csv").read_text().splitlines()
     assert rows[0] == "timestamp,value,anomaly_score,label,raw_score,alert,model_version"
     assert len(rows) == 701  # a header and every row

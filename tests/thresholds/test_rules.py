@@ -17,6 +17,7 @@ from streamdet.thresholds import (
     top_percent_mean,
 )
 from streamdet.thresholds.dynamic import DynamicThreshold
+from streamdet.thresholds.likelihood import LikelihoodParams
 
 
 @pytest.mark.parametrize("shape", [-0.3, 0.0, 0.25])
@@ -121,6 +122,24 @@ def test_likelihood_streaming_equals_batch_and_flags_a_jump():
     assert streamed[10] == 0.5
     assert streamed[-1] > 0.9999
     assert np.median(streamed[100:400]) < 0.8
+
+
+@pytest.mark.parametrize("other_risk", [1e-5, 1e-3])
+def test_one_likelihood_runs_severities_answer_for_another_risk(other_risk):
+    """What ``evaluate nab`` reports per sensitivity from one replay: the rule run at
+    another risk flags exactly where this run's severity reaches ``severity_at``."""
+    rng = np.random.default_rng(3)
+    scores = np.r_[
+        rng.gamma(2.0, 0.1, 600), rng.gamma(2.0, 0.1, 50) + 1.0, rng.gamma(2.0, 0.1, 200)
+    ]
+    configured, other = LikelihoodParams(risk=1e-4), LikelihoodParams(risk=other_risk)
+    severity = np.array(
+        [d.severity for d in AnomalyLikelihood.from_params(configured).decide_all(scores)]
+    )
+    flags = AnomalyLikelihood.from_params(other).flags(scores)
+    assert flags.any() and not flags.all()
+    theta = AnomalyLikelihood.severity_at(configured, other)
+    np.testing.assert_array_equal(severity >= theta - 1e-12, flags)
 
 
 def test_dspot_follows_a_lasting_step_of_the_scores_instead_of_alarming_for_ever():
