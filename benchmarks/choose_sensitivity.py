@@ -1,0 +1,101 @@
+"""How ``threshold.sensitivity``'s risks were chosen: on development files only.
+
+Reads the per-row severities an ``evaluate nab`` run wrote (``<out>/seed*/continual/results``)
+and, on the files of the development categories alone (NAB's artificial files by default,
+never the real ones), finds for each of NAB's cost profiles the risk on a grid whose alerts
+(the daemon's cooldown, the same scorer) score best, per seed and on the seeds' mean. The
+risks read from the severities through ``ThresholdRule.severity_at``, so only a rule whose
+scale allows that (``likelihood``) can be examined::
+
+    streamdet evaluate nab --data ../shared/data/nab --seeds 3 --out eval/nab
+    python -m benchmarks.choose_sensitivity --data ../shared/data/nab --runs eval/nab
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamdet.evaluation.nab import FileScores, load_corpus, load_profiles, score_at
+from streamdet.evaluation.nab_run import (
+    PROFILE_SENSITIVITY,
+    Lifecycle,
+    cooldown_detections,
+    cooldown_seconds,
+    event_seconds,
+)
+from streamdet.thresholds import RULES, rule_params
+
+GRID = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
+DEVELOPMENT = ("artificialNoAnomaly", "artificialWithAnomaly")
+
+
+def _severities(results: Path, key: str) -> np.ndarray:
+    with (results / key.replace("/", "__")).open(newline="") as handle:
+        return np.array([float(row["anomaly_score"]) for row in csv.DictReader(handle)])
+
+
+def choose(data: Path, runs: Path, categories: tuple[str, ...] = DEVELOPMENT) -> dict[str, Any]:
+    corpus = [f for f in load_corpus(data) if f.key.split("/")[0] in categories]
+    profiles = load_profiles(data / "config" / "profiles.json")
+    seeds = sorted(p for p in runs.glob("seed*") if (p / "nab.json").is_file())
+    if not seeds or not corpus:
+        raise SystemExit(f"no finished seeds under {runs} or no files of {categories}")
+    configured = rule_params(json.loads((seeds[0] / "nab.json").read_text())["variants"]
+                             ["continual"]["lifecycle"]["threshold"])  # fmt: skip
+    rule = RULES[configured.policy]
+    lifecycle = Lifecycle(threshold=configured)
+    scores: dict[str, dict[float, list[float]]] = {p.name: {r: [] for r in GRID} for p in profiles}
+    for seed in seeds:
+        results = seed / "continual" / "results"
+        severities = [_severities(results, f.key) for f in corpus]
+        for risk in GRID:
+            theta = rule.severity_at(configured, configured.model_copy(update={"risk": risk}))
+            if theta is None:
+                raise SystemExit(f"{configured.policy}: its severities cannot answer for a risk")
+            files = [
+                FileScores(
+                    f.key,
+                    cooldown_detections(
+                        s, event_seconds(f), theta, cooldown_seconds(f, lifecycle)
+                    ).astype(float),
+                    f.windows,
+                    f.probation,
+                )
+                for f, s in zip(corpus, severities, strict=True)
+            ]
+            for profile in profiles:
+                scores[profile.name][risk].append(score_at(files, profile, 0.5)["score"])
+    chosen = {}
+    for profile in profiles:
+        means = {risk: statistics.fmean(v) for risk, v in scores[profile.name].items()}
+        best = max(means, key=lambda risk: (means[risk], risk))
+        chosen[profile.name] = {
+            "sensitivity": PROFILE_SENSITIVITY.get(profile.name),
+            "best_risk": best,
+            "mean_score_by_risk": means,
+        }
+    return {"files": [f.key for f in corpus], "seeds": [s.name for s in seeds], "chosen": chosen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--runs", type=Path, required=True, help="an evaluate nab --out folder")
+    parser.add_argument("--categories", default=",".join(DEVELOPMENT))
+    args = parser.parse_args()
+    report = choose(args.data, args.runs, tuple(args.categories.split(",")))
+    print(f"{len(report['files'])} development files, {len(report['seeds'])} seed(s)")
+    for name, row in report["chosen"].items():
+        curve = "  ".join(f"{r:g}:{s:.1f}" for r, s in row["mean_score_by_risk"].items())
+        print(f"{name:20s} best risk {row['best_risk']:g} ({row['sensitivity']})  {curve}")
+
+
+if __name__ == "__main__":
+    main()
