@@ -44,7 +44,8 @@ def _severities(results: Path, key: str) -> np.ndarray:
 def choose(data: Path, runs: Path, categories: tuple[str, ...] = DEVELOPMENT) -> dict[str, Any]:
     corpus = [f for f in load_corpus(data) if f.key.split("/")[0] in categories]
     profiles = load_profiles(data / "config" / "profiles.json")
-    seeds = sorted(p for p in runs.glob("seed*") if (p / "nab.json").is_file())
+    # ``--seeds 1`` writes its run into the folder itself, more seeds one folder each.
+    seeds = sorted(p for p in [runs, *runs.glob("seed*")] if (p / "nab.json").is_file())
     if not seeds or not corpus:
         raise SystemExit(f"no finished seeds under {runs} or no files of {categories}")
     configured = rule_params(json.loads((seeds[0] / "nab.json").read_text())["variants"]
