@@ -27,6 +27,14 @@ CONFIGURATIONS = {
         "name": "ensemble",
         "params": {"members": [{"name": "seq2seq"}, {"name": "pca"}]},
     },
+    "ensemble seq2seq + iforest": {
+        "name": "ensemble",
+        "params": {"members": [{"name": "seq2seq"}, {"name": "iforest"}]},
+    },
+    "ensemble seq2seq + pca + iforest": {
+        "name": "ensemble",
+        "params": {"members": [{"name": "seq2seq"}, {"name": "pca"}, {"name": "iforest"}]},
+    },
 }
 
 

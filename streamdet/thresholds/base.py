@@ -54,18 +54,19 @@ class Decision:
 
 # ``threshold.sensitivity``: one word for how readily a topic pages, mapped onto the rule's
 # own knob (``risk``, or the percentile rule's ``threshold_perc``). ``balanced`` is every
-# rule's default; the other two map to NAB's reward-low-FP and reward-low-FN profiles.
-# Chosen on NAB's artificial files only (docs/BENCHMARKS.md, "Sensitivity presets").
+# rule's default; the other two map to NAB's reward-low-FP and reward-low-FN profiles, each
+# chosen on NAB's artificial files only (``python -m benchmarks.choose_sensitivity``;
+# docs/BENCHMARKS.md, "Sensitivity presets").
 SENSITIVITY_RISK: dict[str, float] = {
-    "fewer_false_alarms": 1e-5,
+    "fewer_false_alarms": 1e-6,
     "balanced": 1e-4,
-    "catch_everything": 1e-3,
+    "catch_everything": 3e-4,
 }
-# The percentile rule flags a share of the calibration scores: the same tenfold steps.
+# The percentile rule flags a share of the calibration scores: the same factors.
 SENSITIVITY_PERCENTILE: dict[str, float] = {
-    "fewer_false_alarms": 99.9,
+    "fewer_false_alarms": 99.99,
     "balanced": 99.0,
-    "catch_everything": 90.0,
+    "catch_everything": 97.0,
 }
 
 

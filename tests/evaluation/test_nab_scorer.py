@@ -184,7 +184,7 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     assert frozen["profiles"]["standard"]["score"] > 50
     assert frozen["daemon_alerts"]["standard"]["tp_windows"] == 2
     # Each profile's alerts at the threshold.sensitivity that maps to it: balanced is the
-    # configured risk (so the daemon's own alerts); the other two a tenfold step each way.
+    # configured risk (so the daemon's own alerts); the other two fewer and more alerts.
     presets = frozen["sensitivity_alerts"]
     assert {p: presets[p]["sensitivity"] for p in presets} == {
         "standard": "balanced",
