@@ -47,9 +47,9 @@ def test_sensitivity_sets_each_rules_own_knob_and_a_bad_one_names_its_path():
         text = f"topics:\n  - name: s\n    detector: {{name: seq2seq}}\n    threshold: {section}\n"
         return load_config_text(text, environ={}).topics[0].threshold
 
-    assert threshold("{policy: likelihood, sensitivity: fewer_false_alarms}").risk == 1e-6
-    assert threshold("{policy: spot, sensitivity: catch_everything}").risk == 3e-4
-    assert threshold("{sensitivity: fewer_false_alarms}").threshold_perc == 99.99  # percentile
+    assert threshold("{policy: likelihood, sensitivity: fewer_false_alarms}").risk == 3e-5
+    assert threshold("{policy: spot, sensitivity: catch_everything}").risk == 1e-2
+    assert threshold("{sensitivity: fewer_false_alarms}").threshold_perc == 99.9  # percentile
     assert threshold("{policy: robust, sensitivity: balanced}") == threshold("{policy: robust}")
     with pytest.raises(ConfigError) as info:
         threshold("{policy: likelihood, sensitivity: loud}")

@@ -63,7 +63,9 @@ class LikelihoodParams(RuleParams):
     policy: Literal["likelihood"] = "likelihood"
     risk: float = Field(default=1e-4, gt=0, lt=0.5, description="the tail probability that alerts")
     history: int = Field(default=2000, ge=20, description="scores the normal fit is made on")
-    short_window: int = Field(default=5, ge=1, description="recent scores averaged")
+    # 10: Numenta's averaging window, and the best of 1/3/5/10 on NAB's artificial files
+    # (docs/BENCHMARKS.md, "The likelihood rule's short window"); it was 5.
+    short_window: int = Field(default=10, ge=1, description="recent scores averaged")
     log_scale: bool = Field(
         default=False, description="fit log1p(score) instead (heavy-tailed scores)"
     )
@@ -101,7 +103,7 @@ class AnomalyLikelihood(ThresholdRule):
     def __init__(
         self,
         history: int = 2000,
-        short_window: int = 5,
+        short_window: int = 10,
         learning_period: int = 200,
         min_std: float = 1e-3,
         log_scale: bool = False,

@@ -51,7 +51,7 @@ def test_a_new_model_resets_the_rules_and_a_model_without_scores_learns_first():
 
 def test_likelihood_starts_again_from_the_new_models_calibration_scores():
     rng = np.random.default_rng(5)
-    likelihood = policy(policy="likelihood", likelihood=0.999)
+    likelihood = policy(policy="likelihood", likelihood=0.999, short_window=5)
     old_scale, new_scale = rng.normal(0, 1, 1000), rng.normal(-50, 1, 1000)
     likelihood.start(Calibration(old_scale, {"a": old_scale}))
     assert not any(likelihood.decide("a", float(s), 0).flagged for s in rng.normal(0, 1, 50))
