@@ -16,26 +16,17 @@ with ``evaluate nab --threshold-params``::
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import statistics
-from pathlib import Path
 
 import numpy as np
 
-from streamdet.evaluation.nab import load_corpus, load_profiles
-from streamdet.evaluation.nab_run import Lifecycle, Replayed, _protocol
+from benchmarks.nab_development import arguments, load, result_column
+from streamdet.evaluation.nab_run import Lifecycle, Replayed, protocol_scores
 from streamdet.thresholds import AnomalyLikelihood
 
 HISTORIES = (500, 2000, 8000)
 SHORT_WINDOWS = (1, 3, 5, 10)
-DEVELOPMENT = ("artificialNoAnomaly", "artificialWithAnomaly")
-
-
-def _raw_scores(results: Path, key: str) -> np.ndarray:
-    with (results / key.replace("/", "__")).open(newline="") as handle:
-        return np.array([float(row["raw_score"]) for row in csv.DictReader(handle)])
 
 
 def _severities(raw: np.ndarray, start: int, history: int, short_window: int) -> np.ndarray:
@@ -49,22 +40,10 @@ def _severities(raw: np.ndarray, start: int, history: int, short_window: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--runs", type=Path, required=True, help="an evaluate nab --out folder")
-    parser.add_argument("--categories", default=",".join(DEVELOPMENT))
-    args = parser.parse_args()
-    categories = tuple(args.categories.split(","))
-    corpus = [f for f in load_corpus(args.data) if f.key.split("/")[0] in categories]
-    profiles = load_profiles(args.data / "config" / "profiles.json")
-    runs = sorted(p for p in [args.runs, *args.runs.glob("seed*")] if (p / "nab.json").is_file())
-    if not runs or not corpus:
-        raise SystemExit(f"no finished seeds under {args.runs} or no files of {categories}")
-    raw = {
-        (run, f.key): _raw_scores(run / "continual" / "results", f.key)
-        for run in runs
-        for f in corpus
-    }
+    args = arguments(__doc__.splitlines()[0])
+    development = load(args.data, args.runs, tuple(args.categories.split(",")))
+    corpus, profiles, runs = development.corpus, development.profiles, development.seeds
+    raw = {(run, f.key): result_column(run, f, "raw_score") for run in runs for f in corpus}
     print(f"{len(corpus)} development files, {len(runs)} seed(s); NAB protocol score, mean:")
     for history, short_window in itertools.product(HISTORIES, SHORT_WINDOWS):
         scores: dict[str, list[float]] = {p.name: [] for p in profiles}
@@ -75,7 +54,7 @@ def main() -> None:
                 severity = _severities(values, f.probation, history, short_window)
                 flags = np.zeros(len(values), bool)
                 replays.append(Replayed(values, severity, flags, [""] * len(values), {}))
-            for name, result in _protocol(corpus, replays, Lifecycle(), profiles).items():
+            for name, result in protocol_scores(corpus, replays, Lifecycle(), profiles).items():
                 scores[name].append(result["score"])
         means = "  ".join(f"{name} {statistics.fmean(v):.1f}" for name, v in scores.items())
         print(f"history {history:5d} short_window {short_window:2d}: {means}")

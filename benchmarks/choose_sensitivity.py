@@ -15,16 +15,13 @@ scale allows that (``likelihood``) can be examined::
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from streamdet.evaluation.nab import FileScores, load_corpus, load_profiles, score_at
+from benchmarks.nab_development import DEVELOPMENT, arguments, load, result_column
+from streamdet.evaluation.nab import FileScores, score_at
 from streamdet.evaluation.nab_run import (
     PROFILE_SENSITIVITY,
     Lifecycle,
@@ -36,29 +33,18 @@ from streamdet.thresholds import RULES, rule_params
 from streamdet.thresholds.base import SENSITIVITY_RISK
 
 GRID = (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)
-DEVELOPMENT = ("artificialNoAnomaly", "artificialWithAnomaly")
-
-
-def _severities(results: Path, key: str) -> np.ndarray:
-    with (results / key.replace("/", "__")).open(newline="") as handle:
-        return np.array([float(row["anomaly_score"]) for row in csv.DictReader(handle)])
 
 
 def choose(data: Path, runs: Path, categories: tuple[str, ...] = DEVELOPMENT) -> dict[str, Any]:
-    corpus = [f for f in load_corpus(data) if f.key.split("/")[0] in categories]
-    profiles = load_profiles(data / "config" / "profiles.json")
-    # ``--seeds 1`` writes its run into the folder itself, more seeds one folder each.
-    seeds = sorted(p for p in [runs, *runs.glob("seed*")] if (p / "nab.json").is_file())
-    if not seeds or not corpus:
-        raise SystemExit(f"no finished seeds under {runs} or no files of {categories}")
+    development = load(data, runs, categories)
+    corpus, profiles, seeds = development.corpus, development.profiles, development.seeds
     configured = rule_params(json.loads((seeds[0] / "nab.json").read_text())["variants"]
                              ["continual"]["lifecycle"]["threshold"])  # fmt: skip
     rule = RULES[configured.policy]
     lifecycle = Lifecycle(threshold=configured)
     scores: dict[str, dict[float, list[float]]] = {p.name: {r: [] for r in GRID} for p in profiles}
     for seed in seeds:
-        results = seed / "continual" / "results"
-        severities = [_severities(results, f.key) for f in corpus]
+        severities = [result_column(seed, f, "anomaly_score") for f in corpus]
         for risk in GRID:
             theta = rule.severity_at(configured, configured.model_copy(update={"risk": risk}))
             if theta is None:
@@ -98,11 +84,7 @@ def choose(data: Path, runs: Path, categories: tuple[str, ...] = DEVELOPMENT) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--runs", type=Path, required=True, help="an evaluate nab --out folder")
-    parser.add_argument("--categories", default=",".join(DEVELOPMENT))
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0])
     report = choose(args.data, args.runs, tuple(args.categories.split(",")))
     print(f"{len(report['files'])} development files, {len(report['seeds'])} seed(s)")
     for name, row in report["chosen"].items():

@@ -254,7 +254,7 @@ def _category_table(
     return table
 
 
-def _protocol(
+def protocol_scores(
     corpus: list[NABFile],
     replays: list[Replayed],
     lifecycle: Lifecycle,
@@ -386,7 +386,7 @@ def run(
                 f"rows, {len(nab_file.windows)} window(s), {promoted} model version(s) served, "
                 f"{int(replayed.alerts.sum())} alert(s) ({time.perf_counter() - t0:.1f}s)"
             )
-        protocol = _protocol(corpus, replays, chosen, profiles)
+        protocol = protocol_scores(corpus, replays, chosen, profiles)
         alert_files = [
             FileScores(f.key, r.alerts.astype(float), f.windows, f.probation)
             for f, r in zip(corpus, replays, strict=True)

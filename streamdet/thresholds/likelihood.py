@@ -58,8 +58,6 @@ class LikelihoodParams(RuleParams):
     mean, under a normal fit to the last ``history`` scores, falls to ``risk`` (the older
     setting ``likelihood: 0.9999`` is read as ``risk: 1.0e-4``)."""
 
-    sensitivity_knobs = ("risk", "likelihood")
-
     policy: Literal["likelihood"] = "likelihood"
     risk: float = Field(default=1e-4, gt=0, lt=0.5, description="the tail probability that alerts")
     history: int = Field(default=2000, ge=20, description="scores the normal fit is made on")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ from streamdet.evaluation.nab import (
 )
 from streamdet.evaluation.nab_run import cooldown_detections
 from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 STANDARD = CostProfile("standard", tp=1.0, fn=1.0, fp=0.11)
 LOW_FN = CostProfile("reward_low_FN_rate", tp=1.0, fn=2.0, fp=0.11)
@@ -195,6 +199,20 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     low_fn, low_fp = presets["reward_low_FN_rate"], presets["reward_low_FP_rate"]
     assert low_fn["severity_threshold"] < 1.0 < low_fp["severity_threshold"]
     assert "alerts at sensitivity" in done.stdout and "catch_everything" in done.stdout
+    # The commands that chose the likelihood window and the words read such a run back.
+    printed = {}
+    for module in ("benchmarks.choose_sensitivity", "benchmarks.choose_likelihood_window"):
+        chosen = subprocess.run(
+            [sys.executable, "-m", module, "--data", str(tmp_path / "corpus"), "--runs", str(out),
+             "--categories", "synthetic"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert chosen.returncode == 0, chosen.stderr
+        printed[module] = chosen.stdout
+    assert "2 development files, 1 seed(s)" in printed["benchmarks.choose_sensitivity"]
+    assert "reward_low_FN_rate   catch_everything: risk" in printed["benchmarks.choose_sensitivity"]
+    window = printed["benchmarks.choose_likelihood_window"]
+    assert window.count("short_window") == 12 and "2 development files, 1 seed(s)" in window
     rows = (out / "frozen" / "results" / "synthetic__s0.csv").read_text().splitlines()
     assert rows[0] == "timestamp,value,anomaly_score,label,raw_score,alert,model_version"
     assert len(rows) == 701  # a header and every row
