@@ -6,6 +6,7 @@ import json
 import random
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 
 import pytest
@@ -13,7 +14,14 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from tests.daemon.test_faults import SEQ_LEN, daemon_config, step_of, stream, trained_model
+from tests.daemon.test_faults import (
+    SEQ_LEN,
+    daemon_config,
+    metric,
+    step_of,
+    stream,
+    trained_model,
+)
 from tests.daemon.test_outages import SENSORS, all_caught, false_alarms
 from tests.daemon_helpers import AlertReader, start_daemon, stop_daemon, wait_until_ready
 
@@ -60,14 +68,22 @@ def five_sigkills(
     )
     config = yaml.safe_load(base.read_text())
 
+    lives = 6  # five killed, the sixth finishes
+    life_ready = [threading.Event() for _ in range(lives)]
     producer_done = threading.Event()
 
     def produce_paced() -> None:
+        """A sixth of the stream for each life, once it is ready: every life has fresh
+        events to score and is killed while they flow, however fast the machine."""
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
-        for n, (key, raw) in enumerate(events):
-            producer.send(topic, key=key, value=raw)
-            if n % 500 == 499:
-                time.sleep(0.4)  # about 1,200 events/s: the kills land while it flows
+        chunk = -(-len(events) // lives)
+        for life in range(lives):
+            if not life_ready[life].wait(180):
+                return
+            for n, (key, raw) in enumerate(events[life * chunk : (life + 1) * chunk]):
+                producer.send(topic, key=key, value=raw)
+                if n % 500 == 499:
+                    time.sleep(0.25)  # ~2,000 events/s
         producer.flush()
         producer.close()
         producer_done.set()
@@ -80,17 +96,24 @@ def five_sigkills(
     kills = []
     feeder.start()
     try:
-        for _ in range(5):
+        for life in range(lives - 1):
             daemon = start_daemon(base, log)
-            delay = rng.uniform(6, 13)  # start-up takes ~6 s: most kills land mid-scoring
+            wait_until_ready(config["metrics"]["port"], daemon, log, 120)
+            life_ready[life].set()
+            # The kill waits for what it must interrupt (this life scoring its sixth of the
+            # stream), then lands up to 1.5 commit intervals later: most kills find alerts
+            # published (or in the open transaction) and not committed.
+            scored_windows(config["metrics"]["port"], daemon, log, topic)
+            delay = rng.uniform(0.2, 3.0)
             time.sleep(delay)
             assert daemon.poll() is None, log.read_text()[-3000:]
             daemon.kill()
             daemon.wait(10)
             kills.append(round(delay, 1))
-        producer_done.wait(120)
         daemon = start_daemon(base, log)
         wait_until_ready(config["metrics"]["port"], daemon, log, 120)
+        life_ready[-1].set()
+        assert producer_done.wait(120)
         reader.wait_for(lambda got: all_caught(got, spikes), 300, daemon, log)
         consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=f"g-{topic}")
         deadline = time.time() + 120
@@ -121,9 +144,25 @@ def five_sigkills(
         assert duplicates == 0
     print(
         f"RELIABILITY kill-9 x5 ({delivery}, stride {stride}): {len(events)} events, "
-        f"kills after {kills} s, "
+        f"kills {kills} s after each life's first scored windows, "
         f"{len(spikes) * len(SENSORS)} spike/sensor pairs all alerted, {len(reader.alerts)} "
         f"alerts ({duplicates} repeated with the same id), {len(wrong)} outside spikes, "
         f"{len(events) - scored} events unscored"
     )
     assert len(wrong) <= 2, wrong
+
+
+def scored_windows(port: int, daemon, log, topic: str, timeout: float = 120) -> None:
+    """Until this daemon's ``/metrics`` counts windows it scored for ``topic``."""
+    name = f'streamdet_windows_scored_total{{detector="seq2seq",topic="{topic}"}}'
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert daemon.poll() is None, log.read_text()[-3000:]
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+        except OSError:
+            text = b""
+        if metric(text.decode(), name) > 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no window scored within {timeout:.0f}s\n{log.read_text()[-3000:]}")
