@@ -402,8 +402,10 @@ class TopicPipeline:
             try:
                 probabilities, _ = member_probabilities(instances)
                 members = [
-                    {"detector": member.name, "probability": np.asarray(p, np.float64)}
-                    for member, p in zip(detector.members, probabilities, strict=True)
+                    {"detector": member.name, "probability": np.asarray(p, np.float64), "weight": w}
+                    for member, p, w in zip(
+                        detector.members, probabilities, detector.weights, strict=True
+                    )
                 ]
             except Exception:
                 log.exception("ensemble members of %s failed", self.name)
@@ -413,7 +415,11 @@ class TopicPipeline:
                 explanation = self._explain_one(result, expected[i])
                 if members is not None:
                     explanation["members"] = [
-                        {"detector": m["detector"], "probability": float(m["probability"][i])}
+                        {
+                            "detector": m["detector"],
+                            "probability": float(m["probability"][i]),
+                            "weight": float(m["weight"]),
+                        }
                         for m in members
                     ]
                 explanations.append(explanation)

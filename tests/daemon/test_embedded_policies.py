@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
-import pytest
+import math
 
+import jsonschema
+import pytest
+import yaml
+
+from streamdet.detectors import load_detector
 from streamdet.io.sources.simulator import SensorSimulator
 from streamdet.serving.bundle import bundle_summary
 from streamdet.serving.store import ModelStore
 from tests.daemon.test_embedded import caught_and_false, read_alerts, run_daemon, simulator_config
+from tests.daemon_helpers import ALERT_SCHEMA
 
 
 def test_label_free_policies_catch_every_injected_anomaly_with_few_false_alarms(tmp_path):
@@ -76,3 +82,38 @@ def test_series_seven_orders_of_magnitude_apart_share_one_model(tmp_path):
     store = ModelStore(tmp_path / "models_mixed" / "sensors")
     scaling = bundle_summary(store.path_of(store.current()))["series_scaling"]
     assert scaling["sensor-3"][0][0] / scaling["sensor-0"][0][0] == pytest.approx(1e7, rel=0.2)
+
+
+def test_an_ensemble_topic_explains_each_alert_by_its_members_and_their_trust(tmp_path):
+    """``detector: ensemble`` of two classical members at two scales in the daemon: the
+    injected anomalies are caught, and every alert names each member's tail probability and
+    the weight it was given, as the saved model learnt them (weights sum to 1), and the
+    smallest probability / weight gives the alert's score."""
+    members = [{"name": "pca"}, {"name": "iforest", "pool": 4}]
+    config = simulator_config(
+        tmp_path / "ensemble.yaml",
+        threshold={"policy": "spot", "risk": 1e-4},
+        simulator={"rate": 4000, "sensors": 4, "max_events": 16000},
+        alerts_file="ensemble.jsonl",
+    )
+    text = config.read_text().replace("name: seq2seq", "name: ensemble")
+    config.write_text(text)
+    topic = yaml.safe_load(text)
+    topic["topics"][0]["detector"]["params"] = {"members": members}
+    config.write_text(yaml.safe_dump(topic))
+    run_daemon(config)
+    alerts = read_alerts(tmp_path / "ensemble.jsonl")
+    sim = SensorSimulator(4, 96, 0.05, 700, 7, first_anomaly=1500)
+    recall, false_alarms = caught_and_false(alerts, sim, 4000, 4)
+    assert recall == 1.0 and false_alarms <= 4, alerts
+    store = ModelStore(tmp_path / "models" / "sensors")
+    learnt = load_detector(store.path_of(store.current())).weights.tolist()
+    assert len(learnt) == 2
+    for alert in alerts:
+        jsonschema.validate(alert, ALERT_SCHEMA)
+        named = alert["explanation"]["members"]
+        assert [m["detector"] for m in named] == ["pca", "iforest"]
+        assert [m["weight"] for m in named] == learnt
+        assert sum(m["weight"] for m in named) == pytest.approx(1.0)
+        deciding = min(1.0, min(m["probability"] / m["weight"] for m in named))
+        assert alert["score"] == pytest.approx(-math.log10(deciding), rel=1e-6, abs=1e-9)

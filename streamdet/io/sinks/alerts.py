@@ -222,12 +222,17 @@ def _explanation_schema() -> dict[str, Any]:
             },
             "members": {
                 "description": "ensembles: each member's tail probability of its score "
-                "against its own training scores (the smallest decided)",
+                "against its own calibration scores, and the trust it was given (weights "
+                "sum to 1; the smallest probability / weight decided)",
                 "type": "array",
                 "items": {
                     "type": "object",
                     "required": ["detector", "probability"],
-                    "properties": {"detector": {"type": "string"}, "probability": number},
+                    "properties": {
+                        "detector": {"type": "string"},
+                        "probability": number,
+                        "weight": number,
+                    },
                 },
             },
         },
