@@ -190,6 +190,8 @@ class Replayed:
     alerts: np.ndarray
     versions: list[str]
     trainings: dict[str, int]
+    # Ensembles: per stored version, each member's learnt weight (the trust it was given).
+    member_weights: dict[str, list[float]] = field(default_factory=dict)
 
 
 def replay_file(
@@ -221,6 +223,7 @@ def replay_file(
         )
         app.run(install_signal_handlers=False)
         trainings = dict(app.pipelines["nab"].lifecycle.outcomes)
+        member_weights = member_weights_of(Path(store) / "nab" / "versions")
     raw = np.zeros(n)
     severity = np.zeros(n)
     alerts = np.zeros(n, dtype=bool)
@@ -232,7 +235,19 @@ def replay_file(
         versions[row] = scored.store_version or ""
     first = min((s.window.end_offset for s in recorder.windows), default=n)
     raw[:first] = raw[first % n]  # no window ends there: nothing scored, nothing flagged
-    return Replayed(raw, np.nan_to_num(severity, posinf=1e6), alerts, versions, trainings)
+    return Replayed(
+        raw, np.nan_to_num(severity, posinf=1e6), alerts, versions, trainings, member_weights
+    )
+
+
+def member_weights_of(versions: Path) -> dict[str, list[float]]:
+    """Each stored version's ensemble member weights, from its ``metadata.json``."""
+    found: dict[str, list[float]] = {}
+    for metadata in sorted(versions.glob("*/metadata.json")):
+        members = json.loads(metadata.read_text()).get("training", {}).get("members") or []
+        if members and all("weight" in m for m in members):
+            found[metadata.parent.name] = [float(m["weight"]) for m in members]
+    return found
 
 
 def _category_table(
@@ -402,6 +417,9 @@ def run(
             "sensitivity_alerts": _sensitivity_alerts(corpus, replays, chosen, profiles),
             "retrainings": trainings,
         }
+        weights = {f.key: r.member_weights for f, r in zip(corpus, replays, strict=True)}
+        if any(weights.values()):
+            reports[variant]["member_weights"] = weights
         theta = protocol["standard"]["threshold"] if "standard" in protocol else 1.0
         for folder in ("results", "plots"):
             (out_dir / variant / folder).mkdir(parents=True, exist_ok=True)

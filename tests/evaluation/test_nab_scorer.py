@@ -226,3 +226,23 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     assert (cooldown_detections(severity, seconds, 1.0, 50 * 300.0) == alerts).all()
     assert (out / "continual" / "results" / "synthetic__s1.csv").is_file()
     assert (out / "continual" / "plots" / "synthetic__s0.png").stat().st_size > 1000
+
+
+def test_the_nab_report_reads_each_stored_ensembles_member_weights(tmp_path):
+    """What ``evaluate nab`` reports per file as ``member_weights``: each stored version's
+    learnt weights, read back from the version a real ensemble saved (others skipped)."""
+    from streamdet.detectors.ensemble import EnsembleDetector
+    from streamdet.detectors.pca import PCADetector
+    from streamdet.evaluation.nab_run import member_weights_of
+
+    rows = np.random.default_rng(0).normal(size=(300, 24))
+    members = [{"name": "pca", "params": {"n_components": 23}}, {"name": "pca"}]
+    ensemble = EnsembleDetector(members=members)
+    ensemble.fit(rows)
+    ensemble.save(tmp_path / "versions" / "v000002")
+    single = PCADetector()
+    single.fit(rows)
+    single.save(tmp_path / "versions" / "v000001")
+    assert member_weights_of(tmp_path / "versions") == {
+        "v000002": ensemble.weights.round(4).tolist()
+    }
