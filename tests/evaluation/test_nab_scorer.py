@@ -201,7 +201,11 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
     assert "alerts at sensitivity" in done.stdout and "catch_everything" in done.stdout
     # The commands that chose the likelihood window and the words read such a run back.
     printed = {}
-    for module in ("benchmarks.choose_sensitivity", "benchmarks.choose_likelihood_window"):
+    for module in (
+        "benchmarks.choose_sensitivity",
+        "benchmarks.choose_likelihood_window",
+        "benchmarks.compare_on_development",
+    ):
         chosen = subprocess.run(
             [sys.executable, "-m", module, "--data", str(tmp_path / "corpus"), "--runs", str(out),
              "--categories", "synthetic"],
@@ -211,6 +215,10 @@ def test_evaluate_nab_replays_any_nab_layout_corpus_through_the_daemon(tmp_path)
         printed[module] = chosen.stdout
     assert "2 development files, 1 seed(s)" in printed["benchmarks.choose_sensitivity"]
     assert "reward_low_FN_rate   catch_everything: risk" in printed["benchmarks.choose_sensitivity"]
+    # A run's own alerts on the development files: here every file, so its daemon alerts.
+    compared = printed["benchmarks.compare_on_development"].splitlines()[1]
+    assert compared.startswith(str(out))
+    assert f"{continual['daemon_alerts']['standard']['score']:.1f} ± 0.0 (1)" in compared
     window = printed["benchmarks.choose_likelihood_window"]
     assert window.count("short_window") == 12 and "2 development files, 1 seed(s)" in window
     rows = (out / "frozen" / "results" / "synthetic__s0.csv").read_text().splitlines()
