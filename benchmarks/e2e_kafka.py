@@ -17,7 +17,10 @@ into the daemon, so nothing can silently stop measuring. For 1 and 1,000 series 
   per throughput run its RSS growth and ``streamdet_state_bytes`` per series.
 
     python -m benchmarks.e2e_kafka [--events 40000] [--seconds 20] [--series 1,1000]
-                                   [--no-latency] [--smoke]
+                                   [--no-latency] [--smoke] [--members '[{"name": "pca"}]']
+
+``--members`` scores with an ensemble of the Seq2Seq and those members instead of the
+Seq2Seq alone (the ceiling is then the ensemble's).
 
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` if set, else starts the project's local jar broker.
 ``--smoke`` runs tiny sizes, one throughput and one latency run (the suite runs it so the
@@ -71,25 +74,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def topic_config(name: str, model_dir: Path, seq_len: int, latent_dim: int) -> dict:
+def topic_config(
+    name: str, model_dir: Path, seq_len: int, latent_dim: int, members: list[dict] | None = None
+) -> dict:
+    """The benchmark topic: Seq2Seq alone, or an ensemble of it and ``members``."""
+    seq2seq = {"latent_dim": latent_dim, "epochs": 1, "stride": 5, "seed": 0}
+    detector: dict = {"name": "seq2seq", "params": seq2seq}
+    if members:
+        detector = {
+            "name": "ensemble",
+            "params": {"members": [{"name": "seq2seq", "params": seq2seq}, *members], "seed": 0},
+        }
     return {
         "name": name,
         "window": {"seq_len": seq_len},
-        "detector": {
-            "name": "seq2seq",
-            "params": {"latent_dim": latent_dim, "epochs": 1, "stride": 5, "seed": 0},
-            "model_dir": str(model_dir),
-        },
+        "detector": {**detector, "model_dir": str(model_dir)},
         "threshold": {"threshold_perc": 100, "margin_perc": 10},
     }
 
 
-def train_model(folder: Path, seq_len: int, latent_dim: int, n_series: int) -> Path:
+def train_model(
+    folder: Path, seq_len: int, latent_dim: int, n_series: int, members: list[dict] | None
+) -> Path:
     """A stored model of the producer's normal data, every series of it (one epoch: speed
     does not depend on the fit; the threshold, the training scores' maximum plus 10 %,
     lets normal windows pass and the producer's spikes alert)."""
     model_dir = folder / "model"
-    topic = TopicConfig.model_validate(topic_config("bench", model_dir, seq_len, latent_dim))
+    topic = TopicConfig.model_validate(
+        topic_config("bench", model_dir, seq_len, latent_dim, members)
+    )
     steps = max(4 * seq_len, 4000 // n_series)
     series = {
         f"s{k}": np.array([[value_of(k, step)] for step in range(steps)], np.float32)
@@ -293,7 +306,7 @@ def throughput(args, bootstrap, admin, tmp, model_dir, n_series, ceiling) -> dic
     backlog = 3 * args.events
     total = backlog + n_series * (args.seq_len - 1)
     produce(bootstrap, name, n_series, total)
-    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
+    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim, args.members)
     daemon = Daemon(tmp / name, bootstrap, topic, args.batch, max_delay_ms=args.max_delay_ms)
     try:
         idle_rss = daemon.rss_mb()
@@ -338,7 +351,7 @@ def latency(args, bootstrap, admin, tmp, model_dir, rate) -> dict:
     # broker auto-creates waits about a second for it).
     admin.create_topics([NewTopic(name, 1, 1), NewTopic(f"{name}-alerts", 1, 1)])
     produce(bootstrap, name, series, series * (args.seq_len - 1))
-    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim)
+    topic = topic_config(name, model_dir, args.seq_len, args.latent_dim, args.members)
     daemon = Daemon(
         tmp / name, bootstrap, topic, args.batch, cooldown_s=60, max_delay_ms=args.max_delay_ms
     )
@@ -386,6 +399,13 @@ def main(argv: list[str] | None = None) -> dict:
         "--series", default="1,1000", help="series counts of the throughput runs (comma-separated)"
     )
     parser.add_argument("--no-latency", action="store_true", help="throughput runs only")
+    parser.add_argument(
+        "--members",
+        type=json.loads,
+        default=None,
+        help="score with an ensemble of Seq2Seq and these members (JSON list), "
+        """e.g. '[{"name": "pca"}]'""",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds not minutes")
     parser.add_argument("--out", help="also write the report (JSON) here")
     args = parser.parse_args(argv)
@@ -399,10 +419,13 @@ def main(argv: list[str] | None = None) -> dict:
         "latent_dim": args.latent_dim,
         "max_batch": args.batch,
         "max_delay_ms": args.max_delay_ms,
+        "detector": "seq2seq" if not args.members else {"ensemble": ["seq2seq", *args.members]},
         "measured_from": "a streamdet run process: /metrics and the alert topic only",
     }
     try:
-        model_dir = train_model(tmp, args.seq_len, args.latent_dim, 10 if args.smoke else 1000)
+        model_dir = train_model(
+            tmp, args.seq_len, args.latent_dim, 10 if args.smoke else 1000, args.members
+        )
         ceiling = inference_ceiling(model_dir, args.seq_len, args.batch, 1 if args.smoke else 3)
         report["inference_ceiling_windows_per_s"] = ceiling
         report["inference_ceiling_device"] = scoring_device().describe()

@@ -16,9 +16,21 @@ pytestmark = pytest.mark.kafka
 
 
 def test_the_end_to_end_benchmark_measures_the_daemon_from_outside(kafka_bootstrap, tmp_path):
+    """The smoke run scores with an ensemble (Seq2Seq beside PCA), the heavier path: its
+    report names it and every figure is there."""
     report_file = tmp_path / "e2e.json"
+    members = '[{"name": "pca"}]'
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.e2e_kafka", "--smoke", "--out", str(report_file)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.e2e_kafka",
+            "--smoke",
+            "--members",
+            members,
+            "--out",
+            str(report_file),
+        ],
         cwd=ROOT,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
         capture_output=True,
@@ -27,6 +39,7 @@ def test_the_end_to_end_benchmark_measures_the_daemon_from_outside(kafka_bootstr
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(report_file.read_text())
+    assert report["detector"] == {"ensemble": ["seq2seq", {"name": "pca"}]}
     assert report["inference_ceiling_windows_per_s"] > 0
     throughput = report["series_10"]
     assert throughput["windows_scored"] >= 400 and throughput["events_per_s"] > 0
