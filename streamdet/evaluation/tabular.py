@@ -134,6 +134,9 @@ def run(
             y_test, forest_scores, forest_calibration, contamination, **policy
         ),
         "ensemble": _report(y_test, ensemble_scores, ensemble_calibration, contamination, **policy),
+        # What the ensemble's rehearsal learnt: each member's weight and held-out false alarms.
+        "ensemble_members": ensemble.training["members"],
+        "ensemble_trust": ensemble.training["trust"],
         "seconds": round(time.perf_counter() - started, 1),
     }
     plots.roc_pr_curves(out_dir / "tabular_vaegmm_roc_pr.png", "VAEGMM", y_test, vaegmm_scores)

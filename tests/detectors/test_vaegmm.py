@@ -91,6 +91,10 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
     assert result["vaegmm"]["auroc"] > 0.9
     assert 0.5 < result["isolation_forest"]["auroc"] <= 1.0
     assert result["ensemble"]["auroc"] > 0.9
+    members = result["ensemble_members"]
+    assert [m["name"] for m in members] == ["vaegmm", "iforest"]
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0, abs=1e-3)
+    assert result["ensemble_trust"].startswith("held_out: rehearsed fitted on")
     assert (tmp_path / "out" / "tabular_vaegmm_confusion_scores.png").exists()
     assert (tmp_path / "out" / "tabular_ensemble_roc_pr.png").exists()
     np.savez(tmp_path / "bad.npz", X=X)
