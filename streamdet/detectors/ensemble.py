@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -381,7 +382,15 @@ class EnsembleDetector(Detector):
         training scores: how many ``held_out`` instances it calls surprising at
         ``trust_level`` (the member itself is then fitted on everything, untouched by this)."""
         (progress or silent)(f"ensemble: rehearsing member {k + 1} ({spec['name']})")
-        stand_in = self._build(spec, self.params.get("seed"))
+        member = self.members[k]
+        if member.fitted and type(member).warm_start:
+            # The member will train on from its state: so does its stand-in, from a copy.
+            from streamdet.detectors import load_detector
+
+            with tempfile.TemporaryDirectory(prefix="streamdet-rehearsal-") as folder:
+                stand_in = load_detector(member.save(Path(folder) / "member"))
+        else:
+            stand_in = self._build(spec, self.params.get("seed"))
         stand_in.fit(member_view(spec, fitted), progress=progress, **kwargs)
         own = np.sort(stand_in.score(member_view(spec, fitted)).instance_score.astype(np.float64))
         unseen = stand_in.score(member_view(spec, held_out)).instance_score

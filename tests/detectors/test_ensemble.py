@@ -141,3 +141,26 @@ def test_a_member_sees_its_own_scale_and_its_feature_scores_land_on_the_window_s
         )
     with pytest.raises(InvalidInputError, match=r"members\[0\].last must be an integer >= 2"):
         EnsembleDetector(members=[{"name": "pca", "last": 1}, {"name": "pca"}])
+
+
+def test_refitting_rehearses_a_warm_start_member_from_a_copy_of_its_state():
+    """A fitted Seq2Seq member trains on from its state when the ensemble is fitted again;
+    its rehearsal stand-in is a saved-and-loaded copy of it (so it rehearses what the
+    member will do), and the member itself is left to its own fit."""
+    t = np.arange(260, dtype=np.float32)[:, None]
+    windows = sliding_windows(
+        np.sin(t / 4) + 0.05 * np.random.default_rng(4).normal(size=t.shape), 12
+    )
+    members = [
+        {"name": "seq2seq", "params": {"latent_dim": 4, "epochs": 1, "batch_size": 64}},
+        {"name": "pca"},
+    ]
+    ensemble = EnsembleDetector(members=members, seed=0)
+    ensemble.fit(windows)
+    before = [w.copy() for w in ensemble.members[0].seq2seq.get_weights()]
+    said: list[str] = []
+    summary = ensemble.fit(windows, progress=said.append, epochs=1)
+    assert "ensemble: rehearsing member 1 (seq2seq)" in said
+    assert summary["trust"].startswith("held_out: rehearsed fitted on")
+    after = ensemble.members[0].seq2seq.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before, strict=True))
