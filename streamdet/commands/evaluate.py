@@ -287,6 +287,7 @@ def _tabular(args: argparse.Namespace) -> None:
         "epochs": args.epochs,
         "threshold_policy": args.threshold_policy,
         "threshold_params": _threshold_params(args),
+        "ensemble_trust": args.ensemble_trust,
     }
     if args.all:
         summary = tabular.run_all(
@@ -594,6 +595,13 @@ def add_parser(commands: Any, registered: Callable[[str], Any]) -> None:
     which.add_argument("--all", metavar="DIR", help="every .npz table in DIR, one summary")
     _common(tab, "eval/tabular")
     tab.add_argument("--epochs", type=int, default=50)
+    tab.add_argument(
+        "--ensemble-trust",
+        choices=("equal", "held_out"),
+        default="equal",
+        help="the ensemble's trust: equal (the detector's default) or held_out (weights "
+        "learnt from each member's false alarms on held-out rows)",
+    )
     tab.set_defaults(func=_tabular)
 
     mn = benchmarks.add_parser("mnist", help="image VAE: MNIST digit hold-out")

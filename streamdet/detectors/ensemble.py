@@ -13,8 +13,8 @@ be very surprised. So a deep member that sees a shape it cannot rebuild and a cl
 that sees a level it has never seen both raise the same score, and neither's scale (squared
 errors, energies, residuals) dominates the other.
 
-**Which member to trust is learnt per model, without labels** (``trust: held_out``, the
-default), in a rehearsal before the fit. A fresh copy of each member is fitted on the
+**Which member to trust can be learnt per model, without labels** (``trust: held_out``), in
+a rehearsal before the fit. A fresh copy of each member is fitted on the
 training instances less some blocks spread over all of them (every
 ``1/holdout_fraction``-th block, so every season and the newest data are in both parts;
 windows that share events with a held-out block are left out) and calibrated on its own
@@ -25,8 +25,9 @@ training windows much better than new ones, or whose scores wander, would page t
 on live data; it gets a weight falling with its excess false alarms, and members that keep
 their promise share the weight equally. Then every member is fitted on all the instances
 and calibrated on its training scores, exactly as without the rehearsal (which costs one
-more fit of each member, on about 70 % of the data). With too few instances to hold out (or
-``trust: equal``) every member is trusted alike.
+more fit of each member, on about 70 % of the data). With too few instances to hold out, or
+with ``trust: equal`` (the default: on NAB's development files the learnt weights alerted no
+better, see docs/BENCHMARKS.md), every member is trusted alike.
 
 **Members may look at the window at their own scale** (multi-scale windows): a member
 spec's ``last: L`` gives it only the window's newest L steps (fast anomalies), ``pool: k``
@@ -221,8 +222,8 @@ class EnsembleDetector(Detector):
     combine
         ``min_p`` (the strongest surprise, weighted Bonferroni) or ``fisher``.
     trust
-        ``held_out`` (weights learnt from each member's false alarms on the newest held-out
-        instances, see the module's docstring) or ``equal``.
+        ``equal`` or ``held_out`` (weights learnt from each member's false alarms on
+        held-out instances, see the module's docstring).
     holdout_fraction
         About this share of the training instances is held out from the members' fit, in
         blocks, when ``trust`` is ``held_out``.
@@ -241,7 +242,7 @@ class EnsembleDetector(Detector):
         members: list[dict[str, Any]] | None = None,
         tail_fraction: float = 0.1,
         combine: str = "min_p",
-        trust: str = "held_out",
+        trust: str = "equal",
         holdout_fraction: float = 0.2,
         trust_level: float = 0.05,
         score_batch_size: int = 4096,
@@ -301,8 +302,8 @@ class EnsembleDetector(Detector):
                 "seq2seq+pca", lambda: cls(members=members, seed=0), sliding_windows(series, 12)
             ),
             ContractCase(
-                "pca+iforest, two scales",
-                lambda: cls(members=scales, seed=0),
+                "pca+iforest, two scales, learnt trust",
+                lambda: cls(members=scales, trust="held_out", seed=0),
                 sliding_windows(series, 12),
             ),
         ]

@@ -79,9 +79,11 @@ def run(
     threshold_policy: str = "protocol",
     threshold_params: dict[str, Any] | None = None,
     seed: int = 0,
+    ensemble_trust: str = "equal",
     progress: ProgressFn = stderr_progress,
 ) -> dict[str, Any]:
-    """One seed on one table; ``tabular.json`` and plots into ``out``."""
+    """One seed on one table; ``tabular.json`` and plots into ``out`` (``ensemble_trust``:
+    the ensemble's ``trust``)."""
     X, y = load_table(npz)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +112,7 @@ def run(
             },
             {"name": "iforest", "params": {"trees": 200}},
         ],
+        trust=ensemble_trust,
         seed=seed,
     )
     ensemble.fit(X_train, progress=progress)
@@ -166,6 +169,7 @@ def run_all(
     epochs: int = 50,
     threshold_policy: str = "protocol",
     threshold_params: dict[str, Any] | None = None,
+    ensemble_trust: str = "equal",
     progress: ProgressFn = stderr_progress,
     resume: bool = False,
 ) -> dict[str, Any]:
@@ -189,6 +193,7 @@ def run_all(
                 threshold_policy=threshold_policy,
                 threshold_params=threshold_params,
                 seed=seed,
+                ensemble_trust=ensemble_trust,
                 progress=progress,
             ),
             out_dir / path.stem,

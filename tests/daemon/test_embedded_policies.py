@@ -87,7 +87,8 @@ def test_series_seven_orders_of_magnitude_apart_share_one_model(tmp_path):
 def test_an_ensemble_topic_explains_each_alert_by_its_members_and_their_trust(tmp_path):
     """``detector: ensemble`` of two classical members at two scales in the daemon: the
     injected anomalies are caught, and every alert names each member's tail probability and
-    the weight it was given, as the saved model learnt them (weights sum to 1), and the
+    the weight it was given, as the saved model learnt them (``trust: held_out``; weights sum
+    to 1), and the
     smallest probability / weight gives the alert's score."""
     members = [{"name": "pca"}, {"name": "iforest", "pool": 4}]
     config = simulator_config(
@@ -99,7 +100,7 @@ def test_an_ensemble_topic_explains_each_alert_by_its_members_and_their_trust(tm
     text = config.read_text().replace("name: seq2seq", "name: ensemble")
     config.write_text(text)
     topic = yaml.safe_load(text)
-    topic["topics"][0]["detector"]["params"] = {"members": members}
+    topic["topics"][0]["detector"]["params"] = {"members": members, "trust": "held_out"}
     config.write_text(yaml.safe_dump(topic))
     run_daemon(config)
     alerts = read_alerts(tmp_path / "ensemble.jsonl")

@@ -89,7 +89,7 @@ def test_a_member_that_pages_too_readily_on_unseen_normal_rows_is_trusted_less(t
         {"name": "pca", "params": {"n_components": 23}},
         {"name": "pca", "params": {"n_components": 2}},
     ]
-    learnt = EnsembleDetector(members=members)
+    learnt = EnsembleDetector(members=members, trust="held_out")
     summary = learnt.fit(rows)
     assert (
         summary["trust"]
@@ -100,7 +100,7 @@ def test_a_member_that_pages_too_readily_on_unseen_normal_rows_is_trusted_less(t
     assert learnt.weights[0] < 0.3 < 0.7 < learnt.weights[1]
     assert [m["weight"] for m in summary["members"]] == learnt.weights.round(4).tolist()
 
-    equal = EnsembleDetector(members=members, trust="equal")
+    equal = EnsembleDetector(members=members)  # the default
     assert equal.fit(rows)["trust"] == "equal" and equal.weights.tolist() == [0.5, 0.5]
     pages = {
         name: int((detector.score(fresh).instance_score >= 2.0).sum())  # combined p < 0.01
@@ -155,7 +155,7 @@ def test_refitting_rehearses_a_warm_start_member_from_a_copy_of_its_state():
         {"name": "seq2seq", "params": {"latent_dim": 4, "epochs": 1, "batch_size": 64}},
         {"name": "pca"},
     ]
-    ensemble = EnsembleDetector(members=members, seed=0)
+    ensemble = EnsembleDetector(members=members, trust="held_out", seed=0)
     ensemble.fit(windows)
     before = [w.copy() for w in ensemble.members[0].seq2seq.get_weights()]
     said: list[str] = []

@@ -82,6 +82,8 @@ def test_evaluate_tabular_command_compares_with_isolation_forest(tmp_path):
         "1",
         "--epochs",
         "30",
+        "--ensemble-trust",
+        "held_out",
         "--out",
         str(tmp_path / "out"),
     )

@@ -245,7 +245,7 @@ def test_the_nab_report_reads_each_stored_ensembles_member_weights(tmp_path):
 
     rows = np.random.default_rng(0).normal(size=(300, 24))
     members = [{"name": "pca", "params": {"n_components": 23}}, {"name": "pca"}]
-    ensemble = EnsembleDetector(members=members)
+    ensemble = EnsembleDetector(members=members, trust="held_out")
     ensemble.fit(rows)
     ensemble.save(tmp_path / "versions" / "v000002")
     single = PCADetector()
