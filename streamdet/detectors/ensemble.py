@@ -341,8 +341,7 @@ class EnsembleDetector(Detector):
         for k, (member, spec) in enumerate(zip(self.members, specs, strict=True)):
             say(f"ensemble: member {k + 1}/{len(self.members)} ({member.name})")
             summaries.append(member.fit(member_view(spec, array), progress=progress, **kwargs))
-            own = member.score(member_view(spec, array)).instance_score
-            arrays[f"calibration_{k}"] = np.sort(own.astype(np.float64))
+            arrays[f"calibration_{k}"] = _sorted_scores(member, spec, array)
         arrays["weights"] = self.weights.copy()
         self.arrays = arrays
         self.input_shape = tuple(array.shape[1:])
@@ -393,7 +392,7 @@ class EnsembleDetector(Detector):
         else:
             stand_in = self._build(spec, self.params.get("seed"))
         stand_in.fit(member_view(spec, fitted), progress=progress, **kwargs)
-        own = np.sort(stand_in.score(member_view(spec, fitted)).instance_score.astype(np.float64))
+        own = _sorted_scores(stand_in, spec, fitted)
         unseen = stand_in.score(member_view(spec, held_out)).instance_score
         probability = tail_probability(own, unseen, float(self.params["tail_fraction"]))
         return int((probability < float(self.params["trust_level"])).sum())
@@ -488,3 +487,8 @@ def _whole(spec: dict[str, Any]) -> bool:
     """Whether a member sees whole windows (its feature scores and expected values line up
     with the window's steps)."""
     return spec.get("last") is None and spec.get("pool", 1) == 1
+
+
+def _sorted_scores(member: Detector, spec: dict[str, Any], X: np.ndarray) -> np.ndarray:
+    """A member's scores of the instances ``X`` (through its view), sorted: a calibration."""
+    return np.sort(member.score(member_view(spec, X)).instance_score.astype(np.float64))
